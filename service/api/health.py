@@ -1,0 +1,63 @@
+"""Probes, metrics and build info."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service import __version__
+from service.api.deps import MetricsDep, SettingsDep, StoreDep
+from service.history import HistoryUnavailable
+
+router = APIRouter(tags=["ops"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers. Touches nothing, so a store outage never restarts pods."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(settings: SettingsDep, store: StoreDep) -> JSONResponse:
+    """Readiness: the history store answers, so this replica can serve a turn."""
+    # Bound the whole check, retries included, so the kubelet's probe never times out first.
+    budget = settings.redis_connect_timeout_seconds + settings.redis_socket_timeout_seconds + 0.5
+    try:
+        await asyncio.wait_for(store.ping(), timeout=budget)
+    except (HistoryUnavailable, TimeoutError) as exc:
+        detail = str(exc) or f"no answer within {budget:.1f}s"
+        return JSONResponse(
+            status_code=503,
+            content={
+                "error": {"code": "history_unavailable", "message": detail},
+                "checks": {"history": {"ok": False, "backend": store.backend, "error": detail}},
+            },
+        )
+    return JSONResponse(
+        {"status": "ready", "checks": {"history": {"ok": True, "backend": store.backend}}}
+    )
+
+
+@router.get("/metrics")
+async def metrics(m: MetricsDep) -> Response:
+    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/v1/info")
+async def info(settings: SettingsDep, store: StoreDep) -> dict[str, object]:
+    return {
+        "served_by": settings.pod_name,
+        "backend": store.backend,
+        "version": __version__,
+        "model": settings.chat_model,
+        "max_message_chars": settings.max_message_chars,
+        "max_session_id_length": 128,
+        "history_window_messages": settings.history_window_messages,
+        "history_max_messages": settings.history_max_messages,
+        "history_ttl_seconds": settings.history_ttl_seconds,
+        "memory_max_sessions": settings.memory_max_sessions,
+    }

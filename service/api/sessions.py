@@ -1,0 +1,43 @@
+"""A session's transcript: read it, delete it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel
+
+from service.api.deps import ApiError, SettingsDep, StoreDep, checked_session_id
+
+router = APIRouter(tags=["sessions"])
+
+
+class MessageOut(BaseModel):
+    type: Literal["human", "ai", "system", "tool", "function", "chat"]
+    content: str
+
+
+class TranscriptOut(BaseModel):
+    session_id: str
+    served_by: str
+    backend: str
+    messages: list[MessageOut]
+
+
+@router.get("/v1/sessions/{session_id}/messages")
+async def get_messages(session_id: str, settings: SettingsDep, store: StoreDep) -> TranscriptOut:
+    messages = await store.history(checked_session_id(session_id)).aget_messages()
+    if not messages:
+        raise ApiError(404, "session_not_found", f"no history for session {session_id!r} here")
+    return TranscriptOut(
+        session_id=session_id,
+        served_by=settings.pod_name,
+        backend=store.backend,
+        messages=[MessageOut(type=m.type, content=m.text) for m in messages],
+    )
+
+
+@router.delete("/v1/sessions/{session_id}", status_code=204)
+async def delete_session(session_id: str, store: StoreDep) -> Response:
+    await store.history(checked_session_id(session_id)).aclear()
+    return Response(status_code=204)

@@ -1,0 +1,77 @@
+"""Settings, read once from the environment (and validated) when the app starts."""
+
+from __future__ import annotations
+
+import re
+import socket
+from functools import lru_cache
+from typing import Literal, Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
+SESSION_ID_RULE = "1-128 ASCII letters, digits and ._:@-"
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; the environment variable is the field name in upper case.
+
+    Cross-field rules are checked here so a bad deployment fails at startup, not at the first
+    request. `docs/configuration.md` documents each field.
+    """
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    history_backend: Literal["memory", "redis"] = "memory"
+    pod_name: str = Field(default_factory=socket.gethostname, min_length=1)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # Shared history limits (both backends behave the same way).
+    history_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=0)
+    history_max_messages: int = Field(default=1000, ge=2, le=1_000_000)
+    history_window_messages: int = Field(default=20, ge=2, le=10_000)
+    max_message_chars: int = Field(default=16_000, ge=1, le=1_000_000)
+
+    # Memory backend.
+    memory_max_sessions: int = Field(default=10_000, ge=1)
+
+    # Redis backend. Timeouts and retries are explicit: redis-py's defaults changed across
+    # major versions, and a chat turn must fail fast (503) rather than hang on a dead store.
+    redis_url: str = "redis://localhost:6379/0"
+    redis_password: SecretStr | None = None
+    redis_key_prefix: str = Field(default="chat-history:", min_length=1)
+    redis_socket_timeout_seconds: float = Field(default=0.5, gt=0, le=30)
+    redis_connect_timeout_seconds: float = Field(default=0.5, gt=0, le=30)
+    redis_retries: int = Field(default=2, ge=0, le=10)
+    redis_retry_backoff_seconds: float = Field(default=0.05, ge=0, le=5)
+    redis_max_connections: int = Field(default=64, ge=1, le=10_000)
+
+    # Chat model: the built-in offline model, or an OpenAI-compatible endpoint.
+    chat_model: Literal["builtin", "openai"] = "builtin"
+    openai_model: str | None = None
+    openai_base_url: str | None = None
+    openai_api_key: SecretStr | None = None
+    openai_timeout_seconds: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Self:
+        # Turns are stored as (human, ai) pairs; odd caps or windows would split a turn.
+        for name in ("history_max_messages", "history_window_messages"):
+            if getattr(self, name) % 2:
+                raise ValueError(f"{name.upper()} must be even so that turns stay whole")
+        if self.history_window_messages > self.history_max_messages:
+            raise ValueError("HISTORY_WINDOW_MESSAGES must not exceed HISTORY_MAX_MESSAGES")
+        if self.history_backend == "redis" and not self.redis_url.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
+        if self.chat_model == "openai" and not self.openai_model:
+            raise ValueError("CHAT_MODEL=openai needs OPENAI_MODEL (e.g. gpt-4o-mini)")
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()

@@ -1,0 +1,154 @@
+"""Per-process history: fast, bounded, and lost on a hop to another replica or a restart."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from langchain_core.messages import BaseMessage
+
+from service.history.base import ChatHistory, HistoryStore
+
+
+@dataclass
+class _Session:
+    messages: deque[BaseMessage]
+    expires_at: float | None = field(default=None)
+
+
+class MemoryStore(HistoryStore):
+    """All sessions of this process in one LRU-ordered dict.
+
+    Bounds, so a long-running replica cannot bloat: at most `max_sessions` sessions (the least
+    recently used is evicted), at most `max_messages` per session (oldest dropped), and a sliding
+    TTL refreshed on every append (0 disables it). A lock makes every operation atomic, because
+    the sync `BaseChatMessageHistory` methods may be called from worker threads.
+    """
+
+    backend = "memory"
+
+    def __init__(
+        self,
+        *,
+        max_sessions: int,
+        max_messages: int,
+        ttl_seconds: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_sessions = max_sessions
+        self.max_messages = max_messages
+        self.ttl_seconds = ttl_seconds
+        self._clock = clock
+        self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        self._lock = threading.Lock()
+        self._message_count = 0
+        self.evictions = {"lru": 0, "ttl": 0}
+
+    # -- sizes, read by /metrics -------------------------------------------------------------
+    @property
+    def session_count(self) -> int:
+        return len(self._sessions)
+
+    @property
+    def message_count(self) -> int:
+        return self._message_count
+
+    # -- operations --------------------------------------------------------------------------
+    def _live(self, session_id: str, now: float) -> _Session | None:
+        session = self._sessions.get(session_id)
+        if session is None:
+            return None
+        if session.expires_at is not None and session.expires_at <= now:
+            self._drop(session_id, "ttl")
+            return None
+        self._sessions.move_to_end(session_id)
+        return session
+
+    def _drop(self, session_id: str, reason: str | None) -> None:
+        session = self._sessions.pop(session_id)
+        self._message_count -= len(session.messages)
+        if reason is not None:
+            self.evictions[reason] += 1
+
+    def read(self, session_id: str, last: int | None = None) -> list[BaseMessage]:
+        with self._lock:
+            session = self._live(session_id, self._clock())
+            if session is None:
+                return []
+            if last is None or last >= len(session.messages):
+                return list(session.messages)
+            # Indexing a deque near its ends is O(1): the window costs O(last), not O(history).
+            return [session.messages[i] for i in range(-last, 0)]
+
+    def append(self, session_id: str, messages: Sequence[BaseMessage]) -> int:
+        with self._lock:
+            now = self._clock()
+            session = self._live(session_id, now)
+            if session is None:
+                session = _Session(deque(maxlen=self.max_messages))
+                self._sessions[session_id] = session
+                while len(self._sessions) > self.max_sessions:
+                    self._drop(next(iter(self._sessions)), "lru")
+            before = len(session.messages)
+            session.messages.extend(messages)
+            self._message_count += len(session.messages) - before
+            session.expires_at = now + self.ttl_seconds if self.ttl_seconds else None
+            return before
+
+    def clear(self, session_id: str) -> None:
+        with self._lock:
+            if session_id in self._sessions:
+                self._drop(session_id, None)
+
+    def sweep(self) -> int:
+        """Drop every expired session now (reads and appends also expire lazily)."""
+        with self._lock:
+            now = self._clock()
+            expired = [
+                sid
+                for sid, s in self._sessions.items()
+                if s.expires_at is not None and s.expires_at <= now
+            ]
+            for sid in expired:
+                self._drop(sid, "ttl")
+            return len(expired)
+
+    def history(self, session_id: str) -> MemoryChatHistory:
+        return MemoryChatHistory(self, session_id)
+
+    async def ping(self) -> None:
+        return None
+
+
+class MemoryChatHistory(ChatHistory):
+    """A session in a `MemoryStore`; every method is native (no executor hop)."""
+
+    def __init__(self, store: MemoryStore, session_id: str) -> None:
+        super().__init__()
+        self.store = store
+        self.session_id = session_id
+
+    @property
+    def messages(self) -> list[BaseMessage]:  # type: ignore[override]
+        return self.store.read(self.session_id)
+
+    async def aget_messages(self) -> list[BaseMessage]:
+        return self.store.read(self.session_id)
+
+    async def aget_window(self, n: int) -> list[BaseMessage]:
+        return self.store.read(self.session_id, last=n)
+
+    def add_messages(self, messages: Sequence[BaseMessage]) -> None:
+        self.store.append(self.session_id, messages)
+
+    async def aappend_turn(self, messages: Sequence[BaseMessage]) -> int:
+        return self.store.append(self.session_id, messages)
+
+    def clear(self) -> None:
+        self.store.clear(self.session_id)
+
+    async def aclear(self) -> None:
+        self.store.clear(self.session_id)

@@ -1,0 +1,204 @@
+"""Redis history: one LIST per session; two round trips per chat turn, whatever its length."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import redis
+import redis.asyncio as aredis
+from langchain_core.messages import BaseMessage, message_to_dict, messages_from_dict
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialBackoff
+
+from service.config import Settings
+from service.history.base import ChatHistory, HistoryStore, HistoryUnavailable
+
+RoundTripHook = Callable[[str], None]
+
+
+def _encode(message: BaseMessage) -> str:
+    # message_to_dict keeps everything (tool calls, ids, metadata): full fidelity.
+    return json.dumps(message_to_dict(message), ensure_ascii=False, separators=(",", ":"))
+
+
+def _decode(raw: Iterable[bytes | str]) -> list[BaseMessage]:
+    return messages_from_dict([json.loads(item) for item in raw])
+
+
+def _unavailable(exc: redis.RedisError) -> HistoryUnavailable:
+    return HistoryUnavailable(f"redis: {type(exc).__name__}: {exc}")
+
+
+class RedisChatHistory(ChatHistory):
+    """A session stored as the Redis LIST `<key_prefix><session_id>`, oldest message first.
+
+    Lift-and-use: give it a `redis.asyncio.Redis` (native async methods), a `redis.Redis` (sync
+    methods), or both. Appending queues `RPUSH` (every message), `LTRIM` (keep the last
+    `max_messages`) and `EXPIRE` (sliding TTL, when `ttl_seconds` > 0) in one `MULTI`/`EXEC`
+    sent as a single round trip, so a turn is never half-written and concurrent writers never
+    interleave inside a turn. Reading the model's window is one `LRANGE -n -1`.
+    """
+
+    def __init__(
+        self,
+        session_id: str,
+        *,
+        async_client: aredis.Redis | None = None,
+        client: redis.Redis | None = None,
+        key_prefix: str = "chat-history:",
+        max_messages: int = 0,
+        ttl_seconds: int = 0,
+        on_round_trip: RoundTripHook | None = None,
+    ) -> None:
+        super().__init__()
+        if async_client is None and client is None:
+            raise ValueError("RedisChatHistory needs async_client, client, or both")
+        self.session_id = session_id
+        self.key = f"{key_prefix}{session_id}"
+        self.max_messages = max_messages
+        self.ttl_seconds = ttl_seconds
+        self._aclient = async_client
+        self._client = client
+        self._on_round_trip = on_round_trip
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def _trip(self, op: str) -> None:
+        if self._on_round_trip is not None:
+            self._on_round_trip(op)
+
+    def _sync(self) -> redis.Redis:
+        if self._client is None:
+            raise RuntimeError("this RedisChatHistory was built without a sync `client`")
+        return self._client
+
+    def _async(self) -> aredis.Redis:
+        if self._aclient is None:
+            raise RuntimeError("this RedisChatHistory was built without an `async_client`")
+        return self._aclient
+
+    def _queue_append(self, pipe: Any, messages: Sequence[BaseMessage]) -> None:
+        pipe.rpush(self.key, *[_encode(m) for m in messages])
+        if self.max_messages:
+            pipe.ltrim(self.key, -self.max_messages, -1)
+        if self.ttl_seconds:
+            pipe.expire(self.key, self.ttl_seconds)
+
+    # -- async (what the service uses) -------------------------------------------------------
+    async def aget_messages(self) -> list[BaseMessage]:
+        return await self.aget_window(0)
+
+    async def aget_window(self, n: int) -> list[BaseMessage]:
+        """The last `n` messages (all of them when `n` is 0)."""
+        try:
+            raw = await self._async().lrange(self.key, -n if n else 0, -1)
+        except redis.RedisError as exc:
+            raise _unavailable(exc) from exc
+        finally:
+            self._trip("read")
+        return _decode(raw)
+
+    async def aappend_turn(self, messages: Sequence[BaseMessage]) -> int:
+        if not messages:
+            return 0
+        try:
+            async with self._async().pipeline(transaction=True) as pipe:
+                self._queue_append(pipe, messages)
+                results = await pipe.execute()
+        except redis.RedisError as exc:
+            raise _unavailable(exc) from exc
+        finally:
+            self._trip("append")
+        # RPUSH answers the length after the push and before the trim.
+        return int(results[0]) - len(messages)
+
+    async def aclear(self) -> None:
+        try:
+            await self._async().delete(self.key)
+        except redis.RedisError as exc:
+            raise _unavailable(exc) from exc
+        finally:
+            self._trip("clear")
+
+    # -- sync (BaseChatMessageHistory for sync LangChain code) -------------------------------
+    @property
+    def messages(self) -> list[BaseMessage]:  # type: ignore[override]
+        try:
+            raw = self._sync().lrange(self.key, 0, -1)
+        except redis.RedisError as exc:
+            raise _unavailable(exc) from exc
+        return _decode(raw)
+
+    def add_messages(self, messages: Sequence[BaseMessage]) -> None:
+        if not messages:
+            return
+        try:
+            with self._sync().pipeline(transaction=True) as pipe:
+                self._queue_append(pipe, messages)
+                pipe.execute()
+        except redis.RedisError as exc:
+            raise _unavailable(exc) from exc
+
+    def clear(self) -> None:
+        try:
+            self._sync().delete(self.key)
+        except redis.RedisError as exc:
+            raise _unavailable(exc) from exc
+
+
+def build_async_client(settings: Settings) -> aredis.Redis:
+    """One pooled async client per process, every timeout and retry taken from settings.
+
+    Only connection errors are retried: a write that timed out may have been applied, and
+    retrying it could store the turn twice; the caller gets a 503 and may resend the turn.
+    """
+    pool = aredis.BlockingConnectionPool.from_url(
+        settings.redis_url,
+        password=settings.redis_password.get_secret_value() if settings.redis_password else None,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_connect_timeout_seconds,  # wait for a free pooled connection
+        socket_timeout=settings.redis_socket_timeout_seconds,
+        socket_connect_timeout=settings.redis_connect_timeout_seconds,
+        retry=AsyncRetry(
+            ExponentialBackoff(cap=1.0, base=settings.redis_retry_backoff_seconds),
+            settings.redis_retries,
+            supported_errors=(redis.ConnectionError,),
+        ),
+        retry_on_timeout=False,
+        health_check_interval=0,  # no hidden PINGs: they would add round trips to a turn
+    )
+    return aredis.Redis(connection_pool=pool)
+
+
+class RedisStore(HistoryStore):
+    """Redis-backed sessions sharing one async connection pool (built by the app's lifespan)."""
+
+    backend = "redis"
+
+    def __init__(
+        self, client: aredis.Redis, settings: Settings, on_round_trip: RoundTripHook | None = None
+    ) -> None:
+        self.client = client
+        self._settings = settings
+        self._on_round_trip = on_round_trip
+
+    def history(self, session_id: str) -> RedisChatHistory:
+        return RedisChatHistory(
+            session_id,
+            async_client=self.client,
+            key_prefix=self._settings.redis_key_prefix,
+            max_messages=self._settings.history_max_messages,
+            ttl_seconds=self._settings.history_ttl_seconds,
+            on_round_trip=self._on_round_trip,
+        )
+
+    async def ping(self) -> None:
+        try:
+            await self.client.ping()
+        except redis.RedisError as exc:
+            raise _unavailable(exc) from exc
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+        await self.client.connection_pool.disconnect()

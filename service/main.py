@@ -1,0 +1,55 @@
+"""The ASGI app: `uvicorn service.main:app`. Assembly only: lifespan, handlers, routers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service import __version__
+from service.api import chat, health, sessions
+from service.api.deps import Runtime
+from service.config import Settings, get_settings
+from service.errors import install_error_handlers
+from service.history import build_store
+from service.metrics import Metrics
+from service.middleware import ServedByMiddleware
+from service.model import build_model
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A new app. Settings are read when it starts (override `get_settings` in tests, or pass
+    `settings`); the store's clients are built in the lifespan and closed after it."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        current = settings or app.dependency_overrides.get(get_settings, get_settings)()
+        logging.getLogger("service").setLevel(current.log_level)
+        metrics = Metrics()
+        store = build_store(current, on_round_trip=metrics.round_trip)
+        metrics.watch_store(store)
+        app.state.runtime = Runtime(current, store, build_model(current), metrics)
+        logger.info(
+            "replica %s ready to serve: backend=%s version=%s",
+            current.pod_name,
+            store.backend,
+            __version__,
+        )
+        try:
+            yield
+        finally:
+            await store.aclose()
+
+    app = FastAPI(title="chat-history", version=__version__, lifespan=lifespan)
+    install_error_handlers(app)
+    app.add_middleware(ServedByMiddleware)
+    for module in (chat, sessions, health):
+        app.include_router(module.router)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,98 @@
+"""Prometheus metrics, one registry per app so several apps can live in one process (tests)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from service.history import HistoryStore
+from service.history.memory import MemoryStore
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    """Everything `/metrics` exports. Names are documented in docs/configuration.md."""
+
+    def __init__(self) -> None:
+        # `_created` series double the output and nothing here reads them.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "chat_http_requests",
+            "HTTP requests by route and status.",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.turns = Counter("chat_turns", "Chat turns answered.", ["backend"], registry=r)
+        self.errors = Counter("chat_errors", "Error responses by error code.", ["code"], registry=r)
+        self.history_read = Histogram(
+            "chat_history_read_seconds",
+            "Time to load a session's context window.",
+            ["backend"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.history_append = Histogram(
+            "chat_history_append_seconds",
+            "Time to append a turn atomically.",
+            ["backend"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.redis_round_trips = Counter(
+            "chat_history_redis_round_trips",
+            "Round trips to Redis by operation.",
+            ["op"],
+            registry=r,
+        )
+        self._store_collector: _MemoryStoreCollector | None = None
+
+    def round_trip(self, op: str) -> None:
+        self.redis_round_trips.labels(op).inc()
+
+    def watch_store(self, store: HistoryStore) -> None:
+        """Export a memory store's size, read (after a TTL sweep) at scrape time."""
+        if isinstance(store, MemoryStore):
+            self._store_collector = _MemoryStoreCollector(store)
+            self.registry.register(self._store_collector)
+
+
+class _MemoryStoreCollector(Collector):
+    """Reads the memory store's bounds and sizes when Prometheus scrapes."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+
+    def describe(self) -> list[Metric]:
+        return []  # unchecked collector: its families are only known at collect time
+
+    def collect(self) -> Iterator[Metric]:
+        self.store.sweep()
+        yield GaugeMetricFamily(
+            "chat_history_memory_sessions",
+            "Sessions held in this process (memory backend).",
+            value=self.store.session_count,
+        )
+        yield GaugeMetricFamily(
+            "chat_history_memory_messages",
+            "Messages held in this process (memory backend).",
+            value=self.store.message_count,
+        )
+        evictions = CounterMetricFamily(
+            "chat_history_memory_evictions",
+            "Sessions evicted, by reason (lru, ttl).",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self.store.evictions.items()):
+            evictions.add_metric([reason], count)
+        yield evictions
+        yield GaugeMetricFamily(
+            "chat_history_memory_max_sessions",
+            "The session cap (MEMORY_MAX_SESSIONS).",
+            value=self.store.max_sessions,
+        )
