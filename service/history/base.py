@@ -18,24 +18,40 @@ class ChatHistory(BaseChatMessageHistory, ABC):
     """One session's history, usable by any LangChain code through `BaseChatMessageHistory`.
 
     On top of that interface, a chat turn needs exactly two operations, and each backend does
-    each in one store round trip whatever the history length:
+    each in one store round trip whatever the history length (sync and native async twins):
 
-    - `aget_window(n)`: the last `n` messages, oldest first (the model's context);
-    - `aappend_turn(messages)`: append the turn's messages atomically, apply the per-session cap
-      and refresh the TTL; returns how many messages were stored before the turn.
+    - `get_window(n)` / `aget_window(n)`: the last `n` messages, oldest first (the model's
+      context); `n == 0` means all of them; `[]` for an unknown session;
+    - `append_turn(messages)` / `aappend_turn(messages)`: append the messages atomically, apply
+      the per-session cap, refresh the TTL; return how many messages were stored before.
 
-    Failures of the store raise `HistoryUnavailable`.
+    `messages`, `add_messages` and their async twins are defined on top of these. Failures of
+    the store raise `HistoryUnavailable`.
     """
 
     session_id: str
 
     @abstractmethod
-    async def aget_window(self, n: int) -> list[BaseMessage]:
-        """The last `n` messages of the session, oldest first; `[]` for an unknown session."""
+    def get_window(self, n: int) -> list[BaseMessage]: ...
 
     @abstractmethod
-    async def aappend_turn(self, messages: Sequence[BaseMessage]) -> int:
-        """Append `messages` as one atomic unit; return the message count before the append."""
+    async def aget_window(self, n: int) -> list[BaseMessage]: ...
+
+    @abstractmethod
+    def append_turn(self, messages: Sequence[BaseMessage]) -> int: ...
+
+    @abstractmethod
+    async def aappend_turn(self, messages: Sequence[BaseMessage]) -> int: ...
+
+    @property
+    def messages(self) -> list[BaseMessage]:  # type: ignore[override]
+        return self.get_window(0)
+
+    async def aget_messages(self) -> list[BaseMessage]:
+        return await self.aget_window(0)
+
+    def add_messages(self, messages: Sequence[BaseMessage]) -> None:
+        self.append_turn(messages)
 
     async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
         await self.aappend_turn(messages)

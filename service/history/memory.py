@@ -131,18 +131,14 @@ class MemoryChatHistory(ChatHistory):
         self.store = store
         self.session_id = session_id
 
-    @property
-    def messages(self) -> list[BaseMessage]:  # type: ignore[override]
-        return self.store.read(self.session_id)
-
-    async def aget_messages(self) -> list[BaseMessage]:
-        return self.store.read(self.session_id)
+    def get_window(self, n: int) -> list[BaseMessage]:
+        return self.store.read(self.session_id, last=n or None)
 
     async def aget_window(self, n: int) -> list[BaseMessage]:
-        return self.store.read(self.session_id, last=n)
+        return self.store.read(self.session_id, last=n or None)
 
-    def add_messages(self, messages: Sequence[BaseMessage]) -> None:
-        self.store.append(self.session_id, messages)
+    def append_turn(self, messages: Sequence[BaseMessage]) -> int:
+        return self.store.append(self.session_id, messages)
 
     async def aappend_turn(self, messages: Sequence[BaseMessage]) -> int:
         return self.store.append(self.session_id, messages)

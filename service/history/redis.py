@@ -86,11 +86,7 @@ class RedisChatHistory(ChatHistory):
             pipe.expire(self.key, self.ttl_seconds)
 
     # -- async (what the service uses) -------------------------------------------------------
-    async def aget_messages(self) -> list[BaseMessage]:
-        return await self.aget_window(0)
-
     async def aget_window(self, n: int) -> list[BaseMessage]:
-        """The last `n` messages (all of them when `n` is 0)."""
         try:
             raw = await self._async().lrange(self.key, -n if n else 0, -1)
         except redis.RedisError as exc:
@@ -122,29 +118,35 @@ class RedisChatHistory(ChatHistory):
             self._trip("clear")
 
     # -- sync (BaseChatMessageHistory for sync LangChain code) -------------------------------
-    @property
-    def messages(self) -> list[BaseMessage]:  # type: ignore[override]
+    def get_window(self, n: int) -> list[BaseMessage]:
         try:
-            raw = self._sync().lrange(self.key, 0, -1)
+            raw = self._sync().lrange(self.key, -n if n else 0, -1)
         except redis.RedisError as exc:
             raise _unavailable(exc) from exc
+        finally:
+            self._trip("read")
         return _decode(raw)
 
-    def add_messages(self, messages: Sequence[BaseMessage]) -> None:
+    def append_turn(self, messages: Sequence[BaseMessage]) -> int:
         if not messages:
-            return
+            return 0
         try:
             with self._sync().pipeline(transaction=True) as pipe:
                 self._queue_append(pipe, messages)
-                pipe.execute()
+                results = pipe.execute()
         except redis.RedisError as exc:
             raise _unavailable(exc) from exc
+        finally:
+            self._trip("append")
+        return int(results[0]) - len(messages)
 
     def clear(self) -> None:
         try:
             self._sync().delete(self.key)
         except redis.RedisError as exc:
             raise _unavailable(exc) from exc
+        finally:
+            self._trip("clear")
 
 
 def build_async_client(settings: Settings) -> aredis.Redis:
