@@ -1,0 +1,76 @@
+"""Redis down: a clear 503 fast, not-ready, alive; Redis back: recovery with no restart."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+
+from tests.conftest import app_client, make_settings
+from tests.redis_server import RedisServer
+
+
+async def poll_status(client: httpx.AsyncClient, path: str, want: int, within: float) -> int:
+    deadline = time.monotonic() + within
+    status = -1
+    while time.monotonic() < deadline:
+        status = (await client.get(path)).status_code
+        if status == want:
+            break
+        await asyncio.sleep(0.05)
+    return status
+
+
+async def test_redis_outage_is_a_fast_503_and_the_service_recovers_alone(
+    own_redis: RedisServer,
+) -> None:
+    async with app_client(make_settings("redis", own_redis.url)) as client:
+        ok = await client.post("/v1/chat", json={"session_id": "o", "message": "my name is Ada"})
+        assert ok.status_code == 200
+
+        own_redis.stop()
+        started = time.monotonic()
+        r = await client.post("/v1/chat", json={"session_id": "o", "message": "still there?"})
+        assert time.monotonic() - started < 2
+        assert r.status_code == 503
+        assert r.json()["error"]["code"] == "history_unavailable"
+        assert r.headers["x-served-by"] == "redis-test"
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["history"]["ok"] is False
+        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/v1/sessions/o/messages")).status_code == 503
+        assert (await client.delete("/v1/sessions/o")).status_code == 503
+
+        own_redis.start()  # same port, same AOF: the data is back
+        assert await poll_status(client, "/readyz", 200, within=10) == 200
+        r = await client.post("/v1/chat", json={"session_id": "o", "message": "what is my name?"})
+        assert r.status_code == 200
+        assert r.json()["history_length"] == 2  # the failed turn stored nothing
+        assert r.json()["reply"].startswith("Your name is Ada.")
+        metrics = (await client.get("/metrics")).text
+        assert 'chat_errors_total{code="history_unavailable"} 3.0' in metrics
+
+
+async def test_a_hung_redis_times_out_within_two_seconds(own_redis: RedisServer) -> None:
+    settings = make_settings("redis", own_redis.url)
+    async with app_client(settings) as client:
+        assert (
+            await client.post("/v1/chat", json={"session_id": "h", "message": "x"})
+        ).status_code == 200
+        assert own_redis.proc is not None
+        own_redis.proc.send_signal(19)  # SIGSTOP: connections stay open, nothing answers
+        try:
+            started = time.monotonic()
+            r = await client.post("/v1/chat", json={"session_id": "h", "message": "y"})
+            assert time.monotonic() - started < 2
+            assert r.status_code == 503 and r.json()["error"]["code"] == "history_unavailable"
+            started = time.monotonic()
+            assert (await client.get("/readyz")).status_code == 503
+            assert time.monotonic() - started < 2
+        finally:
+            own_redis.proc.send_signal(18)  # SIGCONT
+        assert await poll_status(client, "/readyz", 200, within=10) == 200
+        r = await client.post("/v1/chat", json={"session_id": "h", "message": "z"})
+        assert r.json()["history_length"] == 2  # the timed-out turn was not stored

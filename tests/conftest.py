@@ -1,0 +1,77 @@
+"""Shared fixtures: a real redis-server, and apps driven in-process over ASGI."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from service.config import Settings
+from service.main import create_app
+from tests.redis_server import RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> Iterator[str]:
+    """The shared server's URL, with the database emptied before each test."""
+    if redis_server.proc is None:
+        redis_server.start()
+    redis_server.client().flushall()
+    yield redis_server.url
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, which the test may stop and start."""
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def make_settings(backend: str, redis_url: str | None = None, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"history_backend": backend, "pod_name": f"{backend}-test"}
+    if redis_url is not None:
+        values["redis_url"] = redis_url
+    values.update(overrides)
+    return Settings(**values)
+
+
+@asynccontextmanager
+async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An app started with its lifespan, and an HTTP client speaking ASGI to it."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+            yield client
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def backend_settings(backend: str, request: pytest.FixtureRequest) -> Settings:
+    """Settings for the parametrized backend (starting Redis only when needed)."""
+    url = request.getfixturevalue("redis_url") if backend == "redis" else None
+    return make_settings(backend, url)
+
+
+@pytest.fixture
+async def client(backend_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with app_client(backend_settings) as c:
+        yield c

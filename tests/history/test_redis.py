@@ -1,0 +1,105 @@
+"""Redis specifics: key layout, TTL, errors, and exactly two round trips per chat turn."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio as aredis
+from langchain_core.messages import AIMessage, HumanMessage
+
+from service.history import HistoryUnavailable, build_store
+from service.history.redis import RedisChatHistory
+from tests.conftest import app_client, make_settings
+
+
+def commandstats(client: redis.Redis) -> dict[str, int]:
+    stats: dict[str, Any] = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+@pytest.fixture
+def count_round_trips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts every packed write to Redis from async clients in this process: one per round
+    trip (a pipeline is packed and sent once). Independent of the code under test."""
+    sent = [0]
+    original: Callable[..., Awaitable[None]] = aredis.Connection.send_packed_command
+
+    async def counting(self: aredis.Connection, command: Any, check_health: bool = True) -> None:
+        sent[0] += 1
+        await original(self, command, check_health)
+
+    monkeypatch.setattr(aredis.Connection, "send_packed_command", counting)
+    return sent
+
+
+@pytest.mark.parametrize("prior_messages", [0, 100, 1000, 4000])
+async def test_a_chat_turn_is_exactly_two_round_trips_whatever_the_history_length(
+    redis_url: str, count_round_trips: list[int], prior_messages: int
+) -> None:
+    settings = make_settings("redis", redis_url, history_max_messages=10_000)
+    history = RedisChatHistory("long", client=redis.Redis.from_url(redis_url))
+    prior = [HumanMessage(content=f"q{i}") for i in range(prior_messages // 2)]
+    history.append_turn([m for q in prior for m in (q, AIMessage(content=f"re {q.text}"))])
+    server = redis.Redis.from_url(redis_url)
+    async with app_client(settings) as client:
+        warm = await client.post("/v1/chat", json={"session_id": "warm", "message": "hi"})
+        assert warm.status_code == 200  # the pool has connected (HELLO etc. are not per turn)
+        count_round_trips[0] = 0
+        before = commandstats(server)
+        for _ in range(5):
+            r = await client.post("/v1/chat", json={"session_id": "long", "message": "again"})
+            assert r.status_code == 200
+        after = commandstats(server)
+    assert count_round_trips[0] == 10
+    per_turn = {k: (after[k] - before.get(k, 0)) / 5 for k in after if k != "info"}
+    assert {k: v for k, v in per_turn.items() if v} == {
+        "lrange": 1, "multi": 1, "rpush": 1, "ltrim": 1, "expire": 1, "exec": 1,
+    }  # fmt: skip
+    assert r.json()["history_length"] == prior_messages + 8
+
+
+async def test_a_session_is_one_list_with_a_sliding_ttl_and_a_cap(redis_url: str) -> None:
+    settings = make_settings(
+        "redis", redis_url, history_ttl_seconds=300, history_max_messages=4,
+        history_window_messages=2, redis_key_prefix="app1:",
+    )  # fmt: skip
+    async with app_client(settings) as client:
+        for i in range(3):
+            await client.post("/v1/chat", json={"session_id": "s.1", "message": f"m{i}"})
+    server = redis.Redis.from_url(redis_url, decode_responses=True)
+    assert server.keys("*") == ["app1:s.1"]
+    assert server.type("app1:s.1") == "list"
+    assert server.llen("app1:s.1") == 4
+    assert 295 <= server.ttl("app1:s.1") <= 300
+
+
+async def test_no_ttl_leaves_the_key_persistent(redis_url: str) -> None:
+    settings = make_settings("redis", redis_url, history_ttl_seconds=0)
+    async with app_client(settings) as client:
+        await client.post("/v1/chat", json={"session_id": "forever", "message": "hi"})
+    assert redis.Redis.from_url(redis_url).ttl("chat-history:forever") == -1
+
+
+async def test_an_unreachable_store_raises_history_unavailable_fast(own_redis: Any) -> None:
+    own_redis.stop()
+    store = build_store(make_settings("redis", own_redis.url))
+    started = time.monotonic()
+    with pytest.raises(HistoryUnavailable, match="ConnectionError"):
+        await store.history("s").aget_window(2)
+    with pytest.raises(HistoryUnavailable):
+        await store.history("s").aappend_turn([HumanMessage(content="x")])
+    with pytest.raises(HistoryUnavailable):
+        await store.ping()
+    assert time.monotonic() - started < 2
+    await store.aclose()
+
+
+def test_the_class_needs_a_client() -> None:
+    with pytest.raises(ValueError, match="needs async_client"):
+        RedisChatHistory("s")
+    with pytest.raises(RuntimeError, match="without a sync `client`"):
+        RedisChatHistory("s", async_client=aredis.Redis()).get_window(2)

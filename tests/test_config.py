@@ -1,0 +1,56 @@
+"""Bad configuration fails at startup with a message that says what to set."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from service.config import Settings, get_settings
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"HISTORY_BACKEND": "postgres"}, "history_backend"),
+        ({"HISTORY_MAX_MESSAGES": "7"}, "HISTORY_MAX_MESSAGES must be even"),
+        ({"HISTORY_WINDOW_MESSAGES": "3"}, "HISTORY_WINDOW_MESSAGES must be even"),
+        ({"HISTORY_MAX_MESSAGES": "10", "HISTORY_WINDOW_MESSAGES": "20"}, "must not exceed"),
+        ({"HISTORY_BACKEND": "redis", "REDIS_URL": "localhost:6379"}, "REDIS_URL must start"),
+        ({"CHAT_MODEL": "openai"}, "needs OPENAI_MODEL"),
+        ({"REDIS_SOCKET_TIMEOUT_SECONDS": "0"}, "greater than 0"),
+        ({"HISTORY_TTL_SECONDS": "-1"}, "greater than or equal to 0"),
+    ],
+)
+def test_bad_settings_fail_with_a_clear_message(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match=message):
+        Settings()
+
+
+def test_environment_is_read_with_the_contract_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HISTORY_BACKEND", "redis")
+    monkeypatch.setenv("REDIS_URL", "redis://cache:6380/2")
+    monkeypatch.setenv("POD_NAME", "chat-7d9-abc")
+    monkeypatch.setenv("REDIS_PASSWORD", "s3cret")
+    get_settings.cache_clear()
+    try:
+        s = get_settings()
+        assert (s.history_backend, s.redis_url, s.pod_name) == (
+            "redis",
+            "redis://cache:6380/2",
+            "chat-7d9-abc",
+        )
+        assert "s3cret" not in repr(s)  # secrets never show up in logs or tracebacks
+    finally:
+        get_settings.cache_clear()
+
+
+def test_defaults_match_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HISTORY_BACKEND", "REDIS_URL", "POD_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    s = Settings()
+    assert s.history_backend == "memory" and s.redis_url == "redis://localhost:6379/0"
+    assert s.pod_name  # the hostname
