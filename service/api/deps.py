@@ -38,19 +38,19 @@ def get_runtime(request: Request) -> Runtime:
     return runtime
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     return get_runtime(request).settings
 
 
-def get_store(request: Request) -> HistoryStore:
+async def get_store(request: Request) -> HistoryStore:
     return get_runtime(request).store
 
 
-def get_model(request: Request) -> BaseChatModel:
+async def get_model(request: Request) -> BaseChatModel:
     return get_runtime(request).model
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return get_runtime(request).metrics
 
 
