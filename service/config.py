@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     redis_url: str = "redis://localhost:6379/0"
     redis_password: SecretStr | None = None
     redis_key_prefix: str = Field(default="chat-history:", min_length=1)
-    redis_socket_timeout_seconds: float = Field(default=0.5, gt=0, le=30)
+    redis_socket_timeout_seconds: float = Field(default=1.0, gt=0, le=30)
     redis_connect_timeout_seconds: float = Field(default=0.5, gt=0, le=30)
     redis_retries: int = Field(default=2, ge=0, le=10)
     redis_retry_backoff_seconds: float = Field(default=0.05, ge=0, le=5)

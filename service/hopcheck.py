@@ -134,7 +134,10 @@ def run_turns(client: Client, session_id: str, turns: int, backend: str, cap: in
         done.append(Turn(index + 1, str(body["served_by"]), int(body["history_length"]), expected))
         logger.info(
             "turn %2d  served_by=%-40s history_length=%3d (whole history: %d)",
-            index + 1, body["served_by"], body["history_length"], expected,
+            index + 1,
+            body["served_by"],
+            body["history_length"],
+            expected,
         )
     return done
 
@@ -181,7 +184,11 @@ def check_memory(done: list[Turn]) -> None:
     logger.info(
         "history lost on %d of %d turns, as expected with per-pod memory (first: turn %d on %s "
         "saw %d of %d messages)",
-        len(lost), len(done), lost[0].index, lost[0].served_by, lost[0].history_length,
+        len(lost),
+        len(done),
+        lost[0].index,
+        lost[0].served_by,
+        lost[0].history_length,
         lost[0].expected,
     )
 
@@ -196,7 +203,10 @@ def run(args: argparse.Namespace) -> None:
     session_id = f"hopcheck-{uuid.uuid4().hex[:16]}"
     logger.info(
         "hop check: %d turns of session %s through %s (%s backend), a new connection each",
-        args.turns, session_id, args.url, args.backend,
+        args.turns,
+        session_id,
+        args.url,
+        args.backend,
     )
     try:
         done = run_turns(client, session_id, args.turns, args.backend, cap)
@@ -216,19 +226,38 @@ def run(args: argparse.Namespace) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m service.hopcheck", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m service.hopcheck",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--url", required=True, help="load-balanced base URL, e.g. http://svc")
     parser.add_argument("--turns", type=int, default=12, help="turns to send (default 12)")
-    parser.add_argument("--backend", required=True, choices=["redis", "memory"],
-                        help="history backend the deployment is expected to use")
-    parser.add_argument("--min-pods", type=int, default=2,
-                        help="distinct pods that must serve the turns (default 2)")
-    parser.add_argument("--reads", type=int, default=6,
-                        help="redis: history reads at the end, each on a new connection")
+    parser.add_argument(
+        "--backend",
+        required=True,
+        choices=["redis", "memory"],
+        help="history backend the deployment is expected to use",
+    )
+    parser.add_argument(
+        "--min-pods",
+        type=int,
+        default=2,
+        help="distinct pods that must serve the turns (default 2)",
+    )
+    parser.add_argument(
+        "--reads",
+        type=int,
+        default=6,
+        help="redis: history reads at the end, each on a new connection",
+    )
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
-    parser.add_argument("--wait", type=float, default=60.0,
-                        help="seconds to wait for /readyz before starting (default 60)")
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=60.0,
+        help="seconds to wait for /readyz before starting (default 60)",
+    )
     args = parser.parse_args(argv)
     if args.turns < 2 or args.min_pods < 1 or args.reads < 0:
         parser.error("--turns must be >= 2, --min-pods >= 1, --reads >= 0")
@@ -236,8 +265,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     args = parse_args(argv)
+    # The report goes to stdout (what `helm test --logs` shows), through a handler of this call.
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
     try:
         run(args)
     except CheckFailed as exc:
@@ -246,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, http.client.HTTPException, ValueError, KeyError) as exc:
         logger.error("FAILED: cannot talk to %s: %s: %s", args.url, type(exc).__name__, exc)
         return 1
+    finally:
+        logger.removeHandler(handler)
     return 0
 
 
