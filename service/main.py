@@ -28,6 +28,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         current = settings or app.dependency_overrides.get(get_settings, get_settings)()
+        if not logging.getLogger().handlers:  # uvicorn configures only its own loggers
+            logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         logging.getLogger("service").setLevel(current.log_level)
         metrics = Metrics()
         store = build_store(current, on_round_trip=metrics.round_trip)

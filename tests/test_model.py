@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 
+from service.main import create_app
 from service.model import BuiltinChatModel
+from tests.conftest import make_settings
 
 
 async def test_it_recalls_the_last_name_given_and_counts_what_it_sees() -> None:
@@ -32,3 +35,10 @@ def test_it_is_deterministic_and_names_in_assistant_turns_do_not_count() -> None
     assert model.invoke(messages).text.startswith("I don't know your name")
     hello = model.invoke([HumanMessage(content="hello")]).text
     assert hello == 'You said: "hello". I can see 0 earlier messages.'
+
+
+async def test_a_real_provider_without_its_extra_fails_at_startup_with_the_fix() -> None:
+    app = create_app(make_settings("memory", chat_model="openai", openai_model="gpt-4o-mini"))
+    with pytest.raises(RuntimeError, match=r"pip install 'chat-history\[openai\]'"):
+        async with app.router.lifespan_context(app):
+            pass
