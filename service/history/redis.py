@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import redis
@@ -25,10 +26,6 @@ def _encode(message: BaseMessage) -> str:
 
 def _decode(raw: Iterable[bytes | str]) -> list[BaseMessage]:
     return messages_from_dict([json.loads(item) for item in raw])
-
-
-def _unavailable(exc: redis.RedisError) -> HistoryUnavailable:
-    return HistoryUnavailable(f"redis: {type(exc).__name__}: {exc}")
 
 
 class RedisChatHistory(ChatHistory):
@@ -64,9 +61,16 @@ class RedisChatHistory(ChatHistory):
         self._on_round_trip = on_round_trip
 
     # -- plumbing ----------------------------------------------------------------------------
-    def _trip(self, op: str) -> None:
-        if self._on_round_trip is not None:
-            self._on_round_trip(op)
+    @contextmanager
+    def _round_trip(self, op: str) -> Iterator[None]:
+        """One round trip to Redis: counted, and its failures raised as `HistoryUnavailable`."""
+        try:
+            yield
+        except redis.RedisError as exc:
+            raise HistoryUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
+        finally:
+            if self._on_round_trip is not None:
+                self._on_round_trip(op)
 
     def _sync(self) -> redis.Redis:
         if self._client is None:
@@ -78,6 +82,9 @@ class RedisChatHistory(ChatHistory):
             raise RuntimeError("this RedisChatHistory was built without an `async_client`")
         return self._aclient
 
+    def _window_range(self, n: int) -> tuple[int, int]:
+        return (-n if n else 0, -1)
+
     def _queue_append(self, pipe: Any, messages: Sequence[BaseMessage]) -> None:
         pipe.rpush(self.key, *[_encode(m) for m in messages])
         if self.max_messages:
@@ -87,66 +94,41 @@ class RedisChatHistory(ChatHistory):
 
     # -- async (what the service uses) -------------------------------------------------------
     async def aget_window(self, n: int) -> list[BaseMessage]:
-        try:
-            raw = await self._async().lrange(self.key, -n if n else 0, -1)
-        except redis.RedisError as exc:
-            raise _unavailable(exc) from exc
-        finally:
-            self._trip("read")
+        with self._round_trip("read"):
+            raw = await self._async().lrange(self.key, *self._window_range(n))
         return _decode(raw)
 
     async def aappend_turn(self, messages: Sequence[BaseMessage]) -> int:
         if not messages:
             return 0
-        try:
+        with self._round_trip("append"):
             async with self._async().pipeline(transaction=True) as pipe:
                 self._queue_append(pipe, messages)
                 results = await pipe.execute()
-        except redis.RedisError as exc:
-            raise _unavailable(exc) from exc
-        finally:
-            self._trip("append")
         # RPUSH answers the length after the push and before the trim.
         return int(results[0]) - len(messages)
 
     async def aclear(self) -> None:
-        try:
+        with self._round_trip("clear"):
             await self._async().delete(self.key)
-        except redis.RedisError as exc:
-            raise _unavailable(exc) from exc
-        finally:
-            self._trip("clear")
 
     # -- sync (BaseChatMessageHistory for sync LangChain code) -------------------------------
     def get_window(self, n: int) -> list[BaseMessage]:
-        try:
-            raw = self._sync().lrange(self.key, -n if n else 0, -1)
-        except redis.RedisError as exc:
-            raise _unavailable(exc) from exc
-        finally:
-            self._trip("read")
+        with self._round_trip("read"):
+            raw = self._sync().lrange(self.key, *self._window_range(n))
         return _decode(raw)
 
     def append_turn(self, messages: Sequence[BaseMessage]) -> int:
         if not messages:
             return 0
-        try:
-            with self._sync().pipeline(transaction=True) as pipe:
-                self._queue_append(pipe, messages)
-                results = pipe.execute()
-        except redis.RedisError as exc:
-            raise _unavailable(exc) from exc
-        finally:
-            self._trip("append")
+        with self._round_trip("append"), self._sync().pipeline(transaction=True) as pipe:
+            self._queue_append(pipe, messages)
+            results = pipe.execute()
         return int(results[0]) - len(messages)
 
     def clear(self) -> None:
-        try:
+        with self._round_trip("clear"):
             self._sync().delete(self.key)
-        except redis.RedisError as exc:
-            raise _unavailable(exc) from exc
-        finally:
-            self._trip("clear")
 
 
 def build_async_client(settings: Settings) -> aredis.Redis:
@@ -199,7 +181,7 @@ class RedisStore(HistoryStore):
         try:
             await self.client.ping()
         except redis.RedisError as exc:
-            raise _unavailable(exc) from exc
+            raise HistoryUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
 
     async def aclose(self) -> None:
         await self.client.aclose()
