@@ -1,0 +1,162 @@
+"""Fixtures of the pod-hopping suite: `pytest e2e --target local|kube` from the repo root."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from e2e.client import Api, Endpoint
+from e2e.targets import Deployment, Target, TargetUnavailable, make_target
+from e2e.targets.base import BACKENDS, Backend
+
+REPORT_KEY = pytest.StashKey[list[str]]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("e2e", "pod-hopping e2e suite")
+    group.addoption(
+        "--target", choices=("local", "kube"), default=os.environ.get("E2E_TARGET", "local"),
+        help="local: processes on 127.0.0.1; kube: the current kubeconfig context",
+    )  # fmt: skip
+    group.addoption("--replicas", type=int, default=3, help="chat replicas per backend")
+    group.addoption(
+        "--kube-context", default=os.environ.get("E2E_KUBE_CONTEXT"),
+        help="kubeconfig context (default: the current one)",
+    )  # fmt: skip
+    group.addoption(
+        "--kube-values", action="append", default=[],
+        help="extra values file for both releases, e.g. helm/chat-history/ci/airgap-values.yaml",
+    )  # fmt: skip
+    group.addoption(
+        "--kube-set", action="append", default=[],
+        help="extra --set for both releases, e.g. image.tag=dev",
+    )  # fmt: skip
+    group.addoption("--keep", action="store_true", help="keep temp dirs / namespaces for debugging")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "kube_only: needs a Helm release (--target kube)")
+    config.stash[REPORT_KEY] = []
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--target") == "kube":
+        return
+    skip = pytest.mark.skip(reason="helm test needs a Helm release: runs with --target kube")
+    for item in items:
+        if "kube_only" in item.keywords:
+            item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    lines = terminalreporter.config.stash.get(REPORT_KEY, [])
+    if lines:
+        terminalreporter.section("pod-hopping measurements")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def report(pytestconfig: pytest.Config) -> list[str]:
+    """Lines printed at the end of the run: measured losses are reported, not hidden."""
+    return pytestconfig.stash[REPORT_KEY]
+
+
+@pytest.fixture(scope="session")
+def target(pytestconfig: pytest.Config) -> Iterator[Target]:
+    name = pytestconfig.getoption("--target")
+    options: dict[str, object] = {"keep": pytestconfig.getoption("--keep")}
+    if name == "kube":
+        options |= {
+            "context": pytestconfig.getoption("--kube-context"),
+            "values_files": pytestconfig.getoption("--kube-values"),
+            "set_values": pytestconfig.getoption("--kube-set"),
+        }
+    try:
+        chosen = make_target(name, **options)
+    except TargetUnavailable as exc:
+        pytest.skip(f"target {name} unavailable: {exc}")
+    yield chosen
+    chosen.close()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> Backend:
+    param: Backend = request.param
+    return param
+
+
+@pytest.fixture(scope="session")
+def deployment(
+    target: Target, backend: Backend, pytestconfig: pytest.Config
+) -> Iterator[Deployment]:
+    """The service with `backend`, deployed once per backend and shared by the tests."""
+    try:
+        deployed = target.deploy(backend, pytestconfig.getoption("--replicas"))
+    except TargetUnavailable as exc:
+        pytest.skip(f"cannot deploy the {backend} backend: {exc}")
+    yield deployed
+    deployed.close()
+
+
+@pytest.fixture
+def cluster(deployment: Deployment) -> Deployment:
+    """The deployment, put back in its starting shape before each test."""
+    deployment.reset()
+    if deployment.replica_count < 2:
+        pytest.skip("pod hopping needs at least 2 replicas (--replicas)")
+    return deployment
+
+
+@pytest.fixture
+def session_id(request: pytest.FixtureRequest) -> str:
+    """A session id made for this test only."""
+    return f"e2e-{request.node.originalname[:60]}-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def apis(cluster: Deployment) -> Iterator[ReplicaApis]:
+    """An Api per replica, refreshed after every disruption."""
+    with ReplicaApis(cluster) as replica_apis:
+        yield replica_apis
+
+
+class ReplicaApis:
+    """Clients for the replicas as they are now; call refresh() after the set changed."""
+
+    def __init__(self, deployment: Deployment) -> None:
+        self._deployment = deployment
+        self._apis: list[Api] = []
+        self.refresh()
+
+    def refresh(self) -> list[Api]:
+        self.close()
+        self._apis = [Api(endpoint) for endpoint in self._deployment.replicas()]
+        return self._apis
+
+    @property
+    def all(self) -> list[Api]:
+        return self._apis
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        return [api.endpoint for api in self._apis]
+
+    def __getitem__(self, index: int) -> Api:
+        return self._apis[index]
+
+    def __len__(self) -> int:
+        return len(self._apis)
+
+    def close(self) -> None:
+        for api in self._apis:
+            api.close()
+
+    def __enter__(self) -> ReplicaApis:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

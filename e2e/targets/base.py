@@ -1,0 +1,106 @@
+"""The contract every target fulfils, so that one suite runs unchanged on each of them."""
+
+from __future__ import annotations
+
+import abc
+from typing import Literal
+
+from e2e.client import Endpoint
+
+Backend = Literal["memory", "redis"]
+BACKENDS: tuple[Backend, ...] = ("memory", "redis")
+
+
+class TargetUnavailable(RuntimeError):
+    """The target cannot run here; the message says why and what would fix it."""
+
+
+class Deployment(abc.ABC):
+    """The chat service deployed with one history backend, and the ways to disturb it.
+
+    Every method returns only once the deployment has settled: replicas that were (re)started
+    answer /readyz with 200, except while the store is stopped on purpose.
+    """
+
+    backend: Backend
+    replica_count: int
+    description: str
+
+    @abc.abstractmethod
+    def replicas(self) -> list[Endpoint]:
+        """One endpoint per running replica, each reachable on its own, in a stable order."""
+
+    @abc.abstractmethod
+    def entry_point(self) -> Endpoint | None:
+        """The load-balanced entry point (fresh connection per request), if there is one."""
+
+    def entry_point_missing_reason(self) -> str:
+        return "this target has no load-balanced entry point"
+
+    @abc.abstractmethod
+    def restart_replica(self, index: int) -> None:
+        """Replace one replica; the new one holds no process state."""
+
+    @abc.abstractmethod
+    def rolling_restart(self) -> None:
+        """Replace every replica, one after the other (what `kubectl rollout restart` does)."""
+
+    @abc.abstractmethod
+    def scale(self, replicas: int) -> None:
+        """Change the number of replicas; removed replicas are gone for good."""
+
+    @abc.abstractmethod
+    def kill_history_store(self) -> None:
+        """Hard-kill whatever holds the history, then bring it back.
+
+        redis: the Redis server (SIGKILL locally, pod delete on Kubernetes), on the same data.
+        memory: the history lives in the replicas' heap, so every replica is killed.
+        """
+
+    def store_identity(self) -> str | None:
+        """Names the running store instance (pid, pod uid), to prove it was replaced."""
+        return None
+
+    @abc.abstractmethod
+    def stop_store(self) -> None:
+        """Take the external store away (no-op for memory: it has none)."""
+
+    @abc.abstractmethod
+    def start_store(self) -> None:
+        """Bring the external store back after stop_store(); does not wait for the replicas."""
+
+    @abc.abstractmethod
+    def wait_replicas_ready(self, timeout_s: float) -> None:
+        """Wait until every running replica is ready (and, on Kubernetes, an endpoint)."""
+
+    @abc.abstractmethod
+    def serving_endpoints(self) -> int:
+        """How many replicas the load balancer would route to now (ready endpoints)."""
+
+    def reset(self) -> None:
+        """Back to the starting shape: store up, `replica_count` replicas ready."""
+        self.start_store()
+        if len(self.replicas()) != self.replica_count:
+            self.scale(self.replica_count)
+        self.wait_replicas_ready(60.0)
+
+    def helm_test(self) -> tuple[bool, str]:
+        raise NotImplementedError("helm test needs a Helm release (kube target)")
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop and remove everything this deployment made."""
+
+
+class Target(abc.ABC):
+    """A place to deploy the service: local processes, or a Kubernetes cluster."""
+
+    name: str
+    description: str
+
+    @abc.abstractmethod
+    def deploy(self, backend: Backend, replicas: int) -> Deployment: ...
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Remove everything the deployments made."""

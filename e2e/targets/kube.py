@@ -1,0 +1,458 @@
+"""The `kube` target: the chart installed per backend on the current kubeconfig context.
+
+Each backend gets a fresh namespace (`helm upgrade --install --wait`). Each pod is reached on
+its own through the API server (a port-forward made with the Kubernetes Python client, relayed
+from a local port); the load-balanced entry point is the API server's proxy to the chat
+Service, which picks a ready endpoint per request. Disruptions are what an operator does: pod
+deletes, `rollout restart`, scaling. The namespaces are deleted at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import secrets
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from e2e.client import Endpoint, wait_until
+from e2e.targets.base import Backend, Deployment, Target, TargetUnavailable
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHART = REPO_ROOT / "helm" / "chat-history"
+RELEASE = "chat-history"  # contains the chart name, so the objects are called exactly this
+CHAT_PORT = 8000
+MERGE_PATCH = "application/merge-patch+json"
+HELM_TIMEOUT = "6m"
+ROLLOUT_TIMEOUT_S = 300.0
+MANAGED_BY = {"app.kubernetes.io/managed-by": "chat-history-e2e"}
+
+
+def find_helm() -> str | None:
+    local = REPO_ROOT / ".tools" / "bin" / "helm"
+    return str(local) if local.is_file() else shutil.which("helm")
+
+
+def open_port_forward(core: Any, lock: threading.Lock, pod: str, namespace: str, port: int) -> Any:
+    """A port-forward websocket to `pod`:`port` made with the Kubernetes Python client.
+
+    The client swaps `call_api` on the ApiClient while it opens the websocket: `core` must have
+    an ApiClient used for nothing else, and `lock` keeps the openings one at a time.
+    """
+    from kubernetes.stream import portforward
+
+    with lock:
+        return portforward(
+            core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port)
+        )
+
+
+class PortForwardRelay:
+    """A local TCP port whose every connection is a new port-forward to one pod's port."""
+
+    def __init__(self, open_forward: Callable[[], Any], remote_port: int, label: str) -> None:
+        self._open_forward = open_forward
+        self._remote_port = remote_port
+        self._label = label
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._server.getsockname()[1]
+        self._closed = threading.Event()
+        self._conns: set[Any] = set()
+        self._workers: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, name=f"relay {label}", daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            worker = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            with self._lock:
+                self._workers = [w for w in self._workers if w.is_alive()] + [worker]
+            worker.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        forward = remote = None
+        try:
+            forward = self._open_forward()
+            remote = forward.socket(self._remote_port)
+            remote.setblocking(True)
+            with self._lock:
+                self._conns.update((conn, remote))
+            pump = threading.Thread(target=_pump, args=(remote, conn), daemon=True)
+            pump.start()
+            _pump(conn, remote)
+            client_ended_first = pump.is_alive()
+            pump.join(timeout=30)
+            if not client_ended_first:
+                # The pod ended the stream: the client library answers the close frame but
+                # never closes the websocket's socket in that case (its close() is a no-op
+                # once `connected` is False), so close it here; its thread has returned.
+                websocket = forward.websocket
+                if not websocket.connected and websocket.sock is not None:
+                    websocket.shutdown()
+        except Exception as exc:  # a failed forward just closes the client's connection
+            logger.warning("port-forward to %s failed: %s", self._label, exc)
+        finally:
+            with self._lock:
+                self._conns.discard(conn)
+                if remote is not None:
+                    self._conns.discard(remote)
+            for sock in (conn, remote):
+                if sock is not None:
+                    sock.close()
+            if forward is not None:
+                forward.close()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._server.close()
+        with self._lock:
+            for sock in list(self._conns):
+                _shutdown(sock)
+            workers = list(self._workers)
+        for worker in workers:
+            worker.join(timeout=5)
+
+
+def _pump(source: Any, sink: Any) -> None:
+    """Copy bytes until `source` ends, then end `sink`'s writing side."""
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        _shutdown(sink, socket.SHUT_WR)
+
+
+def _shutdown(sock: Any, how: int = socket.SHUT_RDWR) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(how)
+
+
+class KubeDeployment(Deployment):
+    """One Helm release of the chart in its own namespace."""
+
+    def __init__(self, target: KubeTarget, backend: Backend, namespace: str, replicas: int):
+        from kubernetes import client
+
+        self.backend = backend
+        self.replica_count = replicas
+        self.namespace = namespace
+        self.description = f"release {RELEASE} in namespace {namespace}, {replicas} pods"
+        self._target = target
+        self._core = client.CoreV1Api(target.api_client)
+        self._apps = client.AppsV1Api(target.api_client)
+        self._discovery = client.DiscoveryV1Api(target.api_client)
+        self._relays: dict[str, PortForwardRelay] = {}
+        self._forward_lock = threading.Lock()
+        self._forward_core = client.CoreV1Api(client.ApiClient(target.api_client.configuration))
+
+    # --- looking ------------------------------------------------------------------------------
+
+    def _selector(self, component: str) -> str:
+        return f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component={component}"
+
+    def _pods(self, component: str = "chat") -> list[Any]:
+        """Running pods that are not being deleted, oldest first."""
+        pods = self._core.list_namespaced_pod(
+            self.namespace, label_selector=self._selector(component), _request_timeout=10
+        ).items
+        alive = [
+            p for p in pods if p.metadata.deletion_timestamp is None and p.status.phase == "Running"
+        ]
+        return sorted(alive, key=lambda p: (p.metadata.creation_timestamp, p.metadata.name))
+
+    @staticmethod
+    def _ready(pod: Any) -> bool:
+        return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+
+    def _open_forward(self, pod: str) -> Any:
+        return open_port_forward(
+            self._forward_core, self._forward_lock, pod, self.namespace, CHAT_PORT
+        )
+
+    def replicas(self) -> list[Endpoint]:
+        pods = [p.metadata.name for p in self._pods()]
+        for gone in set(self._relays) - set(pods):
+            self._relays.pop(gone).close()
+        for pod in pods:
+            if pod not in self._relays:
+                self._relays[pod] = PortForwardRelay(
+                    lambda pod=pod: self._open_forward(pod), CHAT_PORT, pod
+                )
+        return [Endpoint(pod, f"http://127.0.0.1:{self._relays[pod].port}") for pod in pods]
+
+    def entry_point(self) -> Endpoint | None:
+        service = self._core.read_namespaced_service(RELEASE, self.namespace)
+        port = service.spec.ports[0]
+        port_ref = port.name or str(port.port)
+        cfg = self._target.api_client.configuration
+        url = f"{cfg.host}/api/v1/namespaces/{self.namespace}/services/{RELEASE}:{port_ref}/proxy"
+        return Endpoint(
+            "api-server proxy to the Service", url, self._target.httpx_options(),
+            fresh_connections=True,
+        )  # fmt: skip
+
+    def serving_endpoints(self) -> int:
+        slices = self._discovery.list_namespaced_endpoint_slice(
+            self.namespace, label_selector=f"kubernetes.io/service-name={RELEASE}"
+        ).items
+        return sum(
+            1
+            for s in slices
+            for e in s.endpoints or []
+            if e.conditions is not None and e.conditions.ready
+        )
+
+    def store_identity(self) -> str | None:
+        pods = self._pods("redis")
+        return f"pod {pods[0].metadata.name} uid {pods[0].metadata.uid}" if pods else None
+
+    # --- waiting ------------------------------------------------------------------------------
+
+    def _wait_chat(self, count: int, *, replaced: set[str] = frozenset(), timeout_s: float) -> None:
+        """Wait for `count` ready chat pods, none of them in `replaced`, all behind the Service."""
+
+        def settled() -> bool:
+            pods = self._pods()
+            return (
+                len(pods) == count
+                and all(self._ready(p) for p in pods)
+                and not {p.metadata.name for p in pods} & replaced
+                and self.serving_endpoints() == count
+            )
+
+        wait_until(settled, timeout_s=timeout_s, what=f"{count} ready chat pods", interval_s=1.0)
+
+    def wait_replicas_ready(self, timeout_s: float) -> None:
+        self._wait_chat(len(self._pods()), timeout_s=timeout_s)
+
+    def _wait_store(self, *, running: bool, not_uid: str | None = None) -> None:
+        def settled() -> bool:
+            all_pods = self._core.list_namespaced_pod(
+                self.namespace, label_selector=self._selector("redis")
+            ).items
+            if not running:
+                return not all_pods
+            pods = self._pods("redis")
+            return len(pods) == 1 and self._ready(pods[0]) and pods[0].metadata.uid != not_uid
+
+        wait_until(
+            settled, timeout_s=ROLLOUT_TIMEOUT_S, interval_s=1.0,
+            what=f"the Redis pod to be {'ready' if running else 'gone'}",
+        )  # fmt: skip
+
+    # --- disturbing ---------------------------------------------------------------------------
+
+    def restart_replica(self, index: int) -> None:
+        pod = self._pods()[index].metadata.name
+        self._core.delete_namespaced_pod(pod, self.namespace)
+        self._wait_chat(self.replica_count, replaced={pod}, timeout_s=ROLLOUT_TIMEOUT_S)
+
+    def rolling_restart(self) -> None:
+        old = {p.metadata.name for p in self._pods()}
+        stamp = dt.datetime.now(dt.UTC).isoformat()
+        patch = {
+            "spec": {"template": {"metadata": {"annotations": {
+                "kubectl.kubernetes.io/restartedAt": stamp,
+            }}}}
+        }  # fmt: skip
+        self._apps.patch_namespaced_deployment(
+            RELEASE, self.namespace, patch, _content_type=MERGE_PATCH
+        )
+        self._wait_chat(len(old), replaced=old, timeout_s=ROLLOUT_TIMEOUT_S)
+
+    def scale(self, replicas: int) -> None:
+        self._apps.patch_namespaced_deployment_scale(
+            RELEASE, self.namespace, {"spec": {"replicas": replicas}}, _content_type=MERGE_PATCH
+        )
+        self._wait_chat(replicas, timeout_s=ROLLOUT_TIMEOUT_S)
+
+    def kill_history_store(self) -> None:
+        from kubernetes import client
+
+        if self.backend == "memory":  # the history is in the chat pods' heap
+            old = {p.metadata.name for p in self._pods()}
+            for pod in old:
+                self._core.delete_namespaced_pod(
+                    pod, self.namespace, body=client.V1DeleteOptions(grace_period_seconds=0)
+                )
+            self._wait_chat(self.replica_count, replaced=old, timeout_s=ROLLOUT_TIMEOUT_S)
+            return
+        [pod] = self._pods("redis")
+        # A plain delete: the kubelet sends SIGTERM and Redis fsyncs the AOF before exiting;
+        # the new pod mounts the same PVC and replays it.
+        self._core.delete_namespaced_pod(pod.metadata.name, self.namespace)
+        self._wait_store(running=True, not_uid=pod.metadata.uid)
+        self.wait_replicas_ready(ROLLOUT_TIMEOUT_S)
+
+    def _scale_store(self, replicas: int) -> None:
+        self._apps.patch_namespaced_stateful_set_scale(
+            f"{RELEASE}-redis", self.namespace, {"spec": {"replicas": replicas}},
+            _content_type=MERGE_PATCH,
+        )  # fmt: skip
+
+    def stop_store(self) -> None:
+        if self.backend == "redis":
+            self._scale_store(0)
+            self._wait_store(running=False)
+
+    def start_store(self) -> None:
+        if self.backend == "redis" and not self._pods("redis"):
+            self._scale_store(1)
+            self._wait_store(running=True)
+
+    def helm_test(self) -> tuple[bool, str]:
+        result = self._target.helm(
+            "test", RELEASE, "--namespace", self.namespace, "--logs", "--timeout", HELM_TIMEOUT
+        )
+        return result.returncode == 0, result.stdout + result.stderr
+
+    def close(self) -> None:
+        for relay in self._relays.values():
+            relay.close()
+        self._relays.clear()
+        self._forward_core.api_client.close()
+
+
+class KubeTarget(Target):
+    """The current kubeconfig context (kind, minikube, the CI cluster)."""
+
+    name = "kube"
+
+    def __init__(
+        self, keep: bool = False, context: str | None = None,
+        values_files: list[str] | None = None, set_values: list[str] | None = None,
+    ) -> None:  # fmt: skip
+        try:
+            from kubernetes import client, config
+        except ImportError as exc:
+            raise TargetUnavailable(f"{exc}: pip install -e '.[e2e]'") from exc
+        try:
+            config.load_kube_config(context=context)
+        except (config.ConfigException, OSError) as exc:
+            raise TargetUnavailable(
+                f"no Kubernetes cluster configured ({exc}); create one with scripts/kind-up.sh"
+            ) from exc
+        self.api_client = client.ApiClient()
+        host = self.api_client.configuration.host
+        try:
+            version = client.VersionApi(self.api_client).get_code(_request_timeout=5)
+        except Exception as exc:  # any failure means: no cluster to test
+            self.api_client.close()
+            raise TargetUnavailable(f"the cluster at {host} does not answer: {exc}") from exc
+        self.helm_binary = find_helm()
+        if self.helm_binary is None:
+            self.api_client.close()
+            raise TargetUnavailable(
+                "helm not found: run scripts/tools.sh (builds .tools/bin/helm) or see "
+                "https://helm.sh/docs/intro/install/"
+            )
+        self.context = context
+        self.keep = keep
+        self.values_files = list(values_files or [])
+        self.set_values = list(set_values or [])
+        self.run_id = secrets.token_hex(3)
+        self.namespaces: list[str] = []
+        self._deployments: list[KubeDeployment] = []
+        self.description = f"Kubernetes {version.git_version} at {host}"
+
+    def helm(self, *args: str) -> subprocess.CompletedProcess[str]:
+        argv = [self.helm_binary or "helm", *args]
+        if self.context:
+            argv += ["--kube-context", self.context]
+        return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=600)
+
+    def httpx_options(self) -> dict[str, Any]:
+        """TLS and credentials to call the API server with httpx, taken from the kubeconfig."""
+        cfg = self.api_client.configuration
+        context = ssl.create_default_context(cafile=cfg.ssl_ca_cert)
+        if not cfg.verify_ssl:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if cfg.cert_file:
+            context.load_cert_chain(cfg.cert_file, cfg.key_file)
+        if cfg.refresh_api_key_hook is not None:
+            cfg.refresh_api_key_hook(cfg)
+        headers = {}
+        if token := cfg.get_api_key_with_prefix("authorization"):
+            headers["Authorization"] = token
+        return {"verify": context, "headers": headers}
+
+    def deploy(self, backend: Backend, replicas: int) -> Deployment:
+        from kubernetes import client
+
+        namespace = f"chat-e2e-{self.run_id}-{backend}"
+        core = client.CoreV1Api(self.api_client)
+        core.create_namespace(
+            client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace, labels=MANAGED_BY))
+        )
+        self.namespaces.append(namespace)
+        args = ["upgrade", "--install", RELEASE, str(CHART), "--namespace", namespace,
+                "--wait", "--timeout", HELM_TIMEOUT]  # fmt: skip
+        ci_values = CHART / "ci" / f"{backend}-values.yaml"
+        if ci_values.is_file():
+            args += ["--values", str(ci_values)]
+        for values in self.values_files:
+            args += ["--values", values]
+        args += ["--set", f"history.backend={backend}", "--set", f"replicaCount={replicas}"]
+        for value in self.set_values:
+            args += ["--set", value]
+        started = time.monotonic()
+        result = self.helm(*args)
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"helm {' '.join(args)} failed after {time.monotonic() - started:.0f}s:\n"
+                f"{result.stdout}{result.stderr}\n{self._pod_summary(namespace)}"
+            )
+        deployment = KubeDeployment(self, backend, namespace, replicas)
+        self._deployments.append(deployment)
+        return deployment
+
+    def _pod_summary(self, namespace: str) -> str:
+        from kubernetes import client
+
+        lines = []
+        for pod in client.CoreV1Api(self.api_client).list_namespaced_pod(namespace).items:
+            waiting = [
+                f"{s.name}: {s.state.waiting.reason}"
+                for s in pod.status.container_statuses or []
+                if s.state and s.state.waiting
+            ]
+            lines.append(f"  {pod.metadata.name} {pod.status.phase} {' '.join(waiting)}")
+        return "pods:\n" + "\n".join(lines) if lines else "no pods"
+
+    def close(self) -> None:
+        from kubernetes import client
+
+        for deployment in self._deployments:
+            deployment.close()
+        core = client.CoreV1Api(self.api_client)
+        if not self.keep:
+            for namespace in self.namespaces:
+                core.delete_namespace(namespace, propagation_policy="Background")
+            selector = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
+
+            def deleted() -> bool:
+                left = core.list_namespace(label_selector=selector).items
+                return not {ns.metadata.name for ns in left} & set(self.namespaces)
+
+            wait_until(
+                deleted, timeout_s=ROLLOUT_TIMEOUT_S, interval_s=2.0,
+                what=f"namespaces {', '.join(self.namespaces)} to be deleted",
+            )  # fmt: skip
+        self.api_client.close()

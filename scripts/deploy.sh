@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Build the image, load it into the cluster, and install both releases (memory and redis).
+#   scripts/deploy.sh             kind cluster ${CLUSTER} if the context is kind-*, minikube if
+#                                 the context is minikube, else the image must already be there
+#   scripts/deploy.sh kind|minikube|none    choose how the image gets into the cluster
+# Each backend gets its namespace: chat-history-memory and chat-history-redis.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+: "${CLUSTER:=chat-history}"
+: "${IMAGE_REPOSITORY:=chat-history}"
+: "${IMAGE_TAG:=dev}"
+: "${NAMESPACE_PREFIX:=chat-history}"
+: "${HELM_TIMEOUT:=5m}"
+image="${IMAGE_REPOSITORY}:${IMAGE_TAG}"
+
+require docker "install Docker: https://docs.docker.com/engine/install/"
+require kubectl "install kubectl: https://kubernetes.io/docs/tasks/tools/"
+HELM="$(helm_bin)"
+context="$(kubectl config current-context 2>/dev/null)" ||
+  die "no current kubeconfig context: create a cluster first (scripts/kind-up.sh)"
+
+loader="${1:-}"
+if [[ -z "${loader}" ]]; then
+  case "${context}" in
+    kind-*) loader=kind; CLUSTER="${context#kind-}" ;;
+    minikube) loader=minikube ;;
+    *) loader=none ;;
+  esac
+fi
+
+[[ -f "${REPO_ROOT}/Dockerfile" ]] || die "no Dockerfile in ${REPO_ROOT}"
+log "building ${image}"
+docker build --tag "${image}" "${REPO_ROOT}"
+
+case "${loader}" in
+  kind)
+    require kind "install kind: https://kind.sigs.k8s.io/docs/user/quick-start/#installation"
+    log "loading ${image} into kind cluster ${CLUSTER}"
+    kind load docker-image "${image}" --name "${CLUSTER}"
+    ;;
+  minikube)
+    require minikube "install minikube: https://minikube.sigs.k8s.io/docs/start/"
+    log "loading ${image} into minikube"
+    minikube image load "${image}"
+    ;;
+  none) log "context ${context}: not loading ${image}; the nodes must be able to get it" ;;
+  *) die "unknown loader ${loader}: use kind, minikube or none" ;;
+esac
+
+for backend in memory redis; do
+  namespace="${NAMESPACE_PREFIX}-${backend}"
+  values=()
+  ci_values="${REPO_ROOT}/helm/chat-history/ci/${backend}-values.yaml"
+  [[ -f "${ci_values}" ]] && values+=(--values "${ci_values}")
+  log "installing release chat-history (${backend}) in namespace ${namespace}; waiting up to ${HELM_TIMEOUT}"
+  "${HELM}" upgrade --install chat-history "${REPO_ROOT}/helm/chat-history" \
+    --namespace "${namespace}" --create-namespace ${values[@]+"${values[@]}"} \
+    --set "history.backend=${backend}" \
+    --set "image.repository=${IMAGE_REPOSITORY}" --set "image.tag=${IMAGE_TAG}" \
+    --wait --timeout "${HELM_TIMEOUT}"
+done
+
+log "done. Try: kubectl -n ${NAMESPACE_PREFIX}-redis port-forward svc/chat-history 8080:80"
+log "then:     scripts/e2e.sh --target kube   and   scripts/demo.sh --target kube"

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Delete the kind cluster made by scripts/kind-up.sh (idempotent).
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+: "${CLUSTER:=chat-history}"
+
+require kind "install kind: https://kind.sigs.k8s.io/docs/user/quick-start/#installation"
+if kind get clusters 2>/dev/null | grep -qx "${CLUSTER}"; then
+  log "deleting kind cluster ${CLUSTER}"
+  kind delete cluster --name "${CLUSTER}"
+else
+  log "no kind cluster ${CLUSTER}: nothing to do"
+fi

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Create the kind cluster for chat-history (idempotent: an existing cluster is reused).
+# kindnet enforces NetworkPolicy since kind v0.24, so the chart's "only chat pods reach Redis"
+# policy is real here. Two workers let the chat pods spread over nodes.
+#   scripts/kind-up.sh          then: scripts/deploy.sh && scripts/e2e.sh --target kube
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+: "${CLUSTER:=chat-history}"
+: "${KIND_WORKERS:=2}"
+MIN_KIND_VERSION="0.24.0"
+
+require docker "install Docker: https://docs.docker.com/engine/install/"
+require kind "install kind >= v${MIN_KIND_VERSION}: https://kind.sigs.k8s.io/docs/user/quick-start/#installation (or: go install sigs.k8s.io/kind@latest)"
+require kubectl "install kubectl: https://kubernetes.io/docs/tasks/tools/"
+docker info >/dev/null 2>&1 ||
+  die "the Docker daemon does not answer: start it, or add yourself to the docker group"
+
+kind_version="$(kind version | sed -n 's/^kind v\([0-9][0-9.]*\).*/\1/p')"
+if [[ "$(printf '%s\n%s\n' "${MIN_KIND_VERSION}" "${kind_version}" | sort -V | head -n1)" != \
+  "${MIN_KIND_VERSION}" ]]; then
+  die "kind v${kind_version:-?} is too old: v${MIN_KIND_VERSION}+ enforces NetworkPolicy (kindnet)"
+fi
+
+if kind get clusters 2>/dev/null | grep -qx "${CLUSTER}"; then
+  log "kind cluster ${CLUSTER} already exists"
+else
+  log "creating kind cluster ${CLUSTER} (1 control plane, ${KIND_WORKERS} workers)"
+  workers=""
+  for _ in $(seq "${KIND_WORKERS}"); do workers+=$'\n  - role: worker'; done
+  kind create cluster --name "${CLUSTER}" --wait 180s --config - <<YAML
+kind: Cluster
+apiVersion: kind.x-k8s.io/v1alpha4
+networking:
+  # The default CNI (kindnet) enforces NetworkPolicy from kind v0.24 on; keep it.
+  disableDefaultCNI: false
+nodes:
+  - role: control-plane${workers}
+YAML
+fi
+
+kubectl config use-context "kind-${CLUSTER}" >/dev/null
+kubectl wait --for=condition=Ready nodes --all --timeout=180s >/dev/null
+log "cluster ready; context kind-${CLUSTER}. Next: scripts/deploy.sh"
