@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from pathlib import Path
 from typing import Literal
 
 from e2e.client import Endpoint
@@ -83,6 +84,31 @@ class Deployment(abc.ABC):
         if len(self.replicas()) != self.replica_count:
             self.scale(self.replica_count)
         self.wait_replicas_ready(60.0)
+
+    # -- runbook procedures (docs/runbook.md); a target without one skips its test ------------
+    def backup_store(self, dest: Path) -> None:
+        """Runbook "Back up": a consistent copy of the store's data (AOF) into `dest`."""
+        raise NotImplementedError(f"{self.description}: no backup procedure")
+
+    def lose_store_data(self) -> None:
+        """Runbook "PVC loss": the store comes back empty."""
+        raise NotImplementedError(f"{self.description}: no way to lose the store's data")
+
+    def restore_store(self, src: Path) -> None:
+        """Runbook "Restore": put a backup made by backup_store() back and start the store."""
+        raise NotImplementedError(f"{self.description}: no restore procedure")
+
+    def rotate_store_password(self) -> None:
+        """Runbook "Rotate the Redis password": new password, old one revoked, no downtime."""
+        raise NotImplementedError(f"{self.description}: no password rotation procedure")
+
+    def upgrade(self, settings: dict[str, str]) -> None:
+        """Runbook "Upgrade": roll every replica to new settings, one at a time."""
+        raise NotImplementedError(f"{self.description}: no upgrade procedure")
+
+    def store_rejects_password(self, password: str) -> bool:
+        """Whether the store refuses `password` (to prove a rotation revoked it)."""
+        raise NotImplementedError(f"{self.description}: cannot check a password")
 
     def helm_test(self) -> tuple[bool, str]:
         raise NotImplementedError("helm test needs a Helm release (kube target)")

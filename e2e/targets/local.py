@@ -130,7 +130,8 @@ class RedisServer:
     def __init__(self, binary: str, workdir: Path) -> None:
         self.port = free_port()
         self.password = secrets.token_urlsafe(16)
-        data = workdir / "redis-data"
+        self.binary = binary
+        self.data = data = workdir / "redis-data"
         data.mkdir()
         argv = [
             binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(data),
@@ -156,6 +157,24 @@ class RedisServer:
 
     def stop(self) -> None:
         self.process.stop(signal.SIGTERM)
+
+    def cli(self, *args: str, stdin: str | None = None) -> str:
+        """`redis-cli` as the runbook runs it: password from REDISCLI_AUTH, never an argument."""
+        cli = _which("redis-cli")
+        if cli is None:
+            raise TargetUnavailable("redis-cli not found (apt-get install redis-tools)")
+        env = dict(os.environ, REDISCLI_AUTH=self.password)
+        done = subprocess.run(
+            [cli, "-p", str(self.port), *args], input=stdin, env=env, capture_output=True,
+            text=True, check=True, timeout=30,
+        )  # fmt: skip
+        if done.stdout.startswith(("ERR", "NOAUTH", "WRONGPASS")):
+            raise RuntimeError(f"redis-cli {' '.join(args)}: {done.stdout.strip()}")
+        return done.stdout
+
+    def persistence(self) -> dict[str, str]:
+        info = self.cli("INFO", "persistence")
+        return dict(line.split(":", 1) for line in info.split() if ":" in line)
 
     def _answers(self) -> bool:
         self.process.check_alive()
@@ -260,6 +279,7 @@ class LocalDeployment(Deployment):
         self.store: RedisServer | None = None
         self.lb: Nginx | None = None
         self._slots: list[_Slot] = []
+        self._extra_env: dict[str, str] = {}
         try:
             if backend == "redis":
                 assert redis_binary is not None
@@ -310,7 +330,7 @@ class LocalDeployment(Deployment):
         }
         if self._password:
             env["REDIS_PASSWORD"] = self._password
-        return env
+        return env | self._extra_env
 
     def _wait_ready(self, slot: _Slot, timeout_s: float = START_TIMEOUT_S) -> None:
         with Api(slot.endpoint, timeout_s=2.0) as api:
@@ -383,6 +403,65 @@ class LocalDeployment(Deployment):
             with Api(endpoint, timeout_s=2.0) as api:
                 count += api.ready()
         return count
+
+    # -- runbook procedures: the redis-cli commands of docs/runbook.md, run for real ---------
+    def _redis(self) -> RedisServer:
+        if self.store is None:
+            raise NotImplementedError("the memory backend has no store to operate on")
+        return self.store
+
+    def backup_store(self, dest: Path) -> None:
+        store = self._redis()
+        # A fresh AOF rewrite leaves a small, self-contained base + incr + manifest to copy.
+        store.cli("BGREWRITEAOF")
+        wait_until(
+            lambda: store.persistence().get("aof_rewrite_in_progress") == "0"
+            and store.persistence().get("aof_rewrite_scheduled") == "0",
+            timeout_s=START_TIMEOUT_S, what="the AOF rewrite to finish",
+        )  # fmt: skip
+        shutil.copytree(store.data / "appendonlydir", dest / "appendonlydir")
+
+    def lose_store_data(self) -> None:
+        store = self._redis()
+        store.stop()
+        shutil.rmtree(store.data)
+        store.data.mkdir()
+        store.start()
+        self.wait_replicas_ready()
+
+    def restore_store(self, src: Path) -> None:
+        store = self._redis()
+        store.stop()  # Redis must not run while its AOF is replaced
+        shutil.rmtree(store.data / "appendonlydir", ignore_errors=True)
+        shutil.copytree(src / "appendonlydir", store.data / "appendonlydir")
+        store.start()
+        self.wait_replicas_ready()
+
+    def rotate_store_password(self) -> None:
+        store = self._redis()
+        old, new = store.password, secrets.token_urlsafe(16)
+        # 1. Redis accepts both passwords (commands on stdin keep them out of process args).
+        store.cli(stdin=f"ACL SETUSER default on >{new}\n")
+        # 2. Replicas move to the new one, one at a time (the Secret update + rollout restart).
+        self._password = new
+        self.rolling_restart()
+        # 3. Revoke the old one; redis-cli now authenticates with the new password.
+        store.password = new
+        store.cli(stdin=f"ACL SETUSER default <{old}\n")
+
+    def store_rejects_password(self, password: str) -> bool:
+        client = redis.Redis(host="127.0.0.1", port=self._redis().port, password=password)
+        try:
+            client.ping()
+        except redis.AuthenticationError:
+            return True
+        finally:
+            client.close()
+        return False
+
+    def upgrade(self, settings: dict[str, str]) -> None:
+        self._extra_env |= settings
+        self.rolling_restart()
 
     def close(self) -> None:
         if self.lb is not None:
