@@ -74,3 +74,25 @@ async def test_a_hung_redis_times_out_within_two_seconds(own_redis: RedisServer)
         assert await poll_status(client, "/readyz", 200, within=10) == 200
         r = await client.post("/v1/chat", json={"session_id": "h", "message": "z"})
         assert r.json()["history_length"] == 2  # the timed-out turn was not stored
+
+
+async def test_a_full_redis_refuses_the_turn_with_503_and_keeps_what_it_has(
+    own_redis: RedisServer,
+) -> None:
+    server = own_redis.client()
+    async with app_client(make_settings("redis", own_redis.url)) as client:
+        ok = await client.post("/v1/chat", json={"session_id": "full", "message": "first"})
+        assert ok.status_code == 200
+        used = int(server.info("memory")["used_memory"])
+        server.config_set("maxmemory-policy", "noeviction")
+        server.config_set("maxmemory", str(used))  # already full: every write is refused
+        r = await client.post("/v1/chat", json={"session_id": "full", "message": "second"})
+        assert r.status_code == 503
+        assert r.json()["error"]["code"] == "history_unavailable"
+        assert "OutOfMemoryError" in r.json()["error"]["message"]  # noeviction: write refused
+        assert (await client.get("/readyz")).status_code == 200  # reads still work: stay ready
+        transcript = (await client.get("/v1/sessions/full/messages")).json()["messages"]
+        assert [m["content"] for m in transcript][::2] == ["first"]
+        server.config_set("maxmemory", "0")
+        r = await client.post("/v1/chat", json={"session_id": "full", "message": "third"})
+        assert r.status_code == 200 and r.json()["history_length"] == 2

@@ -31,7 +31,9 @@ def helm_binary() -> str | None:
 def run_helm(*args: str) -> subprocess.CompletedProcess[str]:
     helm = helm_binary()
     if helm is None:
-        pytest.skip("helm not installed: run scripts/tools.sh (installs the pinned helm into .tools/bin)")
+        pytest.skip(
+            "helm not installed: run scripts/tools.sh (installs the pinned helm into .tools/bin)"
+        )
     return subprocess.run([helm, *args], capture_output=True, text=True, check=False, timeout=60)
 
 
@@ -78,8 +80,13 @@ def pod_specs(manifests: list[Manifest]) -> list[tuple[str, Manifest, dict[str, 
     for m in manifests:
         if m["kind"] in ("Deployment", "StatefulSet"):
             template = m["spec"]["template"]
-            out.append((f"{m['kind']}/{m['metadata']['name']}", template["spec"],
-                        template["metadata"]["labels"]))
+            out.append(
+                (
+                    f"{m['kind']}/{m['metadata']['name']}",
+                    template["spec"],
+                    template["metadata"]["labels"],
+                )
+            )
         elif m["kind"] == "Pod":
             out.append((f"Pod/{m['metadata']['name']}", m["spec"], m["metadata"]["labels"]))
     return out

@@ -1,0 +1,150 @@
+"""Bad values fail `helm lint --strict` and `helm template` with a message naming the value;
+every value is documented."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.chart.conftest import CHART, RELEASE, load_yaml, run_helm
+
+# (values file content, a fragment the error must contain)
+BAD_VALUES = {
+    "replica_count_as_word": (
+        'replicaCount: "three"\n',
+        "at '/replicaCount': got string, want integer",
+    ),
+    "unknown_backend": (
+        "history:\n  backend: postgres\n",
+        "at '/history/backend': value must be one of 'memory', 'redis'",
+    ),
+    "unknown_top_level_key": ("replicas: 3\n", "additional properties 'replicas' not allowed"),
+    "misspelled_nested_key": (
+        "redis:\n  persistance:\n    size: 1Gi\n",
+        "at '/redis': additional properties 'persistance' not allowed",
+    ),
+    "bad_appendfsync": ("redis:\n  appendfsync: sometimes\n", "at '/redis/appendfsync'"),
+    "latest_tag": ("image:\n  tag: latest\n", "at '/image/tag'"),
+    "odd_history_cap": ("history:\n  maxMessages: 999\n", "at '/history/maxMessages'"),
+    "zero_replicas": ("replicaCount: 0\n", "at '/replicaCount'"),
+    "maxmemory_not_a_size": ("redis:\n  maxmemory: lots\n", "at '/redis/maxmemory'"),
+}
+# Combinations the schema cannot express fail in the templates, saying what to set. `helm lint`
+# only logs a template's `fail` (helm's lint mode), so these are checked with `helm template`,
+# which `helm install` and `upgrade` share.
+BAD_COMBINATIONS = {
+    "maxmemory_above_limit": (
+        "redis:\n  maxmemory: 250mb\n",
+        "redis.maxmemory (250mb) must be at most 90% of redis.resources.limits.memory (256Mi)",
+    ),
+    "grace_period_too_short": (
+        "terminationGracePeriodSeconds: 20\n",
+        "terminationGracePeriodSeconds (20) must be greater than",
+    ),
+    "window_above_cap": (
+        "history:\n  maxMessages: 10\n  windowMessages: 20\n",
+        "history.windowMessages (20) must not exceed history.maxMessages (10)",
+    ),
+    "openai_without_model": (
+        "chat:\n  model: openai\n",
+        "chat.model=openai needs chat.openai.model",
+    ),
+}
+
+
+def values_file(tmp_path: Path, content: str) -> Path:
+    path = tmp_path / "bad-values.yaml"
+    path.write_text(content)
+    return path
+
+
+@pytest.fixture(params=sorted(BAD_VALUES), ids=str)
+def bad_values(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, str]:
+    content, fragment = BAD_VALUES[request.param]
+    return values_file(tmp_path, content), fragment
+
+
+@pytest.fixture(params=sorted(BAD_VALUES) + sorted(BAD_COMBINATIONS), ids=str)
+def bad_values_or_combination(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, str]:
+    content, fragment = {**BAD_VALUES, **BAD_COMBINATIONS}[request.param]
+    return values_file(tmp_path, content), fragment
+
+
+def test_bad_value_fails_helm_template_with_a_clear_message(
+    bad_values_or_combination: tuple[Path, str],
+) -> None:
+    path, fragment = bad_values_or_combination
+    done = run_helm("template", RELEASE, str(CHART), "-f", str(path))
+    assert done.returncode != 0
+    assert fragment in done.stderr, done.stderr
+
+
+def test_bad_value_fails_helm_lint(bad_values: tuple[Path, str]) -> None:
+    path, fragment = bad_values
+    done = run_helm("lint", "--strict", str(CHART), "-f", str(path))
+    assert done.returncode != 0
+    assert fragment in done.stdout + done.stderr, done.stdout + done.stderr
+
+
+def test_set_flags_are_checked_too() -> None:
+    done = run_helm("template", RELEASE, str(CHART), "--set", "history.backend=postgres")
+    assert done.returncode != 0
+    assert "value must be one of 'memory', 'redis'" in done.stderr
+
+
+def leaf_paths(node: Any, prefix: str = "") -> set[str]:
+    """Dotted paths of values.yaml; a map or list value that users pass whole (resources,
+    nodeSelector, ...) is one leaf, as its `## @param` documents it."""
+    if isinstance(node, dict) and node and prefix not in WHOLE_VALUES:
+        out: set[str] = set()
+        for key, child in node.items():
+            out |= leaf_paths(child, f"{prefix}.{key}" if prefix else key)
+        return out
+    return {prefix}
+
+
+WHOLE_VALUES = {"resources", "redis.resources", "tests.resources"}
+PARAM = re.compile(r"^\s*## @param (\S+) \S")
+
+
+def documented_params() -> list[str]:
+    return [
+        m.group(1)
+        for line in (CHART / "values.yaml").read_text().splitlines()
+        if (m := PARAM.match(line))
+    ]
+
+
+def test_every_value_is_documented_once_and_every_doc_names_a_value() -> None:
+    params = documented_params()
+    assert len(params) == len(set(params)), "a value is documented twice"
+    assert set(params) == leaf_paths(load_yaml(CHART / "values.yaml"))
+
+
+def test_chart_readme_table_lists_every_value() -> None:
+    readme = (CHART / "README.md").read_text()
+    table = set(re.findall(r"^\| `([^`]+)` \|", readme, flags=re.MULTILINE))
+    assert table == set(documented_params())
+
+
+def test_schema_is_strict_at_every_level() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    loose: list[str] = []
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            is_object = node.get("type") == "object" and "properties" in node
+            if is_object and node.get("additionalProperties") is not False:
+                loose.append(where)
+            for key, child in node.items():
+                walk(child, f"{where}/{key}")
+        elif isinstance(node, list):
+            for i, child in enumerate(node):
+                walk(child, f"{where}/{i}")
+
+    walk(schema, "")
+    assert not loose, f"objects accepting unknown keys: {loose}"
