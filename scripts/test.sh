@@ -34,8 +34,14 @@ shellcheck "${shell_scripts[@]}"
 stage "types: mypy --strict on service/"
 mypy
 
+stage "chart: helm lint/template, offline Kubernetes schema validation, k8s/ drift, tests/chart"
+./scripts/chart-check.sh
+
 stage "tests: pytest tests/ (real redis-server, real HTTP)"
-pytest tests -p no:cacheprovider
+pytest tests -p no:cacheprovider --ignore=tests/chart
+
+stage "image: docker build on a debootstrap base, run read-only against a real Redis"
+./scripts/image-check.sh
 
 stage "e2e: pod-hopping suite on the local target (uvicorn replicas, redis-server, nginx)"
 pytest e2e --target local -p no:cacheprovider

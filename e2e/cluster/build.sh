@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# Build the binaries of the air-gapped single-node cluster from source, through the Go module
+# proxy only: kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy,
+# kubectl, etcd, coredns, helm and the project's pause program.
+#
+# Outputs are cached outside the clone, keyed by version:
+#   $CHAT_HISTORY_CACHE/versions/<component>-<version>/bin/...
+# and linked into $CHAT_HISTORY_CACHE/bin, so a warm run only checks stamps (seconds).
+# A cold run takes 20-45 minutes on 2 cores; see README.md for measured figures.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+HERE="$REPO_ROOT/e2e/cluster"
+
+# Versions and the cache directory are defined once, in lib.sh.
+# shellcheck source=e2e/cluster/lib.sh
+source "$HERE/lib.sh"
+# Go's module and build caches live in the project cache too, so one directory holds it all.
+: "${CHAT_HISTORY_GOMODCACHE:=$CHAT_HISTORY_CACHE/go/mod}"
+: "${CHAT_HISTORY_GOCACHE:=$CHAT_HISTORY_CACHE/go/build}"
+
+command -v go >/dev/null || die "go not found: install Go >= 1.25 (https://go.dev/doc/install)"
+
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false
+export GOMODCACHE="$CHAT_HISTORY_GOMODCACHE" GOCACHE="$CHAT_HISTORY_GOCACHE"
+CACHE="$CHAT_HISTORY_CACHE"
+BIN="$CACHE_BIN"
+mkdir -p "$BIN" "$CACHE/versions" "$CACHE/src" "$GOMODCACHE" "$GOCACHE"
+
+# A tiny ldflags-safe date string from a module version's commit time (fixed, reproducible).
+module_time() { # module@version -> 2006-01-02T15:04:05Z
+    go list -m -f '{{.Time.UTC.Format "2006-01-02T15:04:05Z"}}' "$1"
+}
+
+# stamp <dir>: true when <dir> holds a finished build.
+built() { [[ -f "$1/.done" ]]; }
+finish() { # finish <dir> <binaries...>: stamp the build and link its binaries into $BIN
+    local dir="$1" b
+    shift
+    go version >"$dir/.done"
+    for b in "$@"; do
+        [[ -x "$dir/bin/$b" ]] || die "$dir/bin/$b was not built"
+        ln -sfn "$dir/bin/$b" "$BIN/$b"
+    done
+}
+relink() { # relink <dir> <binaries...>: a cached build; make sure $BIN points at it
+    local dir="$1" b
+    shift
+    for b in "$@"; do ln -sfn "$dir/bin/$b" "$BIN/$b"; done
+}
+
+timed() { # timed <label> <function>: run and report seconds
+    local label="$1" start
+    shift
+    start=$SECONDS
+    "$@"
+    log "$label: $((SECONDS - start))s"
+}
+
+K8S_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
+
+build_kubernetes() {
+    local dir="$CACHE/versions/kubernetes-$K8S_VERSION" src="$CACHE/src/kubernetes-$K8S_VERSION"
+    if built "$dir"; then
+        relink "$dir" "${K8S_BINS[@]}"
+        log "kubernetes $K8S_VERSION: cached"
+        return
+    fi
+    log "kubernetes $K8S_VERSION: generating the wrapper module"
+    local staging="v0.${K8S_VERSION#v1.}" major minor date gomod
+    major="$(cut -d. -f1 <<<"${K8S_VERSION#v}")"
+    minor="$(cut -d. -f2 <<<"${K8S_VERSION#v}")"
+    mkdir -p "$src" "$dir/bin"
+    gomod="$(cd "$src" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/^\t"GoMod": "\(.*\)",$/\1/p')"
+    [[ -f "$gomod" ]] || die "could not download the go.mod of k8s.io/kubernetes@$K8S_VERSION"
+    {
+        echo "module chat-history.local/k8s-build"
+        echo
+        # The tag's own go and godebug lines (single line or block form).
+        awk '/^go [0-9]/ { print; print "" }
+             /^godebug \(/ { inblock = 1 }
+             inblock || /^godebug / { print }
+             inblock && /^\)/ { inblock = 0 }' "$gomod"
+        echo
+        echo "require k8s.io/kubernetes $K8S_VERSION"
+        echo
+        echo "replace ("
+        # Every staging module the tag replaces with a local path -> its published v0.x tag.
+        sed -n 's#^[[:space:]]*\(k8s\.io/[^ ]*\) => \./staging/src/.*$#\t\1 => \1 '"$staging"'#p' "$gomod"
+        echo ")"
+    } >"$src/go.mod"
+    grep -q "k8s.io/client-go => k8s.io/client-go $staging" "$src/go.mod" ||
+        die "no staging replace lines found in the go.mod of k8s.io/kubernetes@$K8S_VERSION"
+    {
+        echo "//go:build tools"
+        echo
+        echo "// Package tools pins the commands this module builds."
+        echo "package tools"
+        echo
+        echo "import ("
+        local b
+        for b in "${K8S_BINS[@]}"; do echo "	_ \"k8s.io/kubernetes/cmd/$b\""; done
+        echo ")"
+    } >"$src/tools.go"
+    log "kubernetes $K8S_VERSION: go mod tidy (downloads dependencies)"
+    (cd "$src" && go mod tidy)
+    date="$(cd "$src" && module_time "k8s.io/kubernetes@$K8S_VERSION")"
+    local ld="-s -w" pkg
+    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+        ld+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
+        ld+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$date"
+    done
+    local pkgs=()
+    for b in "${K8S_BINS[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
+    log "kubernetes $K8S_VERSION: go build ${K8S_BINS[*]} (the long step)"
+    (cd "$src" && go build -trimpath -tags selinux,notest -ldflags "$ld" -o "$dir/bin/" "${pkgs[@]}")
+    finish "$dir" "${K8S_BINS[@]}"
+}
+
+build_etcd() {
+    local dir="$CACHE/versions/etcd-$ETCD_VERSION" src="$CACHE/src/etcd-$ETCD_VERSION"
+    if built "$dir"; then
+        relink "$dir" etcd
+        log "etcd $ETCD_VERSION: cached"
+        return
+    fi
+    mkdir -p "$src" "$dir/bin"
+    cat >"$src/go.mod" <<EOF
+module chat-history.local/etcd-build
+
+go 1.25
+
+require go.etcd.io/etcd/server/v3 $ETCD_VERSION
+EOF
+    cat >"$src/main.go" <<'EOF'
+// Command etcd is the upstream etcd server, built from its published module.
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+EOF
+    log "etcd $ETCD_VERSION: go mod tidy + go build"
+    (cd "$src" && go mod tidy && go build -trimpath -ldflags "-s -w" -o "$dir/bin/etcd" .)
+    finish "$dir" etcd
+}
+
+build_coredns() {
+    local dir="$CACHE/versions/coredns-$COREDNS_VERSION"
+    if built "$dir"; then
+        relink "$dir" coredns
+        log "coredns $COREDNS_VERSION: cached"
+        return
+    fi
+    mkdir -p "$dir/bin"
+    log "coredns $COREDNS_VERSION: go install"
+    GOBIN="$dir/bin" go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION"
+    finish "$dir" coredns
+}
+
+build_helm() {
+    local dir="$CACHE/versions/helm-$HELM_VERSION" major
+    if built "$dir"; then
+        relink "$dir" helm
+        log "helm $HELM_VERSION: cached"
+        return
+    fi
+    major="$(cut -d. -f1 <<<"$HELM_VERSION")"
+    mkdir -p "$dir/bin"
+    log "helm $HELM_VERSION: go install"
+    GOBIN="$dir/bin" go install -trimpath \
+        -ldflags "-s -w -X helm.sh/helm/$major/internal/version.version=$HELM_VERSION -X helm.sh/helm/$major/internal/version.gitTreeState=clean" \
+        "helm.sh/helm/$major/cmd/helm@$HELM_VERSION"
+    finish "$dir" helm
+}
+
+build_pause() {
+    # Tiny and built from this repo, so keyed by the source's hash rather than a version.
+    local sum dir
+    sum="$(cat "$HERE/pause/go.mod" "$HERE/pause/main.go" | sha256sum | cut -c1-12)"
+    dir="$CACHE/versions/pause-$sum"
+    if built "$dir"; then
+        relink "$dir" pause
+        log "pause $sum: cached"
+        return
+    fi
+    mkdir -p "$dir/bin"
+    (cd "$HERE/pause" && go build -trimpath -ldflags "-s -w" -o "$dir/bin/pause" .)
+    finish "$dir" pause
+}
+
+main() {
+    local start=$SECONDS
+    log "cache: $CACHE (go: $(go env GOVERSION))"
+    timed "pause" build_pause
+    timed "helm $HELM_VERSION" build_helm
+    timed "kubernetes $K8S_VERSION" build_kubernetes
+    timed "etcd $ETCD_VERSION" build_etcd
+    timed "coredns $COREDNS_VERSION" build_coredns
+    log "total: $((SECONDS - start))s; binaries in $BIN"
+    echo "export PATH=$BIN:\$PATH"
+}
+
+main "$@"

@@ -1,0 +1,197 @@
+# shellcheck shell=bash
+# Shared defaults and helpers of the air-gapped cluster scripts. Sourced, never run.
+# The caller sets REPO_ROOT and `set -euo pipefail` before sourcing this file.
+
+# Fail inside $(...) too, so a failed step never yields a half-made cache entry.
+shopt -s inherit_errexit
+
+: "${K8S_VERSION:=v1.35.8}"
+: "${ETCD_VERSION:=v3.6.16}"
+: "${COREDNS_VERSION:=v1.14.7}"
+: "${HELM_VERSION:=v4.3.1}"
+: "${CHAT_HISTORY_CACHE:=/var/cache/chat-history}"
+# Everything the running cluster owns (PKI, etcd data, containerd root, logs, PID files).
+: "${CLUSTER_STATE:=/var/lib/chat-history/cluster}"
+: "${NODE_NAME:=chat-history}"
+# Pods live on a bridge of their own; its gateway address is also the node and API server
+# address, so no cluster traffic ever leaves the machine.
+: "${POD_SUBNET:=10.244.0.0/24}"
+: "${NODE_IP:=10.244.0.1}"
+: "${CLUSTER_CIDR:=10.244.0.0/16}"
+: "${SERVICE_CIDR:=10.96.0.0/16}"
+: "${KUBERNETES_SVC_IP:=10.96.0.1}"
+: "${CLUSTER_DNS_IP:=10.96.0.10}"
+: "${CNI_BRIDGE:=cni0}"
+: "${CNI_BIN_DIR:=/usr/lib/cni}"
+: "${PV_COUNT:=24}"
+: "${PAUSE_IMAGE:=chat-history/pause:1.0}"
+: "${COREDNS_IMAGE:=chat-history/coredns:$COREDNS_VERSION}"
+: "${BASE_IMAGE:=chat-history/base:bookworm}"
+: "${REDIS_IMAGE:=chat-history/redis:bookworm}"
+# The kubelet's containerd (CRI on); dockerd keeps its own containerd elsewhere.
+: "${CONTAINERD_SOCK:=/run/containerd/containerd.sock}"
+: "${DOCKERD_STATE:=/var/lib/chat-history/dockerd}"
+
+# shellcheck disable=SC2034 # used by the scripts that source this file
+CACHE_BIN="$CHAT_HISTORY_CACHE/bin"
+# shellcheck disable=SC2034
+PKI="$CLUSTER_STATE/pki"
+LOGS="$CLUSTER_STATE/logs"
+PIDS="$CLUSTER_STATE/pids"
+KUBECONFIG_ADMIN="$CLUSTER_STATE/admin.kubeconfig"
+export PATH="$CACHE_BIN:$PATH"
+
+log() { printf '[%s %s] %s\n' "${0##*/}" "$(date +%H:%M:%S)" "$*" >&2; }
+die() {
+    log "ERROR: $*"
+    exit 1
+}
+
+need_root() { [[ $EUID -eq 0 ]] || die "run as root (the cluster runs host processes, mounts and iptables rules)"; }
+
+need_bins() { # need_bins <binary...>: the cached build must have them
+    local b
+    for b in "$@"; do
+        command -v "$b" >/dev/null ||
+            die "$b not found in $CACHE_BIN: run e2e/cluster/build.sh first"
+    done
+}
+
+# apt_install <package...>: install the Debian packages that are missing.
+apt_install() {
+    local missing=() p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    ((${#missing[@]} == 0)) && return 0
+    log "installing Debian packages: ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2 || {
+        apt-get update >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2
+    }
+}
+
+pid_alive() { # pid_alive <name>: the process recorded in $PIDS/<name>.pid runs
+    local f="$PIDS/$1.pid"
+    [[ -f "$f" ]] && kill -0 "$(cat "$f")" 2>/dev/null
+}
+
+# start_bg <name> <command...>: run a component in the background with a PID file and a log.
+start_bg() {
+    local name="$1"
+    shift
+    mkdir -p "$LOGS" "$PIDS"
+    if pid_alive "$name"; then
+        log "$name already running (pid $(cat "$PIDS/$name.pid"))"
+        return 0
+    fi
+    log "starting $name"
+    rm -f "$PIDS/$name.pid"
+    # setsid: a component outlives the shell that started it, in a session of its own. The
+    # inner shell writes its own PID, then execs the component, so the PID file is exact.
+    # shellcheck disable=SC2016 # $$ and $@ belong to the inner shell
+    setsid sh -c 'echo $$ >"$0"; exec "$@"' "$PIDS/$name.pid" "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+    wait_for 5 "$name PID file" test -s "$PIDS/$name.pid"
+}
+
+# stop_pid <pidfile> [seconds]: TERM the recorded process, KILL it after a grace period.
+stop_pid() {
+    local f="$1" grace="${2:-20}" pid i
+    [[ -f "$f" ]] || return 0
+    pid="$(cat "$f")"
+    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for ((i = 0; i < grace * 5; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.2
+        done
+        if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
+    fi
+    rm -f "$f"
+}
+
+# wait_for <seconds> <what> <command...>: poll a command until it succeeds or time runs out.
+wait_for() {
+    local secs="$1" what="$2" deadline
+    shift 2
+    deadline=$((SECONDS + secs))
+    until "$@" >/dev/null 2>&1; do
+        ((SECONDS < deadline)) || {
+            log "timed out after ${secs}s waiting for $what"
+            return 1
+        }
+        sleep 1
+    done
+}
+
+# ensure_dockerd: image builds need dockerd; start it by hand when it is not running.
+ensure_dockerd() {
+    command -v dockerd >/dev/null || apt_install docker.io
+    docker info >/dev/null 2>&1 && return 0
+    mkdir -p "$DOCKERD_STATE"
+    log "starting dockerd (log: $DOCKERD_STATE/dockerd.log)"
+    setsid dockerd --pidfile "$DOCKERD_STATE/dockerd.pid" >>"$DOCKERD_STATE/dockerd.log" 2>&1 </dev/null &
+    wait_for 60 dockerd docker info || die "dockerd did not start: see $DOCKERD_STATE/dockerd.log"
+}
+
+# debian_mirror: the Debian mirror this machine's apt already uses (so no host is written here).
+debian_mirror() {
+    local m
+    m="$(grep -hE '^[[:space:]]*URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null |
+        awk '{print $2}' | grep -v -- '-security' | head -n1 || true)"
+    [[ -n "$m" ]] || m="$(grep -hE '^[[:space:]]*deb[[:space:]]' /etc/apt/sources.list 2>/dev/null |
+        awk '{print $2}' | grep -v -- '-security' | head -n1 || true)"
+    [[ -n "$m" ]] || die "no Debian mirror found in /etc/apt/sources.list(.d); set DEBIAN_MIRROR"
+    echo "$m"
+}
+
+kc() { kubectl --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }
+
+# rootfs_tar <name> <customize-fn> <package...>: a debootstrap bookworm rootfs with the packages,
+# customized by <customize-fn ROOTFS>, as a tarball cached under $CHAT_HISTORY_CACHE/rootfs.
+# The cache key covers the packages, the customization and the host's extra CAs. Prints the path.
+rootfs_tar() {
+    local name="$1" fn="$2" key tar dir mirror
+    shift 2
+    key="$({
+        echo "$*"
+        declare -f "$fn"
+        cat /usr/local/share/ca-certificates/*.crt 2>/dev/null || true
+    } | sha256sum | cut -c1-12)"
+    tar="$CHAT_HISTORY_CACHE/rootfs/$name-bookworm-$key.tar"
+    if [[ -f "$tar" ]]; then
+        echo "$tar"
+        return 0
+    fi
+    apt_install debootstrap ca-certificates
+    mirror="${DEBIAN_MIRROR:-$(debian_mirror)}"
+    mkdir -p "$CHAT_HISTORY_CACHE/rootfs"
+    dir="$(mktemp -d "$CHAT_HISTORY_CACHE/rootfs/.$name.XXXXXX")"
+    log "debootstrap bookworm for $name ($*)"
+    local includes
+    includes="$(
+        IFS=,
+        echo "$*"
+    )"
+    debootstrap --variant=minbase --include="$includes" bookworm "$dir" "$mirror" >&2 ||
+        die "debootstrap failed (see $dir/debootstrap/debootstrap.log)"
+    # The host's extra CAs (a TLS-intercepting proxy's) make pip and apt work in containers.
+    if [[ -x "$dir/usr/sbin/update-ca-certificates" ]] &&
+        compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
+        mkdir -p "$dir/usr/local/share/ca-certificates"
+        cp /usr/local/share/ca-certificates/*.crt "$dir/usr/local/share/ca-certificates/"
+        chroot "$dir" update-ca-certificates >&2
+    fi
+    "$fn" "$dir"
+    chroot "$dir" apt-get clean
+    rm -rf "$dir"/var/lib/apt/lists/* "$dir"/var/cache/apt/*.bin "$dir"/var/log/*.log "$dir"/tmp/*
+    tar --numeric-owner -C "$dir" -cf "$tar.tmp" .
+    mv "$tar.tmp" "$tar"
+    rm -rf "$dir"
+    echo "$tar"
+}
+
+# image_key <image>: the cache key label of a local docker image ("" when absent).
+image_key() {
+    docker image inspect -f '{{index .Config.Labels "org.chat-history.key"}}' "$1" 2>/dev/null || true
+}

@@ -1,0 +1,3 @@
+module chat-history.local/pause
+
+go 1.25

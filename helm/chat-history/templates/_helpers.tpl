@@ -1,0 +1,177 @@
+{{/*
+Chart name, truncated to the 63 characters a DNS label allows.
+*/}}
+{{- define "chat-history.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Fully qualified app name: the release name when it already contains the chart name (release
+"chat-history" gives "chat-history"), else "<release>-<chart>". Truncated to 63 characters.
+*/}}
+{{- define "chat-history.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Name of the Redis StatefulSet, its headless Service and its generated Secret.
+*/}}
+{{- define "chat-history.redis.fullname" -}}
+{{- printf "%s-redis" (include "chat-history.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Chart name and version, for the helm.sh/chart label.
+*/}}
+{{- define "chat-history.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels every object carries (selector labels plus version and manager).
+*/}}
+{{- define "chat-history.labels" -}}
+helm.sh/chart: {{ include "chat-history.chart" . }}
+{{ include "chat-history.selectorLabels" . }}
+{{- if .Chart.AppVersion }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: chat-history
+{{- end }}
+
+{{/*
+Selector labels shared by every component of one release.
+*/}}
+{{- define "chat-history.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "chat-history.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Selector labels of the chat pods. The Service, PDB and both NetworkPolicies use these.
+*/}}
+{{- define "chat-history.chat.selectorLabels" -}}
+{{ include "chat-history.selectorLabels" . }}
+app.kubernetes.io/component: chat
+{{- end }}
+
+{{/*
+Selector labels of the Redis pods.
+*/}}
+{{- define "chat-history.redis.selectorLabels" -}}
+{{ include "chat-history.selectorLabels" . }}
+app.kubernetes.io/component: redis
+{{- end }}
+
+{{/*
+Name of the ServiceAccount the pods run as.
+*/}}
+{{- define "chat-history.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "chat-history.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The chat image reference; the tag defaults to the chart's appVersion.
+*/}}
+{{- define "chat-history.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/*
+The Redis image reference.
+*/}}
+{{- define "chat-history.redis.image" -}}
+{{- printf "%s:%s" .Values.redis.image.repository .Values.redis.image.tag }}
+{{- end }}
+
+{{/*
+True (non-empty) when this release deploys Redis.
+*/}}
+{{- define "chat-history.redis.enabled" -}}
+{{- if eq .Values.history.backend "redis" }}true{{ end }}
+{{- end }}
+
+{{/*
+Name of the Secret that holds the Redis password: the user's existing one, or the chart's.
+*/}}
+{{- define "chat-history.redis.secretName" -}}
+{{- default (include "chat-history.redis.fullname" .) .Values.redis.auth.existingSecret }}
+{{- end }}
+
+{{/*
+Key of the password inside that Secret.
+*/}}
+{{- define "chat-history.redis.secretKey" -}}
+{{- if .Values.redis.auth.existingSecret }}
+{{- .Values.redis.auth.existingSecretPasswordKey }}
+{{- else -}}
+redis-password
+{{- end }}
+{{- end }}
+
+{{/*
+URL the chat pods use to reach Redis (the password comes separately, from the Secret).
+*/}}
+{{- define "chat-history.redis.url" -}}
+{{- printf "redis://%s:%d/0" (include "chat-history.redis.fullname" .) (int .Values.redis.service.port) }}
+{{- end }}
+
+{{/*
+A Kubernetes memory quantity ("256Mi", "1Gi", "512M") or a redis.conf size ("200mb", "1gb")
+in bytes. Used only to check that maxmemory leaves headroom under the container limit.
+*/}}
+{{- define "chat-history.bytes" -}}
+{{- $q := . | toString | trim }}
+{{- $units := dict "ki" 1024 "mi" 1048576 "gi" 1073741824 "k" 1000 "m" 1000000 "g" 1000000000 "kb" 1024 "mb" 1048576 "gb" 1073741824 "" 1 }}
+{{- $num := regexFind "^[0-9]+" $q }}
+{{- $unit := lower (trimPrefix $num $q) }}
+{{- if or (not $num) (not (hasKey $units $unit)) }}
+{{- fail (printf "cannot read the size %q: use a number with Ki/Mi/Gi (Kubernetes) or kb/mb/gb (redis)" $q) }}
+{{- end }}
+{{- mul (int64 $num) (get $units $unit) }}
+{{- end }}
+
+{{/*
+Render-time checks of value combinations the schema cannot express. Each failure says what to
+set. Included once, from the chat Deployment.
+*/}}
+{{- define "chat-history.validate" -}}
+{{- $shutdown := add .Values.lifecycle.preStopSleepSeconds .Values.lifecycle.gracefulShutdownSeconds }}
+{{- if le (int .Values.terminationGracePeriodSeconds) (int $shutdown) }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be greater than lifecycle.preStopSleepSeconds + lifecycle.gracefulShutdownSeconds (%d), or the kubelet kills uvicorn before in-flight requests finish" (int .Values.terminationGracePeriodSeconds) (int $shutdown)) }}
+{{- end }}
+{{- if gt (int .Values.history.windowMessages) (int .Values.history.maxMessages) }}
+{{- fail (printf "history.windowMessages (%d) must not exceed history.maxMessages (%d)" (int .Values.history.windowMessages) (int .Values.history.maxMessages)) }}
+{{- end }}
+{{- if and (eq .Values.chat.model "openai") (not .Values.chat.openai.model) }}
+{{- fail "chat.model=openai needs chat.openai.model (e.g. gpt-4o-mini)" }}
+{{- end }}
+{{- if include "chat-history.redis.enabled" . }}
+{{- $limit := dig "limits" "memory" "" .Values.redis.resources }}
+{{- if not $limit }}
+{{- fail "redis.resources.limits.memory is required: redis.maxmemory is checked against it" }}
+{{- end }}
+{{- $max := include "chat-history.bytes" .Values.redis.maxmemory | int64 }}
+{{- $lim := include "chat-history.bytes" $limit | int64 }}
+{{- if gt (mul $max 10) (mul $lim 9) }}
+{{- fail (printf "redis.maxmemory (%s) must be at most 90%% of redis.resources.limits.memory (%s): Redis needs headroom for buffers and the AOF rewrite fork, or the kernel OOM-kills it instead of Redis refusing writes" .Values.redis.maxmemory $limit) }}
+{{- end }}
+{{- if and .Values.redis.auth.existingSecret (not .Values.redis.auth.existingSecretPasswordKey) }}
+{{- fail "redis.auth.existingSecretPasswordKey is required with redis.auth.existingSecret" }}
+{{- end }}
+{{- end }}
+{{- end }}
