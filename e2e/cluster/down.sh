@@ -76,8 +76,25 @@ cleanup_netns() {
     done
 }
 
+# The kubelet's own chains (kube-proxy --cleanup leaves them), IPv4 and IPv6.
+cleanup_kubelet_iptables() {
+    local ipt t c
+    for ipt in iptables ip6tables; do
+        command -v "$ipt" >/dev/null || continue
+        for c in INPUT OUTPUT; do
+            while "$ipt" -t filter -D "$c" -j KUBE-FIREWALL 2>/dev/null; do :; done
+        done
+        for t in filter nat mangle; do
+            for c in KUBE-FIREWALL KUBE-KUBELET-CANARY KUBE-IPTABLES-HINT; do
+                if "$ipt" -t "$t" -F "$c" 2>/dev/null; then "$ipt" -t "$t" -X "$c" 2>/dev/null || true; fi
+            done
+        done
+    done
+}
+
 cleanup_network() {
     local dir
+    cleanup_kubelet_iptables
     for dir in -i -o; do
         while iptables -D DOCKER-USER "$dir" "$CNI_BRIDGE" -m comment --comment chat-history -j ACCEPT 2>/dev/null; do :; done
     done

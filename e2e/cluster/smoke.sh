@@ -65,7 +65,7 @@ spec:
 ---
 apiVersion: v1
 kind: Service
-metadata: {name: web}
+metadata: {name: hello}
 spec:
   selector: {app: web}
   ports: [{port: 80, targetPort: 8080}]
@@ -114,9 +114,9 @@ EOF
 
     # 2. Service through its ClusterIP (kube-proxy iptables rules)
     local cip
-    cip="$(ns get service web -o jsonpath='{.spec.clusterIP}')"
-    wait_for 60 "ClusterIP $cip" http_get "http://$cip/" || die "Service web at $cip does not answer"
-    log "ok: Service web answers on ClusterIP $cip from the host"
+    cip="$(ns get service hello -o jsonpath='{.spec.clusterIP}')"
+    wait_for 60 "ClusterIP $cip" http_get "http://$cip/" || die "Service hello at $cip does not answer"
+    log "ok: Service hello answers on ClusterIP $cip from the host"
 
     # 3. StatefulSet with a PVC bound through the default StorageClass, written by uid 999
     wait_for 60 "PVC data-redis-0 Bound" \
@@ -130,13 +130,14 @@ EOF
         die "redis-0 wrote no AOF to its volume"
     log "ok: StatefulSet redis runs on PVC data-redis-0 ($(ns get pvc data-redis-0 -o jsonpath='{.spec.volumeName}'), class $(ns get pvc data-redis-0 -o jsonpath='{.spec.storageClassName}'))"
 
-    # 4. DNS: the Service name from inside a pod, then HTTP by name
+    # 4. DNS: the Service name from inside a pod, then HTTP by its short name (through the
+    #    search path; the pod reaches itself through the Service, so hairpin NAT works too)
     local resolved
-    resolved="$(ns exec web -- python3 -c "import socket; print(socket.gethostbyname('web.$NS.svc.cluster.local'))")"
-    [[ "$resolved" == "$cip" ]] || die "web.$NS.svc.cluster.local resolved to '$resolved', want $cip"
-    [[ "$(ns exec web -- python3 -c "import urllib.request; print(urllib.request.urlopen('http://web/', timeout=5).read().decode().strip())")" == smoke-ok ]] ||
-        die "pod web cannot reach Service web by its short name"
-    log "ok: web.$NS.svc.cluster.local resolves to $cip in a pod, and http://web/ answers"
+    resolved="$(ns exec web -- python3 -c "import socket; print(socket.gethostbyname('hello.$NS.svc.cluster.local'))")"
+    [[ "$resolved" == "$cip" ]] || die "hello.$NS.svc.cluster.local resolved to '$resolved', want $cip"
+    [[ "$(ns exec web -- python3 -c "import urllib.request; print(urllib.request.urlopen('http://hello/', timeout=5).read().decode().strip())")" == smoke-ok ]] ||
+        die "pod web cannot reach Service hello by its short name"
+    log "ok: hello.$NS.svc.cluster.local resolves to $cip in a pod, and http://hello/ answers"
 
     kc get nodes,pods -A -o wide
     log "smoke test passed in $((SECONDS - start))s"

@@ -98,8 +98,9 @@ class Deployment(abc.ABC):
         """Runbook "Restore": put a backup made by backup_store() back and start the store."""
         raise NotImplementedError(f"{self.description}: no restore procedure")
 
-    def rotate_store_password(self) -> None:
-        """Runbook "Rotate the Redis password": new password, old one revoked, no downtime."""
+    def rotate_store_password(self) -> str:
+        """Runbook "Rotate the Redis password": new password, old one revoked, no downtime.
+        Returns the old password."""
         raise NotImplementedError(f"{self.description}: no password rotation procedure")
 
     def upgrade(self, settings: dict[str, str]) -> None:

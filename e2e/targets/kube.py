@@ -9,8 +9,10 @@ deletes, `rollout restart`, scaling. The namespaces are deleted at the end.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
+import json
 import logging
 import secrets
 import shutil
@@ -41,6 +43,12 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "chat-history-e2e"}
 def find_helm() -> str | None:
     local = REPO_ROOT / ".tools" / "bin" / "helm"
     return str(local) if local.is_file() else shutil.which("helm")
+
+
+# docs/runbook.md's `rcli`: redis-cli in the Redis pod, authenticated from the mounted Secret.
+RCLI = 'REDISCLI_AUTH="$(cat /run/secrets/redis/password)" exec redis-cli "$@"'
+# Settings the upgrade test may change, as chart values.
+UPGRADE_VALUES = {"LOG_LEVEL": "chat.logLevel"}
 
 
 def open_port_forward(core: Any, lock: threading.Lock, pod: str, namespace: str, port: int) -> Any:
@@ -316,6 +324,134 @@ class KubeDeployment(Deployment):
             self._scale_store(1)
             self._wait_store(running=True)
 
+    # --- runbook procedures: the kubectl/helm/redis-cli lines of docs/runbook.md -----------
+
+    @property
+    def _redis_pod(self) -> str:
+        return f"{RELEASE}-redis-0"
+
+    def _kubectl(self, *args: str, stdin: str | None = None, timeout_s: float = 300) -> str:
+        return self._target.kubectl("-n", self.namespace, *args, stdin=stdin, timeout_s=timeout_s)
+
+    def _rcli(self, *args: str, stdin: str | None = None) -> str:
+        out = self._kubectl(
+            "exec", "-i", self._redis_pod, "-c", "redis", "--", "sh", "-c", RCLI, "rcli", *args,
+            stdin=stdin,
+        )  # fmt: skip
+        if out.startswith(("ERR", "NOAUTH", "WRONGPASS")):
+            raise RuntimeError(f"redis-cli {' '.join(args)}: {out.strip()}")
+        return out
+
+    def _require_redis(self) -> None:
+        if self.backend != "redis":
+            raise NotImplementedError("the memory backend has no store to operate on")
+
+    def backup_store(self, dest: Path) -> None:
+        self._require_redis()
+        self._rcli("BGREWRITEAOF")
+
+        def rewritten() -> bool:
+            info = self._rcli("INFO", "persistence")
+            return "aof_rewrite_in_progress:0" in info and "aof_rewrite_scheduled:0" in info
+
+        wait_until(rewritten, timeout_s=ROLLOUT_TIMEOUT_S, what="the AOF rewrite to finish")
+        self._kubectl(
+            "cp", "-c", "redis", f"{self._redis_pod}:/data/appendonlydir",
+            str(dest / "appendonlydir"),
+        )  # fmt: skip
+
+    def _store_down(self) -> None:
+        self._kubectl("scale", f"statefulset/{RELEASE}-redis", "--replicas=0")
+        self._kubectl("wait", "--for=delete", f"pod/{self._redis_pod}", "--timeout=300s")
+
+    def _store_up(self) -> None:
+        self._kubectl("scale", f"statefulset/{RELEASE}-redis", "--replicas=1")
+        self._kubectl("rollout", "status", f"statefulset/{RELEASE}-redis", "--timeout=300s")
+        self._wait_store(running=True)
+        self.wait_replicas_ready(ROLLOUT_TIMEOUT_S)
+
+    def lose_store_data(self) -> None:
+        self._require_redis()
+        self._store_down()
+        self._kubectl("delete", "pvc", f"data-{self._redis_pod}", "--wait=true")
+        self._store_up()
+
+    def restore_store(self, src: Path) -> None:
+        self._require_redis()
+        image = self._kubectl(
+            "get", f"statefulset/{RELEASE}-redis", "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ).strip()  # fmt: skip
+        self._store_down()
+        overrides = {
+            "spec": {
+                "securityContext": {"runAsUser": 999, "runAsGroup": 999, "fsGroup": 999},
+                "volumes": [{"name": "data", "persistentVolumeClaim": {
+                    "claimName": f"data-{self._redis_pod}"}}],
+                "containers": [{
+                    "name": "redis-restore", "image": image, "command": ["sleep", "3600"],
+                    "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                }],
+            }
+        }  # fmt: skip
+        self._kubectl(
+            "run", "redis-restore", "--restart=Never", f"--image={image}",
+            f"--overrides={json.dumps(overrides)}",
+        )  # fmt: skip
+        try:
+            self._kubectl("wait", "--for=condition=Ready", "pod/redis-restore", "--timeout=300s")
+            self._kubectl("exec", "redis-restore", "--", "rm", "-rf", "/data/appendonlydir")
+            self._kubectl("cp", str(src / "appendonlydir"), "redis-restore:/data/appendonlydir")
+        finally:
+            self._kubectl("delete", "pod", "redis-restore", "--wait=true")
+        self._store_up()
+
+    def rotate_store_password(self) -> str:
+        self._require_redis()
+        secret = f"{RELEASE}-redis"
+        encoded = self._kubectl(
+            "get", "secret", secret, "-o", "jsonpath={.data.redis-password}"
+        ).strip()
+        old, new = base64.b64decode(encoded).decode(), secrets.token_urlsafe(24)
+        self._rcli(stdin=f"ACL SETUSER default on >{new}\n")
+        patch = json.dumps({"stringData": {"redis-password": new}})
+        self._kubectl("patch", "secret", secret, "--type", "merge", "-p", patch)
+        self._kubectl("rollout", "restart", f"deployment/{RELEASE}")
+        self._kubectl("rollout", "status", f"deployment/{RELEASE}", "--timeout=300s")
+
+        def mounted() -> bool:
+            current = self._kubectl(
+                "exec", self._redis_pod, "-c", "redis", "--", "cat", "/run/secrets/redis/password"
+            )
+            return current == new
+
+        wait_until(mounted, timeout_s=ROLLOUT_TIMEOUT_S, interval_s=5.0,
+                   what="the kubelet to refresh the mounted Secret")  # fmt: skip
+        self._rcli(stdin=f"ACL SETUSER default <{old}\n")
+        self.wait_replicas_ready(ROLLOUT_TIMEOUT_S)
+        return old
+
+    def store_rejects_password(self, password: str) -> bool:
+        out = self._kubectl(
+            "exec", "-i", self._redis_pod, "-c", "redis", "--", "redis-cli",
+            stdin=f"AUTH {password}\nPING\n",
+        )  # fmt: skip
+        return "WRONGPASS" in out or "invalid username-password" in out
+
+    def upgrade(self, settings: dict[str, str]) -> None:
+        unknown = set(settings) - set(UPGRADE_VALUES)
+        if unknown:
+            raise NotImplementedError(f"no chart value for {sorted(unknown)}")
+        old = {p.metadata.name for p in self._pods()}
+        args = ["upgrade", RELEASE, str(CHART), "--namespace", self.namespace, "--reuse-values",
+                "--wait", "--timeout", HELM_TIMEOUT]  # fmt: skip
+        for name, value in settings.items():
+            args += ["--set", f"{UPGRADE_VALUES[name]}={value}"]
+        result = self._target.helm(*args)
+        if result.returncode != 0:
+            raise RuntimeError(f"helm {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+        self._wait_chat(len(old), replaced=old, timeout_s=ROLLOUT_TIMEOUT_S)
+
     def helm_test(self) -> tuple[bool, str]:
         result = self._target.helm(
             "test", RELEASE, "--namespace", self.namespace, "--logs", "--timeout", HELM_TIMEOUT
@@ -370,6 +506,19 @@ class KubeTarget(Target):
         self.namespaces: list[str] = []
         self._deployments: list[KubeDeployment] = []
         self.description = f"Kubernetes {version.git_version} at {host}"
+
+    def kubectl(self, *args: str, stdin: str | None = None, timeout_s: float = 300) -> str:
+        """Run kubectl on this target's context; raise with its output when it fails."""
+        binary = shutil.which("kubectl")
+        if binary is None:
+            raise NotImplementedError("kubectl not found: the runbook procedures need it")
+        argv = [binary, *(["--context", self.context] if self.context else []), *args]
+        done = subprocess.run(
+            argv, input=stdin, capture_output=True, text=True, check=False, timeout=timeout_s
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} failed: {done.stdout}{done.stderr}")
+        return done.stdout
 
     def helm(self, *args: str) -> subprocess.CompletedProcess[str]:
         argv = [self.helm_binary or "helm", *args]

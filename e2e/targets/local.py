@@ -437,7 +437,7 @@ class LocalDeployment(Deployment):
         store.start()
         self.wait_replicas_ready()
 
-    def rotate_store_password(self) -> None:
+    def rotate_store_password(self) -> str:
         store = self._redis()
         old, new = store.password, secrets.token_urlsafe(16)
         # 1. Redis accepts both passwords (commands on stdin keep them out of process args).
@@ -448,6 +448,7 @@ class LocalDeployment(Deployment):
         # 3. Revoke the old one; redis-cli now authenticates with the new password.
         store.password = new
         store.cli(stdin=f"ACL SETUSER default <{old}\n")
+        return old
 
     def store_rejects_password(self, password: str) -> bool:
         client = redis.Redis(host="127.0.0.1", port=self._redis().port, password=password)
