@@ -28,7 +28,6 @@ RUN_ID="chat-history-image-check-$$"
 ensure_debian_packages docker.io debootstrap redis-server curl
 
 work="$(mktemp -d)"
-started_dockerd=""
 redis_pid=""
 stop_redis() {
   if [[ -n "${redis_pid}" ]]; then
@@ -40,14 +39,6 @@ stop_redis() {
 cleanup() {
   docker rm -f "${RUN_ID}-memory" "${RUN_ID}-redis" >/dev/null 2>&1 || true
   stop_redis
-  if [[ -n "${started_dockerd}" && -z "${KEEP_DOCKERD:-}" ]]; then
-    log "stopping the dockerd this run started (pid ${started_dockerd}; KEEP_DOCKERD=1 keeps it)"
-    kill "${started_dockerd}" 2>/dev/null || true
-    for _ in $(seq 1 30); do
-      kill -0 "${started_dockerd}" 2>/dev/null || break
-      sleep 0.5
-    done
-  fi
   rm -rf "${work}"
 }
 trap cleanup EXIT
@@ -68,13 +59,11 @@ free_port() {
 }
 
 # ---- 1. docker daemon ------------------------------------------------------------------------
+# e2e/cluster/base-image.sh (next step) starts dockerd when none answers, with a containerd of its
+# own: a bare dockerd would adopt the test cluster's containerd and die with it. It stays up for
+# the cluster stage; `STOP_DOCKERD=1 e2e/cluster/down.sh` stops it.
 if ! docker info >/dev/null 2>&1; then
   [[ ${EUID} -eq 0 ]] || die "no docker daemon answers and starting one needs root"
-  mkdir -p "${CHAT_HISTORY_CACHE}"
-  log "no docker daemon answers: starting dockerd (log: ${CHAT_HISTORY_CACHE}/dockerd.log)"
-  setsid dockerd >>"${CHAT_HISTORY_CACHE}/dockerd.log" 2>&1 </dev/null &
-  started_dockerd=$!
-  wait_for 60 "dockerd answering" docker info
 fi
 
 # ---- 2. base image ---------------------------------------------------------------------------

@@ -138,6 +138,7 @@ main() {
     if [[ "$STOP_DOCKERD" == 1 && -f "$DOCKERD_STATE/dockerd.pid" ]]; then
         log "stopping the dockerd this project started"
         stop_pid "$DOCKERD_STATE/dockerd.pid" 30
+        stop_pid "$DOCKERD_STATE/containerd.pid" 30
     fi
     log "cluster down in $((SECONDS - start))s"
 }

@@ -23,11 +23,12 @@ shopt -s inherit_errexit
 : "${CLUSTER_DNS_IP:=10.96.0.10}"
 : "${CNI_BRIDGE:=cni0}"
 : "${CNI_BIN_DIR:=/usr/lib/cni}"
-: "${PV_COUNT:=24}"
+: "${PV_COUNT:=32}"
 : "${PAUSE_IMAGE:=chat-history/pause:1.0}"
 : "${COREDNS_IMAGE:=chat-history/coredns:$COREDNS_VERSION}"
 : "${BASE_IMAGE:=chat-history/base:bookworm}"
-: "${REDIS_IMAGE:=chat-history/redis:bookworm}"
+# The name helm/chat-history/ci/airgap-values.yaml uses.
+: "${REDIS_IMAGE:=chat-history-redis:ci}"
 # The kubelet's containerd (CRI on); dockerd keeps its own containerd elsewhere.
 : "${CONTAINERD_SOCK:=/run/containerd/containerd.sock}"
 : "${DOCKERD_STATE:=/var/lib/chat-history/dockerd}"
@@ -125,12 +126,32 @@ wait_for() {
 }
 
 # ensure_dockerd: image builds need dockerd; start it by hand when it is not running.
+# Started bare, dockerd adopts any containerd listening on /run/containerd/containerd.sock, which
+# is the cluster's: its containers would then die with the cluster. So it gets a containerd of
+# its own (CRI off, dockerd's usual paths), started explicitly and passed with --containerd.
 ensure_dockerd() {
     command -v dockerd >/dev/null || apt_install docker.io
     docker info >/dev/null 2>&1 && return 0
-    mkdir -p "$DOCKERD_STATE"
+    local sock=/var/run/docker/containerd/containerd.sock
+    mkdir -p "$DOCKERD_STATE" "$(dirname "$sock")"
+    if ! { [[ -f "$DOCKERD_STATE/containerd.pid" ]] && kill -0 "$(cat "$DOCKERD_STATE/containerd.pid")" 2>/dev/null; }; then
+        printf '%s\n' 'version = 2' \
+            'root = "/var/lib/docker/containerd/daemon"' \
+            'state = "/var/run/docker/containerd/daemon"' \
+            'disabled_plugins = ["io.containerd.grpc.v1.cri"]' \
+            '[grpc]' "  address = \"$sock\"" \
+            '[ttrpc]' "  address = \"$sock.ttrpc\"" >"$DOCKERD_STATE/containerd.toml"
+        log "starting dockerd's containerd (log: $DOCKERD_STATE/containerd.log)"
+        # shellcheck disable=SC2016 # $$ and $@ belong to the inner shell
+        setsid sh -c 'echo $$ >"$0"; exec "$@"' "$DOCKERD_STATE/containerd.pid" \
+            containerd --config "$DOCKERD_STATE/containerd.toml" \
+            >>"$DOCKERD_STATE/containerd.log" 2>&1 </dev/null &
+        wait_for 30 "dockerd's containerd" ctr -a "$sock" version ||
+            die "containerd for dockerd did not start: see $DOCKERD_STATE/containerd.log"
+    fi
     log "starting dockerd (log: $DOCKERD_STATE/dockerd.log)"
-    setsid dockerd --pidfile "$DOCKERD_STATE/dockerd.pid" >>"$DOCKERD_STATE/dockerd.log" 2>&1 </dev/null &
+    setsid dockerd --containerd "$sock" --pidfile "$DOCKERD_STATE/dockerd.pid" \
+        >>"$DOCKERD_STATE/dockerd.log" 2>&1 </dev/null &
     wait_for 60 dockerd docker info || die "dockerd did not start: see $DOCKERD_STATE/dockerd.log"
 }
 
@@ -143,6 +164,21 @@ debian_mirror() {
         awk '{print $2}' | grep -v -- '-security' | head -n1 || true)"
     [[ -n "$m" ]] || die "no Debian mirror found in /etc/apt/sources.list(.d); set DEBIAN_MIRROR"
     echo "$m"
+}
+
+# write_file <path>: stdin to <path>, only when the content differs. Running components watch
+# their config files (kube-proxy exits when its file changes), so a second up.sh must not touch them.
+write_file() {
+    local tmp
+    tmp="$(mktemp "$1.XXXXXX")"
+    cat >"$tmp"
+    if cmp -s "$tmp" "$1"; then rm -f "$tmp"; else mv "$tmp" "$1"; fi
+}
+
+# image_loaded <image>: the cluster's containerd has it. containerd stores the fully qualified
+# form of a docker name (registry and, for single names, "library/" prepended), so match the end.
+image_loaded() {
+    ctr -a "$CONTAINERD_SOCK" -n k8s.io images ls -q 2>/dev/null | grep -qE "/(library/)?${1//./\\.}\$"
 }
 
 kc() { kubectl --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }

@@ -13,11 +13,13 @@ HERE="$REPO_ROOT/e2e/cluster"
 source "$HERE/lib.sh"
 
 NS="smoke-$(date +%s)-$RANDOM"
+PF_PID=""
 
 ns() { kc -n "$NS" "$@"; }
 
 cleanup() {
     local rc=$?
+    if [[ -n "$PF_PID" ]]; then kill "$PF_PID" 2>/dev/null || true; fi
     if ((rc != 0)); then
         log "smoke test FAILED (exit $rc)"
         ns get all,pvc -o wide >&2 2>/dev/null || true
@@ -28,8 +30,7 @@ cleanup() {
 }
 
 ensure_loaded() { # ensure_loaded <image>: in the cluster's containerd
-    ctr -a "$CONTAINERD_SOCK" -n k8s.io images ls -q | grep -qx "docker.io/$1" ||
-        "$HERE/load-image.sh" "$1"
+    image_loaded "$1" || "$HERE/load-image.sh" "$1"
 }
 
 http_get() { curl -fsS --max-time 3 "$1"; }
@@ -53,6 +54,7 @@ metadata:
   name: web
   labels: {app: web}
 spec:
+  terminationGracePeriodSeconds: 1
   containers:
   - name: web
     image: $BASE_IMAGE
@@ -82,6 +84,7 @@ spec:
     metadata:
       labels: {app: redis}
     spec:
+      terminationGracePeriodSeconds: 5
       securityContext: {runAsUser: 999, runAsGroup: 999, runAsNonRoot: true}
       containers:
       - name: redis
@@ -138,6 +141,22 @@ EOF
     [[ "$(ns exec web -- python3 -c "import urllib.request; print(urllib.request.urlopen('http://hello/', timeout=5).read().decode().strip())")" == smoke-ok ]] ||
         die "pod web cannot reach Service hello by its short name"
     log "ok: hello.$NS.svc.cluster.local resolves to $cip in a pod, and http://hello/ answers"
+
+    # 5. port-forward through the API server and the kubelet (what the e2e suite's kube target uses)
+    local pf="$CLUSTER_STATE/smoke-port-forward.log" port
+    # kubectl itself, not the ns() wrapper: $! must be kubectl's PID to stop it.
+    kubectl --kubeconfig "$KUBECONFIG_ADMIN" -n "$NS" port-forward pod/web :8080 >"$pf" 2>&1 &
+    PF_PID=$!
+    wait_for 30 "port-forward" grep -q 'Forwarding from 127.0.0.1:' "$pf" || die "port-forward did not start: $(cat "$pf")"
+    port="$(sed -n 's/^Forwarding from 127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$pf" | head -n1)"
+    local got
+    got="$(http_get "http://127.0.0.1:$port/" || true)"
+    kill "$PF_PID" 2>/dev/null || true
+    wait "$PF_PID" 2>/dev/null || true
+    PF_PID=""
+    rm -f "$pf"
+    [[ "$got" == smoke-ok ]] || die "port-forward to pod web (127.0.0.1:$port) did not answer"
+    log "ok: kubectl port-forward reaches pod web (127.0.0.1:$port)"
 
     kc get nodes,pods -A -o wide
     log "smoke test passed in $((SECONDS - start))s"

@@ -45,7 +45,7 @@ kind: Config
 clusters:
 - name: chat-history
   cluster:
-    server: https://127.0.0.1:6443
+    server: https://$NODE_IP:6443
     certificate-authority-data: $(base64 -w0 "$PKI/ca.crt")
 users:
 - name: $id
@@ -114,9 +114,9 @@ setup_network() {
             iptables -I DOCKER-USER "$dir" "$CNI_BRIDGE" -m comment --comment chat-history -j ACCEPT
     done
     # No resolver of the machine's may reach pods: the cluster is air-gapped.
-    printf '# chat-history cluster: no upstream resolver (air-gapped)\n' >"$CLUSTER_STATE/resolv.conf"
+    printf '# chat-history cluster: no upstream resolver (air-gapped)\n' | write_file "$CLUSTER_STATE/resolv.conf"
     mkdir -p "$CLUSTER_STATE/cni/net.d" "$CLUSTER_STATE/cni/ipam"
-    cat >"$CLUSTER_STATE/cni/net.d/10-chat-history.conflist" <<EOF
+    write_file "$CLUSTER_STATE/cni/net.d/10-chat-history.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
   "name": "chat-history",
@@ -153,13 +153,13 @@ start_etcd() {
 
 apiserver_ready() {
     curl -fsS --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
-        https://127.0.0.1:6443/readyz
+        "https://$NODE_IP:6443/readyz"
 }
 
 start_apiserver() {
     start_bg kube-apiserver kube-apiserver \
         --etcd-servers http://127.0.0.1:2379 \
-        --advertise-address "$NODE_IP" --secure-port 6443 \
+        --advertise-address "$NODE_IP" --bind-address "$NODE_IP" --secure-port 6443 \
         --service-cluster-ip-range "$SERVICE_CIDR" --service-node-port-range 30000-32767 \
         --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
         --client-ca-file "$PKI/ca.crt" \
@@ -196,7 +196,7 @@ start_controllers() {
 start_containerd() {
     local dir="$CLUSTER_STATE/containerd"
     mkdir -p "$dir/root" "$dir/state" "$dir/opt" "$(dirname "$CONTAINERD_SOCK")"
-    cat >"$dir/config.toml" <<EOF
+    write_file "$dir/config.toml" <<EOF
 # The kubelet's own containerd; dockerd runs another one with CRI disabled.
 version = 2
 root = "$dir/root"
@@ -239,7 +239,7 @@ EOF
 load_images() {
     local img missing=()
     for img in "$PAUSE_IMAGE" "$COREDNS_IMAGE" "$REDIS_IMAGE"; do
-        ctr -a "$CONTAINERD_SOCK" -n k8s.io images ls -q | grep -qx "docker.io/$img" || missing+=("$img")
+        image_loaded "$img" || missing+=("$img")
     done
     ((${#missing[@]} == 0)) || "$HERE/load-image.sh" "${missing[@]}"
 }
@@ -247,7 +247,7 @@ load_images() {
 start_kubelet() {
     local dir="$CLUSTER_STATE/kubelet"
     mkdir -p "$dir/volume-plugins" "$CLUSTER_STATE/pod-logs"
-    cat >"$CLUSTER_STATE/kubelet.yaml" <<EOF
+    write_file "$CLUSTER_STATE/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 # cgroup v1 machine: 1.35 refuses it unless told otherwise.
@@ -289,7 +289,7 @@ EOF
 }
 
 start_kube_proxy() {
-    cat >"$CLUSTER_STATE/kube-proxy.yaml" <<EOF
+    write_file "$CLUSTER_STATE/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection:
@@ -305,6 +305,8 @@ conntrack:
   min: 0
   tcpEstablishedTimeout: 0s
   tcpCloseWaitTimeout: 0s
+# NodePorts only on the node address (the pod bridge), never on the machine's other addresses.
+nodePortAddresses: [primary]
 EOF
     start_bg kube-proxy kube-proxy --config "$CLUSTER_STATE/kube-proxy.yaml"
 }
@@ -427,7 +429,8 @@ volumeBindingMode: Immediate
 reclaimPolicy: Retain
 EOF
     # Pre-created hostPath PVs: world-writable directories, so a non-root pod (Redis uid 999)
-    # can write without fsGroup (which hostPath ignores). Each PV is used once per cluster.
+    # can write without fsGroup (which hostPath ignores). Released ones are wiped and made
+    # Available again by recycle-pvs.sh (run below, and by hand between test runs).
     local i manifest=""
     for ((i = 1; i <= PV_COUNT; i++)); do
         install -d -m 0777 "$CLUSTER_STATE/pv/pv$i"
@@ -446,6 +449,7 @@ spec:
 "
     done
     kc apply -f - >/dev/null <<<"$manifest"
+    "$HERE/recycle-pvs.sh"
 }
 
 on_exit() {

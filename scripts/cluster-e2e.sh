@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The real-Kubernetes stage: build a single-node Kubernetes from source (cached outside the
+# clone), start it, install the chart for both backends exactly as users do (only the values of
+# helm/chat-history/ci/airgap-values.yaml differ), `helm test`, the e2e suite with
+# `--target kube`, then tear everything down. Every component's log is dumped on failure.
+#   scripts/cluster-e2e.sh            needs root on Debian (containerd, kubelet, iptables)
+#   KEEP_CLUSTER=1 scripts/cluster-e2e.sh   leave the cluster up afterwards
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "${REPO_ROOT}"
+
+: "${CHAT_HISTORY_CACHE:=/var/cache/chat-history}"
+: "${IMAGE:=chat-history:ci}"
+: "${REDIS_IMAGE:=chat-history-redis:ci}"
+cluster="${REPO_ROOT}/e2e/cluster"
+values="${REPO_ROOT}/helm/chat-history/ci/airgap-values.yaml"
+
+[[ ${EUID} -eq 0 ]] ||
+  die "the cluster stage runs containerd, a kubelet and iptables: it needs root" \
+    "(CHAT_HISTORY_SKIP_CLUSTER=1 ./scripts/test.sh skips it)"
+ensure_venv
+
+step_started=${SECONDS}
+step() {
+  log "-- $1 ($((SECONDS - step_started)) s)"
+  step_started=${SECONDS}
+}
+
+"${cluster}/build.sh"
+step "binaries built or found in ${CHAT_HISTORY_CACHE}"
+"${cluster}/images.sh" >/dev/null
+docker image inspect "${IMAGE}" >/dev/null 2>&1 || "${REPO_ROOT}/scripts/image-check.sh"
+step "images ready: ${IMAGE}, ${REDIS_IMAGE}, pause, coredns"
+
+up=""
+finish() {
+  local rc=$?
+  if ((rc != 0)) && [[ -n "${up}" ]]; then
+    log "FAILED (exit ${rc}): dumping every component's log"
+    "${cluster}/dump-logs.sh" || true
+  fi
+  if [[ -n "${up}" && -z "${KEEP_CLUSTER:-}" ]]; then "${cluster}/down.sh" || true; fi
+  exit "${rc}"
+}
+trap finish EXIT
+
+eval "$("${cluster}/up.sh")"
+up=1
+export PATH="${CHAT_HISTORY_CACHE}/bin:${PATH}"
+step "cluster up (KUBECONFIG=${KUBECONFIG})"
+"${cluster}/load-image.sh" "${IMAGE}" "${REDIS_IMAGE}"
+"${cluster}/smoke.sh"
+step "images loaded, smoke test passed"
+
+for backend in memory redis; do
+  helm upgrade --install chat-history helm/chat-history --namespace "chat-${backend}" \
+    --create-namespace --values "${values}" --set "history.backend=${backend}" \
+    --wait --timeout 5m
+done
+helm test chat-history --namespace chat-redis --logs --timeout 5m
+kubectl get nodes,pods -A -o wide
+step "both releases installed and ready, helm test passed"
+for backend in memory redis; do
+  helm uninstall chat-history --namespace "chat-${backend}" --wait
+  kubectl delete namespace "chat-${backend}" --wait=true
+done
+"${cluster}/recycle-pvs.sh"
+
+"${VENV}/bin/python" -m pytest e2e --target kube --kube-values "${values}" -p no:cacheprovider
+step "e2e suite on the kube target"
