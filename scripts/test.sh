@@ -21,7 +21,7 @@ stage() {
 run_started=$(date +%s)
 
 stage "setup: Debian packages and virtualenv"
-ensure_debian_packages redis-server shellcheck nginx-light
+ensure_debian_packages redis-server redis-tools shellcheck nginx-light wrk
 VENV_EXTRAS=test,e2e,bench ensure_venv
 export PATH="${VENV}/bin:${PATH}"
 
@@ -45,6 +45,16 @@ stage "image: docker build on a debootstrap base, run read-only against a real R
 
 stage "e2e: pod-hopping suite on the local target (uvicorn replicas, redis-server, nginx)"
 pytest e2e --target local -p no:cacheprovider
+
+stage "bench: benchmark smoke run (tiny sizes; checks round trips, commands, bounds)"
+./scripts/bench.sh --smoke
+
+if [[ -n "${CHAT_HISTORY_SKIP_CLUSTER:-}" ]]; then
+  log "CHAT_HISTORY_SKIP_CLUSTER is set: skipping the real-Kubernetes stage"
+else
+  stage "cluster: real Kubernetes v1.35 built from source; helm install, helm test, e2e --target kube"
+  ./scripts/cluster-e2e.sh
+fi
 
 stage ""
 log "all stages passed in $(($(date +%s) - run_started)) s"

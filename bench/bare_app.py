@@ -1,0 +1,43 @@
+"""The framework's ceiling: a bare FastAPI app with the same request and response shapes as
+`POST /v1/chat`, touching no store and no model. Served exactly like the service:
+`uvicorn bench.bare_app:app` with the same flags (see bench/procs.py)."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import FastAPI
+from pydantic import BaseModel, ConfigDict, StrictStr
+
+app = FastAPI(title="bare")
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    session_id: StrictStr | None = None
+    message: StrictStr
+
+
+class ChatResponse(BaseModel):
+    session_id: str
+    reply: str
+    served_by: str
+    backend: str
+    history_length: int
+
+
+@app.post("/v1/chat")
+async def chat(body: ChatRequest) -> ChatResponse:
+    return ChatResponse(
+        session_id=body.session_id or str(uuid.uuid4()),
+        reply=f'You said: "{body.message[:200]}". I can see 0 earlier messages.',
+        served_by="bare",
+        backend="none",
+        history_length=0,
+    )
+
+
+@app.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}

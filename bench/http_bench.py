@@ -1,0 +1,241 @@
+"""HTTP level: `POST /v1/chat` under wrk, for the memory backend, the Redis backend and a bare
+FastAPI endpoint (the framework's ceiling).
+
+Each target is 3 uvicorn replicas (the image's command line, on loopback) behind its own nginx
+doing round robin with keep-alive upstream connections; wrk drives nginx. All three targets run
+at the same time and the runs are interleaved (every round runs every concurrency on every
+target, in a rotating order), so they share the machine's noise.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+from bench.procs import BenchError, Nginx, RedisServer, Replica, which
+
+TARGETS = ("memory", "redis", "bare")
+LABELS = {
+    "memory": "service, HISTORY_BACKEND=memory",
+    "redis": "service, HISTORY_BACKEND=redis",
+    "bare": "bare FastAPI endpoint (ceiling)",
+}
+APPS = {"memory": "service.main:app", "redis": "service.main:app", "bare": "bench.bare_app:app"}
+WRK_SCRIPT = Path(__file__).parent / "wrk" / "chat.lua"
+# Histories are capped so that every run, whatever its length, sees the same per-turn work.
+SERVICE_ENV = {"HISTORY_MAX_MESSAGES": "100", "HISTORY_WINDOW_MESSAGES": "20"}
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    replicas: int
+    concurrencies: tuple[int, ...]
+    rounds: int
+    seconds: int
+    warmup_seconds: int
+
+
+FULL = HttpConfig(replicas=3, concurrencies=(1, 16, 64), rounds=5, seconds=4, warmup_seconds=2)
+SMOKE = HttpConfig(replicas=1, concurrencies=(1, 4), rounds=1, seconds=1, warmup_seconds=1)
+
+
+@dataclass
+class Deployment:
+    name: str
+    replicas: list[Replica]
+    nginx: Nginx
+    store: RedisServer | None = None
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU used so far by the replicas, by redis-server and by nginx."""
+        return {
+            "replicas": sum(r.process.cpu_seconds() for r in self.replicas),
+            "redis": self.store.process.cpu_seconds() if self.store else 0.0,
+            "nginx": self.nginx.process.cpu_seconds(),
+        }
+
+
+def start_deployment(
+    name: str,
+    app: str,
+    env: dict[str, str],
+    config: HttpConfig,
+    workdir: Path,
+    stops: list[Callable[[], None]],
+) -> list[Replica]:
+    replicas = []
+    for i in range(config.replicas):
+        replica = Replica(f"{name}-{i}", app, env, workdir)
+        stops.append(replica.process.stop)
+        replicas.append(replica)
+    return replicas
+
+
+def front(
+    name: str, replicas: list[Replica], workdir: Path, stops: list[Callable[[], None]]
+) -> Deployment:
+    for replica in replicas:
+        replica.wait_ready("/readyz" if name != "bare" else "/healthz")
+    nginx = Nginx(workdir / name, [r.port for r in replicas])
+    stops.append(nginx.process.stop)
+    return Deployment(name, replicas, nginx)
+
+
+def wrk(
+    url: str,
+    *,
+    connections: int,
+    seconds: int,
+    tag: str,
+    sessions: int = 0,
+    quota: int = 0,
+    until: Callable[[], bool] | None = None,
+) -> dict[str, Any]:
+    """One wrk run over `sessions` session ids (default: one per connection); its BENCH_JSON
+    line as a dict, plus rps and milliseconds.
+
+    Fill mode: with `quota`, each wrk thread stops after its share of `quota` responses, and
+    wrk itself is interrupted (SIGINT: it still prints its summary) once `until()` is true.
+    """
+    threads = 1 if connections == 1 else 2
+    per_thread = max(1, (sessions or connections) // threads)
+    argv = [
+        which("wrk"),
+        "-t",
+        str(threads),
+        "-c",
+        str(connections),
+        "-d",
+        f"{seconds}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(WRK_SCRIPT),
+        url,
+        "--",
+        tag,
+        str(per_thread),
+    ]
+    if quota:
+        argv.append(str(-(-quota // threads)))
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            if until is not None:
+                deadline = time.monotonic() + seconds
+                while proc.poll() is None and time.monotonic() < deadline and not until():
+                    time.sleep(0.25)
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGINT)
+            stdout, stderr = proc.communicate(timeout=seconds + 60)
+        except BaseException:
+            proc.kill()
+            raise
+    if proc.returncode != 0:
+        raise BenchError(f"wrk failed ({proc.returncode}): {stderr or stdout}")
+    line = next((ln for ln in stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
+    if line is None:
+        raise BenchError(f"wrk printed no BENCH_JSON line:\n{stdout}\n{stderr}")
+    out: dict[str, Any] = json.loads(line.removeprefix("BENCH_JSON "))
+    out["rps"] = out["requests"] / (out["duration_us"] / 1e6)
+    out["p50_ms"] = out["p50_us"] / 1000
+    out["p99_ms"] = out["p99_us"] / 1000
+    return out
+
+
+@dataclass
+class HttpResults:
+    concurrencies: tuple[int, ...]
+    seconds: int
+    runs: dict[str, dict[int, list[dict[str, Any]]]] = field(default_factory=dict)
+    redis_session_lengths: list[int] = field(default_factory=list)
+
+    def median(self, target: str, c: int, metric: str) -> float:
+        return statistics.median(run[metric] for run in self.runs[target][c])
+
+    def errors(self) -> int:
+        return sum(
+            r["non2xx"] + r["socket_errors"]
+            for t in self.runs.values()
+            for rs in t.values()
+            for r in rs
+        )
+
+
+def run(config: HttpConfig, workdir: Path, log: Callable[[str], None]) -> HttpResults:
+    stops: list[Callable[[], None]] = []
+    try:
+        server = RedisServer(workdir / "redis-http")
+        stops.append(server.process.stop)
+        envs = {
+            "memory": {**SERVICE_ENV, "HISTORY_BACKEND": "memory"},
+            "redis": {**SERVICE_ENV, "HISTORY_BACKEND": "redis", "REDIS_URL": server.url},
+            "bare": {},
+        }
+        # Start every replica first, then wait: they import in parallel.
+        started = {
+            name: start_deployment(name, APPS[name], envs[name], config, workdir, stops)
+            for name in TARGETS
+        }
+        deployments = {name: front(name, started[name], workdir, stops) for name in TARGETS}
+        deployments["redis"].store = server
+        log(f"http: {len(deployments)} targets of {config.replicas} replica(s) + nginx are up")
+        return _run(config, deployments, server, log)
+    finally:
+        for stop in reversed(stops):
+            stop()
+
+
+def _run(
+    config: HttpConfig,
+    deployments: dict[str, Deployment],
+    server: RedisServer,
+    log: Callable[[str], None],
+) -> HttpResults:
+    results = HttpResults(config.concurrencies, config.seconds)
+    for name, deployment in deployments.items():
+        results.runs[name] = {c: [] for c in config.concurrencies}
+        wrk(
+            deployment.nginx.url,
+            connections=16,
+            seconds=config.warmup_seconds,
+            tag=f"warmup-{name}",
+        )
+    for rnd in range(config.rounds):
+        for c in config.concurrencies:
+            order = TARGETS[rnd % 3 :] + TARGETS[: rnd % 3]
+            for name in order:
+                before = deployments[name].cpu_seconds()
+                result = wrk(
+                    deployments[name].nginx.url,
+                    connections=c,
+                    seconds=config.seconds,
+                    tag=f"r{rnd}-c{c}-{name}",
+                )
+                after = deployments[name].cpu_seconds()
+                for part, used in after.items():
+                    result[f"cpu_ms_{part}"] = (used - before[part]) / result["requests"] * 1e3
+                results.runs[name][c].append(result)
+        log(f"http: round {rnd + 1}/{config.rounds} done")
+    # Sanity: the Redis backend really kept histories, up to the cap.
+    client = redis.Redis(host="127.0.0.1", port=server.port)
+    keys = [k for k in client.scan_iter(match="chat-history:r*", count=1000)][:50]
+    results.redis_session_lengths = sorted(int(client.llen(k)) for k in keys)
+    client.close()
+    reply = httpx.post(
+        f"{deployments['redis'].nginx.url}/v1/chat",
+        json={"session_id": "sanity", "message": "hi"},
+        timeout=5,
+    )
+    if reply.status_code != 200:
+        raise BenchError(f"redis target answered {reply.status_code}: {reply.text}")
+    return results

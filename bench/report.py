@@ -1,0 +1,506 @@
+"""Turn benchmark results into docs/benchmarks.md (tables, targets) and a PNG plot."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import http_bench, store_bench
+from bench.http_bench import HttpResults
+from bench.memory_bench import MemoryResults
+from bench.store_bench import StoreResults
+from service.config import Settings
+
+PLOT_NAME = "benchmarks-store.png"
+
+
+# -- saving and loading raw results ------------------------------------------------------------
+def _int_keys(value: Any) -> Any:
+    # JSON object keys are strings; history lengths and concurrencies were ints.
+    if isinstance(value, dict):
+        return {int(k) if k.isdigit() else k: _int_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_int_keys(v) for v in value]
+    return value
+
+
+def save(path: Path, *, env: dict[str, Any], store: Any, http: Any, memory: Any) -> None:
+    parts = {"env": env}
+    for name, part in (("store", store), ("http", http), ("memory", memory)):
+        if part is not None:
+            parts[name] = dataclasses.asdict(part)
+    path.write_text(json.dumps(parts, indent=1))
+
+
+def load(
+    path: Path,
+) -> tuple[dict[str, Any], StoreResults | None, HttpResults | None, MemoryResults | None]:
+    parts = _int_keys(json.loads(path.read_text()))
+    store = http = memory = None
+    if "store" in parts:
+        store = StoreResults(**parts["store"])
+        store.lengths = tuple(store.lengths)
+    if "http" in parts:
+        http = HttpResults(**parts["http"])
+        http.concurrencies = tuple(http.concurrencies)
+    if "memory" in parts:
+        memory = MemoryResults(**parts["memory"])
+    return parts["env"], store, http, memory
+
+
+@dataclass
+class Target:
+    name: str
+    measured: str
+    met: bool
+    why: str = ""
+
+
+def n(value: float, digits: int = 0) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def mib(value: float) -> str:
+    return f"{value / 2**20:,.1f} MiB"
+
+
+# -- targets -----------------------------------------------------------------------------------
+def targets(store: StoreResults | None, http: HttpResults | None) -> list[Target]:
+    out: list[Target] = []
+    if store is not None:
+        lengths = store.lengths
+        trips = {L: store.counts["ours"][L]["round_trips"] for L in lengths}
+        alt = {L: store.counts["langchain"][L]["round_trips"] for L in lengths}
+        alt_ttl = {L: store.counts["langchain_ttl"][L]["round_trips"] for L in lengths}
+        out.append(
+            Target(
+                "2 round trips per turn, at every history length",
+                ", ".join(f"{n(trips[L], 1)} at {n(L)}" for L in lengths)
+                + f" (alternative: {n(max(alt.values()), 0)} without TTL,"
+                f" {n(max(alt_ttl.values()), 0)} with a TTL)",
+                all(t == 2 for t in trips.values()),
+            )
+        )
+        small, large = lengths[0], lengths[-1]
+        flat = store.ratio("ours", large, "ours", small)
+        # From the window's length on, every turn reads the same number of messages.
+        full = [L for L in lengths if L >= store_bench.WINDOW]
+        full_flat = store.ratio("ours", full[-1], "ours", full[0])
+        raw_flat = store.ratio("raw", large, "raw", small)
+        out.append(
+            Target(
+                f"turns/s at {n(large)} messages >= 0.8 x turns/s at {n(small)}",
+                f"{flat:.2f} x ({n(store.median('ours', large))} vs "
+                f"{n(store.median('ours', small))} turns/s); "
+                f"{n(full[-1])} vs {n(full[0])} messages (window full at both): "
+                f"{full_flat:.2f} x; raw redis-py {n(large)} vs {n(small)}: {raw_flat:.2f} x",
+                flat >= 0.8,
+                f"at {n(small)} messages the window holds only the {n(small)}-{n(small + 2)} "
+                f"messages there are, from {n(store_bench.WINDOW)} "
+                "on it holds 20, so the read decodes up to twice as many; with the window "
+                "full the cost is flat",
+            )
+        )
+        mid = 1000 if 1000 in lengths else lengths[len(lengths) // 2]
+        vs_alt = store.ratio("ours", mid, "langchain")
+        out.append(
+            Target(
+                f">= 3 x the alternative's turns/s at {n(mid)} messages",
+                f"{vs_alt:.1f} x",
+                vs_alt >= 3,
+            )
+        )
+        fractions = {L: store.ratio("ours", L, "raw") for L in lengths}
+        worst = min(fractions.values())
+        json_only = store.ratio("raw_json", mid, "raw")
+        out.append(
+            Target(
+                ">= 70% of the raw redis-py ceiling",
+                ", ".join(f"{f:.0%} at {n(L)}" for L, f in fractions.items()),
+                worst >= 0.7,
+                "the ceiling sends pre-encoded bytes and decodes nothing; at "
+                f"{n(mid)} messages adding just the JSON codec brings raw redis-py to "
+                f"{json_only:.0%} of itself, and building langchain-core message objects "
+                f"(pydantic) to {fractions[mid]:.0%}: full-fidelity messages cost about as "
+                "much Python as the two round trips (see the profile)",
+            )
+        )
+    if http is not None and 16 in http.concurrencies:
+        ratio = http.median("redis", 16, "rps") / http.median("memory", 16, "rps")
+        cpu_memory = http.median("memory", 16, "cpu_ms_replicas")
+        cpu_redis = http.median("redis", 16, "cpu_ms_replicas")
+        out.append(
+            Target(
+                "Redis backend HTTP throughput >= 0.8 x memory backend at concurrency 16",
+                f"{ratio:.2f} x (replica CPU per request: {cpu_redis:.2f} ms vs "
+                f"{cpu_memory:.2f} ms, ratio {cpu_memory / cpu_redis:.2f})",
+                ratio >= 0.8,
+                "the replicas are CPU-bound here (2 cores for 3 replicas, nginx, wrk and "
+                "Redis), so throughput follows CPU per request, and a Redis turn costs the "
+                "replica more CPU than a dict lookup: two async redis-py round trips and "
+                "decoding the 20-message window into message objects (see the profile)",
+            )
+        )
+    return out
+
+
+# -- plot --------------------------------------------------------------------------------------
+def plot(store: StoreResults, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lengths = list(store.lengths)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    styles = {"ours": "o-", "langchain": "s-", "raw": "^--", "raw_json": "v:"}
+    for impl, style in styles.items():
+        cost = [1e6 / store.median(impl, L) for L in lengths]
+        left.plot(lengths, cost, style, label=store_bench.LABELS[impl])
+    left.set(
+        xscale="log",
+        yscale="log",
+        xlabel="history length (messages)",
+        ylabel="microseconds per turn (median)",
+        title="Load the context + append one turn",
+    )
+    left.grid(True, which="both", alpha=0.3)
+    left.legend(fontsize=7)
+    for impl, style in (("ours", "o-"), ("langchain", "s-")):
+        read = [store.counts[impl][L]["bytes_read"] for L in lengths]
+        right.plot(lengths, read, style, label=store_bench.LABELS[impl])
+    right.set(
+        xscale="log",
+        yscale="log",
+        xlabel="history length (messages)",
+        ylabel="bytes read from Redis per turn",
+        title="Bytes read per turn",
+    )
+    right.grid(True, which="both", alpha=0.3)
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# -- markdown ----------------------------------------------------------------------------------
+def store_section(store: StoreResults, plot_rel: str) -> list[str]:
+    lines = [
+        "## Store level: load the context + append one turn",
+        "",
+        f"One `redis-server` {store.redis_version} on loopback, one sync redis-py client per "
+        "implementation, runs interleaved (see Method). Turns/s is the median of "
+        f"{len(next(iter(next(iter(store.turns_per_s.values())).values())))} runs "
+        "(min-max in brackets); the ratios are medians of per-repeat ratios (runs of one "
+        "repeat are seconds apart, so pairing them cancels most of the machine's drift). "
+        "Round trips are counted by a redis-py connection class that "
+        "counts `send_packed_command` calls; commands by `INFO commandstats` deltas on the "
+        "server; bytes are what crossed the client's socket.",
+        "",
+        "| history | implementation | turns/s | vs alternative | of raw ceiling "
+        "| round trips | commands (server) | bytes read | bytes sent |",
+        "|---:|---|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for L in store.lengths:
+        for impl in ("ours", "langchain", "raw", "raw_json", "langchain_ttl"):
+            counts = store.counts.get(impl, {}).get(L)
+            if impl in store.turns_per_s:
+                runs = store.turns_per_s[impl][L]
+                med = statistics.median(runs)
+                rate = f"{n(med)} [{n(min(runs))}-{n(max(runs))}]"
+                vs_alt = f"{store.ratio(impl, L, 'langchain'):.1f} x"
+                of_raw = f"{store.ratio(impl, L, 'raw'):.0%}"
+            else:
+                rate = vs_alt = of_raw = "(counted only)"
+            if counts:
+                mix = ", ".join(f"{c.upper()} {v:g}" for c, v in counts["command_mix"].items())
+                cells = [
+                    n(counts["round_trips"], 1),
+                    f"{n(counts['commands'], 1)} ({mix})",
+                    n(counts["bytes_read"]),
+                    n(counts["bytes_sent"]),
+                ]
+            else:
+                cells = ["same as raw"] + [""] * 3 if impl == "raw_json" else [""] * 4
+            lines.append(
+                f"| {n(L)} | {store_bench.LABELS[impl]} | {rate} | {vs_alt} | {of_raw} | "
+                + " | ".join(cells)
+                + " |"
+            )
+    rb = store.redis_benchmark
+    med = {k: statistics.median(r[k] for r in rb) for k in ("lrange", "rpush", "turn")}
+    ours_small = store.median("ours", store.lengths[-1])
+    lines += [
+        "",
+        f"`redis-benchmark` (C client, 1 connection, no pipelining; median of {len(rb)} runs): "
+        f"`LRANGE key -20 -1` {n(med['lrange'])}/s, `RPUSH key human ai` {n(med['rpush'])}/s, "
+        f"so one of each back to back: {n(med['turn'])} turns/s — this project's store reaches "
+        f"{ours_small / med['turn']:.0%} of that at {n(store.lengths[-1])} messages; raw "
+        f"redis-py reaches {store.median('raw', store.lengths[-1]) / med['turn']:.0%}. With 32 "
+        f"connections the server does {n(store.redis_benchmark_c32['lrange'])} LRANGE/s and "
+        f"{n(store.redis_benchmark_c32['rpush'])} RPUSH/s: Redis is not the bottleneck.",
+        "",
+        f"![cost per turn against history length]({plot_rel})",
+        "",
+    ]
+    return lines
+
+
+def profile_section(store: StoreResults) -> list[str]:
+    p = store.profile
+    lines = [
+        "### Profile of a turn (this project's store)",
+        "",
+        f"cProfile over {n(p['turns'])} turns at {n(p['length'])} messages "
+        "(`bench/store_bench.py:profile_ours`). Self time by where it is spent:",
+        "",
+        "| share | where |",
+        "|---:|---|",
+    ]
+    lines += [f"| {share:.0%} | {name} |" for name, share in p["by_category"].items()]
+    lines += [
+        "",
+        "Cumulative per turn (the profiler inflates Python-heavy parts; read the proportions):",
+        "",
+        "| µs per turn | call |",
+        "|---:|---|",
+    ]
+    lines += [f"| {n(us)} | {name.strip()} |" for name, us in p["per_turn_us"].items()]
+    share = p["by_category"]
+    codec = sum(v for k, v in share.items() if k.startswith(("JSON", "langchain", "pydantic")))
+    wire = sum(v for k, v in share.items() if k.startswith(("redis-py", "socket")))
+    per = p["per_turn_us"]
+    decode = per["  decode (json + messages_from_dict)"]
+    parts = {
+        "turning stored JSON into langchain-core messages and back (JSON, langchain-core, "
+        "pydantic)": codec,
+        "redis-py and the socket (packing commands, parsing replies, waiting for Redis)": wire,
+    }
+    (top, top_share), (second, second_share) = sorted(parts.items(), key=lambda kv: -kv[1])
+    lines += [
+        "",
+        f"**What dominates a turn:** {top} takes {top_share:.0%} of the self time, then "
+        f"{second} {second_share:.0%}. Decoding the 20-message window alone "
+        f"({n(decode)} µs) costs {decode / per['  LRANGE (redis-py, wire)']:.1f} x the LRANGE "
+        f"that fetched it ({n(per['  LRANGE (redis-py, wire)'])} µs, round trip included). "
+        "Redis itself is cheap: see redis-server's CPU per request in the HTTP table.",
+        "",
+    ]
+    return lines
+
+
+def http_section(http: HttpResults, replicas: int) -> list[str]:
+    rounds = len(http.runs["redis"][http.concurrencies[0]])
+    lines = [
+        "## HTTP level: `POST /v1/chat`",
+        "",
+        f"Each target: {replicas} uvicorn replica(s) started with the image's command line "
+        "(access log on), behind its own nginx (round robin, keep-alive upstreams); wrk "
+        f"drives nginx for {http.seconds} s per run, median of {rounds} interleaved runs."
+        " Each connection has its own session (history grows turn after "
+        "turn, capped at HISTORY_MAX_MESSAGES=100, window 20). CPU per request is the "
+        "replicas' (and redis-server's) user+system CPU time over the run divided by requests.",
+        "",
+        "| concurrency | target | req/s | p50 ms | p99 ms | vs memory | vs bare "
+        "| replica CPU ms/req | redis-server CPU ms/req | errors |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in http.concurrencies:
+        memory = http.median("memory", c, "rps")
+        bare = http.median("bare", c, "rps")
+        for target in http_bench.TARGETS:
+            rps = http.median(target, c, "rps")
+            errors = sum(r["non2xx"] + r["socket_errors"] for r in http.runs[target][c])
+            redis_cpu = f"{http.median(target, c, 'cpu_ms_redis'):.3f}" if target == "redis" else ""
+            lines.append(
+                f"| {c} | {http_bench.LABELS[target]} | {n(rps)} "
+                f"| {http.median(target, c, 'p50_ms'):.1f} "
+                f"| {http.median(target, c, 'p99_ms'):.1f} "
+                f"| {rps / memory:.2f} x | {rps / bare:.2f} x "
+                f"| {http.median(target, c, 'cpu_ms_replicas'):.2f} | {redis_cpu} | {errors} |"
+            )
+    lens = http.redis_session_lengths
+    if lens:
+        lines += [
+            "",
+            f"Redis sessions after the runs hold {min(lens)}-{max(lens)} messages "
+            "(capped at 100), so the Redis backend really kept every history.",
+        ]
+    lines.append("")
+    return lines
+
+
+def request_profile_section(profiles: list[dict[str, Any]]) -> list[str]:
+    by_backend = {p["backend"]: p for p in profiles}
+    backends = list(by_backend)
+    lines = [
+        "### Profile of a request (one replica in-process under cProfile, wrk at concurrency 16)",
+        "",
+        "`bench/profile_http.py`. Cumulative µs per request in the parts of a chat turn "
+        "(inflated by the profiler; compare the backends):",
+        "",
+        "| part | " + " | ".join(backends) + " |",
+        "|---|" + "---:|" * len(backends),
+    ]
+    for label in next(iter(by_backend.values()))["breakdown_us"]:
+        cells = " | ".join(n(by_backend[b]["breakdown_us"][label]) for b in backends)
+        lines.append(f"| {label.strip()} | {cells} |")
+    categories = list(next(iter(by_backend.values()))["by_category"])
+    lines += [
+        "",
+        "Self time by where it is spent:",
+        "",
+        "| where | " + " | ".join(backends) + " |",
+        "|---|" + "---:|" * len(backends),
+    ]
+    for cat in categories:
+        cells = " | ".join(f"{by_backend[b]['by_category'].get(cat, 0):.0%}" for b in backends)
+        lines.append(f"| {cat} | {cells} |")
+    lines.append("")
+    return lines
+
+
+def memory_section(memory: MemoryResults) -> list[str]:
+    lines = [
+        "## Memory",
+        "",
+        "### Redis: bytes per stored message",
+        "",
+        "Sessions written by `RedisChatHistory.append_turn` (the service's encoding; the AI "
+        "message carries a run id as the built-in model's replies do). `MEMORY USAGE` is "
+        "exact (`SAMPLES 0`); `used_memory` delta also counts the key, its TTL entry and the "
+        "allocator's slack.",
+        "",
+        "| sessions x messages | payload (text) B/msg | encoded JSON B/msg "
+        "| MEMORY USAGE B/msg | used_memory delta B/msg | MEMORY USAGE / payload |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in memory.redis:
+        lines.append(
+            f"| {n(row['sessions'])} x {n(row['per_session'])} | {n(row['payload_per_message'])} "
+            f"| {n(row['encoded_per_message'])} | {n(row['memory_usage_per_message'])} "
+            f"| {n(row['used_memory_per_message'])} "
+            f"| {row['memory_usage_per_message'] / row['payload_per_message']:.2f} x |"
+        )
+    b = memory.bounds
+    lines += [
+        "",
+        "### A memory-backend replica: resident memory",
+        "",
+        "One replica per variant, filled over HTTP by wrk with the same turns spread over the "
+        "same sessions. *bounded*: MEMORY_MAX_SESSIONS="
+        f"{n(b['sessions'])}, HISTORY_MAX_MESSAGES={n(b['messages'])}; *unbounded*: caps "
+        "lifted and no TTL (the naive in-process dict). Each turn is wrk's 117-character "
+        "question and the built-in model's ~160-character answer. Held messages from "
+        "`/metrics`; baseline is the replica's RSS after start-up and one forgotten turn.",
+        "",
+        "| variant | messages offered | messages held | RSS | growth over baseline "
+        "| growth per held message |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    per_message = 0.0
+    for row in memory.replicas:
+        per = row["growth_per_held"]
+        if row["variant"] == "unbounded" and per:
+            per_message = per
+        lines.append(
+            f"| {row['variant']} | {n(row['offered'])} | {n(row['held'])} | {mib(row['rss'])} "
+            f"| {mib(row['rss'] - row['baseline_rss'])} | {n(per) + ' B' if per else '-'} |"
+        )
+    defaults = Settings.model_fields
+    sessions = defaults["memory_max_sessions"].default
+    messages = defaults["history_max_messages"].default
+    if not per_message:
+        return [*lines, ""]
+    lines += [
+        "",
+        f"The bounds bind: past them, RSS stops growing with traffic. But the *default* bounds "
+        f"(MEMORY_MAX_SESSIONS={n(sessions)} x HISTORY_MAX_MESSAGES={n(messages)}) allow "
+        f"{n(sessions * messages)} messages per replica, about "
+        f"{sessions * messages * per_message / 2**30:,.0f} GiB at the "
+        f"{n(per_message)} B per held message measured above: they stop a leak, not bloat.",
+        "",
+    ]
+    return lines
+
+
+def render(
+    *,
+    env: dict[str, Any],
+    store: StoreResults | None,
+    http: HttpResults | None,
+    memory: MemoryResults | None,
+    plot_rel: str,
+) -> str:
+    smoke, wall_seconds, http_replicas = env["smoke"], env["wall_seconds"], env["http_replicas"]
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `scripts/bench.sh` (`python -m bench.run`); do not edit by hand. "
+        + ("**Smoke run: tiny sizes, figures meaningless.** " if smoke else "")
+        + f"Run of {env['date']}, {wall_seconds:.0f} s wall time.",
+        "",
+        f"Machine: {env['cpus']} CPUs ({env['cpu_model']}), load average {env['load_before']} "
+        f"before and {env['load_after']} after the run (the machine is shared with other "
+        "jobs: absolute figures are noisy; every comparison below was measured side by side, "
+        "interleaved, in one run). Versions: "
+        + ", ".join(f"{k} {v}" for k, v in env["versions"].items())
+        + ".",
+        "",
+    ]
+    found = targets(store, http)
+    if found:
+        lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
+        for t in found:
+            verdict = "yes" if t.met else f"**no** — {t.why}" if t.why else "**no**"
+            lines.append(f"| {t.name} | {t.measured} | {verdict} |")
+        lines.append("")
+    if store is not None:
+        lines += store_section(store, plot_rel) + profile_section(store)
+    if http is not None:
+        lines += http_section(http, http_replicas)
+    if env.get("profiles"):
+        lines += request_profile_section(env["profiles"])
+    if memory is not None:
+        lines += memory_section(memory)
+    lines += METHOD
+    return "\n".join(lines).rstrip() + "\n"
+
+
+METHOD = [
+    "## Method",
+    "",
+    "- A *turn* is what the chat handler does with its history: load the context, append "
+    "the (human, ai) pair. For this project: `get_window(20)` (one `LRANGE -20 -1`) + "
+    "`append_turn([human, ai])` (one MULTI/RPUSH/LTRIM/EXPIRE/EXEC), with the service's "
+    "TTL and a cap above every length measured. For langchain-community's "
+    "`RedisChatMessageHistory`: `.messages` — its only read, the full history, which is "
+    "what `RunnableWithMessageHistory` and its users load — then `.add_messages([human, "
+    "ai])`, which its base class turns into one `LPUSH` per message (plus one `EXPIRE` each "
+    "with `ttl=`). Its default (no TTL) is the row timed; the TTL variant is counted. Its "
+    "constructor also opens a connection and sends `INFO cluster`; users who build one per "
+    "request (the usual `get_session_history` factory) pay that on every turn, which is "
+    "left out here: the alternative's figures are its best case.",
+    "- *Raw ceiling*: the same `LRANGE` and `MULTI` pipeline issued with redis-py on "
+    "pre-encoded bytes. *raw + JSON* adds `json.loads` of the window and `json.dumps` of the "
+    "two message dicts, so `ours` minus `raw + JSON` is the cost of langchain-core message "
+    "objects.",
+    "- Every timed run starts from fresh sessions preloaded (untimed) to the history length "
+    "and spreads its turns over enough sessions that no history grows by more than ~10%. "
+    "Each repeat runs every implementation at every length in a rotating order, so they "
+    "share the machine's noise; medians are reported.",
+    "- HTTP: wrk with `bench/wrk/chat.lua`, 1 thread at concurrency 1 and 2 threads above. "
+    "All three targets run at once and are measured in rotation. The bare endpoint "
+    "(`bench/bare_app.py`) parses the same request model and returns the same response "
+    "model, and touches nothing else.",
+    "- Reproduce: `scripts/bench.sh` (full, ~10 min, rewrites this file and "
+    f"`docs/img/{PLOT_NAME}`); `scripts/bench.sh --smoke` (seconds, writes to a temporary "
+    "directory, checks the counts); `python -m bench.profile_http --backend redis` profiles "
+    "one replica under wrk.",
+    "",
+]
