@@ -35,6 +35,7 @@ class Settings(BaseSettings):
 
     # Memory backend.
     memory_max_sessions: int = Field(default=10_000, ge=1)
+    memory_max_messages: int = Field(default=200_000, ge=2)
 
     # Redis backend. Timeouts and retries are explicit: redis-py's defaults changed across
     # major versions, and a chat turn must fail fast (503) rather than hang on a dead store.
@@ -60,6 +61,8 @@ class Settings(BaseSettings):
         for name in ("history_max_messages", "history_window_messages"):
             if getattr(self, name) % 2:
                 raise ValueError(f"{name.upper()} must be even so that turns stay whole")
+        if self.memory_max_messages < self.history_max_messages:
+            raise ValueError("MEMORY_MAX_MESSAGES must be at least HISTORY_MAX_MESSAGES")
         if self.history_window_messages > self.history_max_messages:
             raise ValueError("HISTORY_WINDOW_MESSAGES must not exceed HISTORY_MAX_MESSAGES")
         if self.history_backend == "redis" and not self.redis_url.startswith(

@@ -17,6 +17,7 @@ from service.config import Settings, get_settings
         ({"HISTORY_MAX_MESSAGES": "10", "HISTORY_WINDOW_MESSAGES": "20"}, "must not exceed"),
         ({"HISTORY_BACKEND": "redis", "REDIS_URL": "localhost:6379"}, "REDIS_URL must start"),
         ({"CHAT_MODEL": "openai"}, "needs OPENAI_MODEL"),
+        ({"MEMORY_MAX_MESSAGES": "100"}, "MEMORY_MAX_MESSAGES must be at least"),
         ({"REDIS_SOCKET_TIMEOUT_SECONDS": "0"}, "greater than 0"),
         ({"HISTORY_TTL_SECONDS": "-1"}, "greater than or equal to 0"),
     ],

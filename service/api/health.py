@@ -61,4 +61,5 @@ async def info(settings: SettingsDep, store: StoreDep) -> dict[str, object]:
         "history_max_messages": settings.history_max_messages,
         "history_ttl_seconds": settings.history_ttl_seconds,
         "memory_max_sessions": settings.memory_max_sessions,
+        "memory_max_messages": settings.memory_max_messages,
     }

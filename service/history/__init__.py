@@ -16,6 +16,7 @@ def build_store(settings: Settings, on_round_trip: RoundTripHook | None = None) 
         return RedisStore(build_async_client(settings), settings, on_round_trip)
     return MemoryStore(
         max_sessions=settings.memory_max_sessions,
+        max_total_messages=settings.memory_max_messages,
         max_messages=settings.history_max_messages,
         ttl_seconds=settings.history_ttl_seconds,
     )

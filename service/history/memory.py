@@ -22,9 +22,10 @@ class _Session:
 class MemoryStore(HistoryStore):
     """All sessions of this process in one LRU-ordered dict.
 
-    Bounds, so a long-running replica cannot bloat: at most `max_sessions` sessions (the least
-    recently used is evicted), at most `max_messages` per session (oldest dropped), and a sliding
-    TTL refreshed on every append (0 disables it). A lock makes every operation atomic, because
+    Bounds, so a long-running replica cannot bloat: at most `max_sessions` sessions and at most
+    `max_total_messages` messages in all (least recently used sessions are evicted), at most
+    `max_messages` per session (oldest dropped), and a sliding TTL refreshed on every append
+    (0 disables it). A lock makes every operation atomic, because
     the sync `BaseChatMessageHistory` methods may be called from worker threads.
     """
 
@@ -36,9 +37,11 @@ class MemoryStore(HistoryStore):
         max_sessions: int,
         max_messages: int,
         ttl_seconds: int,
+        max_total_messages: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_sessions = max_sessions
+        self.max_total_messages = max_total_messages
         self.max_messages = max_messages
         self.ttl_seconds = ttl_seconds
         self._clock = clock
@@ -96,6 +99,10 @@ class MemoryStore(HistoryStore):
             session.messages.extend(messages)
             self._message_count += len(session.messages) - before
             session.expires_at = now + self.ttl_seconds if self.ttl_seconds else None
+            if self.max_total_messages is not None:
+                # The session just written is the most recently used: it goes last, if ever.
+                while self._message_count > self.max_total_messages and len(self._sessions) > 1:
+                    self._drop(next(iter(self._sessions)), "lru")
             return before
 
     def clear(self, session_id: str) -> None:

@@ -49,6 +49,10 @@ BAD_COMBINATIONS = {
         "history:\n  maxMessages: 10\n  windowMessages: 20\n",
         "history.windowMessages (20) must not exceed history.maxMessages (10)",
     ),
+    "memory_total_below_session_cap": (
+        "memory:\n  maxMessages: 500\n",
+        "memory.maxMessages (500) must be at least history.maxMessages (1000)",
+    ),
     "openai_without_model": (
         "chat:\n  model: openai\n",
         "chat.model=openai needs chat.openai.model",

@@ -100,3 +100,15 @@ async def test_bounds_hold_in_a_running_app_and_show_in_metrics() -> None:
         assert metric(text, "chat_history_memory_messages") == 0
         assert 'chat_history_memory_evictions_total{reason="ttl"} 3.0' in text
         assert (await client.get("/v1/sessions/s5/messages")).status_code == 404
+
+
+def test_total_message_cap_evicts_least_recently_used_sessions() -> None:
+    store = MemoryStore(max_sessions=100, max_messages=10, ttl_seconds=0, max_total_messages=6)
+    for sid in ("a", "b", "c"):
+        store.append(sid, pair(0))
+    store.read("a")  # b is now the least recently used
+    store.append("d", pair(0))  # 8 messages > 6: b goes
+    assert store.read("b") == [] and all(store.read(s) for s in "acd")
+    assert (store.message_count, store.evictions["lru"]) == (6, 1)
+    store.append("d", [m for i in range(1, 4) for m in pair(i)])  # d alone holds 8 > 6
+    assert store.session_count == 1 and len(store.read("d")) == 8  # the writer is kept

@@ -154,6 +154,9 @@ set. Included once, from the chat Deployment.
 {{- if le (int .Values.terminationGracePeriodSeconds) (int $shutdown) }}
 {{- fail (printf "terminationGracePeriodSeconds (%d) must be greater than lifecycle.preStopSleepSeconds + lifecycle.gracefulShutdownSeconds (%d), or the kubelet kills uvicorn before in-flight requests finish" (int .Values.terminationGracePeriodSeconds) (int $shutdown)) }}
 {{- end }}
+{{- if lt (int .Values.memory.maxMessages) (int .Values.history.maxMessages) }}
+{{- fail (printf "memory.maxMessages (%d) must be at least history.maxMessages (%d)" (int .Values.memory.maxMessages) (int .Values.history.maxMessages)) }}
+{{- end }}
 {{- if gt (int .Values.history.windowMessages) (int .Values.history.maxMessages) }}
 {{- fail (printf "history.windowMessages (%d) must not exceed history.maxMessages (%d)" (int .Values.history.windowMessages) (int .Values.history.maxMessages)) }}
 {{- end }}
