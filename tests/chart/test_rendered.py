@@ -71,7 +71,11 @@ def test_workload_selectors_match_their_pod_labels(manifests: list[Manifest]) ->
 
 def test_each_service_selects_exactly_its_own_pods(manifests: list[Manifest]) -> None:
     pods = {name: labels for name, _, labels in pod_specs(manifests)}
-    expected = {RELEASE: f"Deployment/{RELEASE}", REDIS: f"StatefulSet/{REDIS}"}
+    expected = {
+        RELEASE: f"Deployment/{RELEASE}",
+        REDIS: f"StatefulSet/{REDIS}",
+        f"{REDIS}-headless": f"StatefulSet/{REDIS}",
+    }
     for svc in by_kind(manifests, "Service"):
         name = svc["metadata"]["name"]
         chosen = [pod for pod, labels in pods.items() if selects(svc["spec"]["selector"], labels)]
@@ -89,13 +93,22 @@ def test_chat_service_port_80_reaches_container_port_8000_named_http(
     assert {"name": "http", "containerPort": 8000, "protocol": "TCP"} in container["ports"]
 
 
-def test_redis_service_is_headless_on_6379(redis_manifests: list[Manifest]) -> None:
+def test_clients_use_a_cluster_ip_and_the_statefulset_a_headless_service(
+    redis_manifests: list[Manifest],
+) -> None:
     manifests = redis_manifests
-    svc = one(manifests, "Service", REDIS)
-    assert svc["spec"]["clusterIP"] == "None"
-    assert svc["spec"]["ports"][0]["port"] == 6379
+    client = one(manifests, "Service", REDIS)  # a stable virtual IP across Redis pod restarts
+    assert client["spec"]["type"] == "ClusterIP" and "clusterIP" not in client["spec"]
+    headless = one(manifests, "Service", f"{REDIS}-headless")
+    assert headless["spec"]["clusterIP"] == "None"
     sts = one(manifests, "StatefulSet", REDIS)
-    assert sts["spec"]["serviceName"] == REDIS
+    assert sts["spec"]["serviceName"] == f"{REDIS}-headless"
+    pod_labels = sts["spec"]["template"]["metadata"]["labels"]
+    for svc in (client, headless):
+        assert svc["spec"]["ports"][0]["port"] == 6379
+        assert svc["spec"]["selector"].items() <= pod_labels.items()
+    config = one(manifests, "ConfigMap", RELEASE)["data"]
+    assert config["REDIS_URL"] == f"redis://{REDIS}:6379/0"
 
 
 def test_pdb_selects_the_chat_pods(manifests: list[Manifest]) -> None:

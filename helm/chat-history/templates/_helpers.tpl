@@ -30,6 +30,13 @@ Name of the Redis StatefulSet, its headless Service and its generated Secret.
 {{- end }}
 
 {{/*
+The headless Service that governs the Redis StatefulSet.
+*/}}
+{{- define "chat-history.redis.headlessName" -}}
+{{- printf "%s-headless" (include "chat-history.redis.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
 Chart name and version, for the helm.sh/chart label.
 */}}
 {{- define "chat-history.chart" -}}
