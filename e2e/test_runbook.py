@@ -33,12 +33,20 @@ def run_or_skip(procedure: Callable[[], None]) -> None:
         pytest.skip(str(exc))
 
 
+TURNS_PER_SESSION = 20  # well under the per-session cap, so no acknowledged turn is trimmed
+PACE_S = 0.02  # ~50 turns/s at most: steady traffic, not a load test
+
+
 @dataclass
 class Traffic:
-    """Chat turns sent in a loop until stopped; what was acknowledged and what failed."""
+    """Chat turns sent in a loop until stopped; what was acknowledged and what failed.
+
+    Each session gets `TURNS_PER_SESSION` turns, then the next session starts: a long procedure
+    (a Secret refresh takes a minute) must not push turns past HISTORY_MAX_MESSAGES.
+    """
 
     api: Api
-    sessions: list[str]
+    prefix: str
     acknowledged: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     served_by: dict[str, str] = field(default_factory=dict)  # message -> replica
@@ -46,9 +54,9 @@ class Traffic:
 
     def run(self) -> None:
         for n in itertools.count():
-            if self.stop.is_set():
+            if self.stop.wait(PACE_S):
                 return
-            session = self.sessions[n % len(self.sessions)]
+            session = f"{self.prefix}-{n // TURNS_PER_SESSION}"
             message = f"turn {n}"
             try:
                 response = self.api.chat_response(session, message)
@@ -69,12 +77,12 @@ class Traffic:
 
 
 @contextmanager
-def traffic_through_the_entry_point(cluster: Deployment, sessions: int = 4) -> Iterator[Traffic]:
+def traffic_through_the_entry_point(cluster: Deployment) -> Iterator[Traffic]:
     entry = cluster.entry_point()
     if entry is None:
         pytest.skip(cluster.entry_point_missing_reason())
     with Api(entry, timeout_s=20.0) as api:
-        traffic = Traffic(api, [f"e2e-runbook-{uuid.uuid4().hex[:10]}" for _ in range(sessions)])
+        traffic = Traffic(api, f"e2e-runbook-{uuid.uuid4().hex[:10]}")
         worker = threading.Thread(target=traffic.run, name="traffic", daemon=True)
         worker.start()
         try:

@@ -443,8 +443,8 @@ class KubeDeployment(Deployment):
         if unknown:
             raise NotImplementedError(f"no chart value for {sorted(unknown)}")
         old = {p.metadata.name for p in self._pods()}
-        args = ["upgrade", RELEASE, str(CHART), "--namespace", self.namespace, "--reset-then-reuse-values",
-                "--wait", "--timeout", HELM_TIMEOUT]  # fmt: skip
+        args = ["upgrade", RELEASE, str(CHART), "--namespace", self.namespace,
+                "--reset-then-reuse-values", "--wait", "--timeout", HELM_TIMEOUT]  # fmt: skip
         for name, value in settings.items():
             args += ["--set", f"{UPGRADE_VALUES[name]}={value}"]
         result = self._target.helm(*args)
