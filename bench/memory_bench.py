@@ -125,6 +125,7 @@ def replica_rss(config: MemoryConfig, workdir: Path) -> list[dict[str, Any]]:
         },
         "unbounded": {
             "MEMORY_MAX_SESSIONS": "10000000",
+            "MEMORY_MAX_MESSAGES": "100000000",
             "HISTORY_MAX_MESSAGES": "1000000",
             "HISTORY_TTL_SECONDS": "0",
         },

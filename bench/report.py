@@ -415,15 +415,18 @@ def memory_section(memory: MemoryResults) -> list[str]:
     defaults = Settings.model_fields
     sessions = defaults["memory_max_sessions"].default
     messages = defaults["history_max_messages"].default
+    total = defaults["memory_max_messages"].default
     if not per_message:
         return [*lines, ""]
     lines += [
         "",
-        f"The bounds bind: past them, RSS stops growing with traffic. But the *default* bounds "
-        f"(MEMORY_MAX_SESSIONS={n(sessions)} x HISTORY_MAX_MESSAGES={n(messages)}) allow "
-        f"{n(sessions * messages)} messages per replica, about "
-        f"{sessions * messages * per_message / 2**30:,.0f} GiB at the "
-        f"{n(per_message)} B per held message measured above: they stop a leak, not bloat.",
+        f"The bounds bind: past them, RSS stops growing with traffic. Sessions and the "
+        f"per-session cap alone (MEMORY_MAX_SESSIONS={n(sessions)} x "
+        f"HISTORY_MAX_MESSAGES={n(messages)}) would allow {n(sessions * messages)} messages per "
+        f"replica, about {sessions * messages * per_message / 2**30:,.0f} GiB at the "
+        f"{n(per_message)} B per held message measured above: that stops a leak, not bloat. "
+        f"So the total cap MEMORY_MAX_MESSAGES={n(total)} is what bounds a replica: about "
+        f"{total * per_message / 2**20:,.0f} MiB by default.",
         "",
     ]
     return lines
