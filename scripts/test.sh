@@ -22,7 +22,8 @@ run_started=$(date +%s)
 
 stage "setup: Debian packages and virtualenv"
 ensure_debian_packages redis-server redis-tools shellcheck nginx-light wrk
-VENV_EXTRAS=test,e2e,bench ensure_venv
+export VENV_EXTRAS=test,e2e,bench  # the scripts called below reuse this install
+ensure_venv
 export PATH="${VENV}/bin:${PATH}"
 
 stage "lint: ruff, shellcheck"
