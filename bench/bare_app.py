@@ -7,24 +7,10 @@ from __future__ import annotations
 import uuid
 
 from fastapi import FastAPI
-from pydantic import BaseModel, ConfigDict, StrictStr
+
+from service.api.chat import ChatRequest, ChatResponse  # the service's own models
 
 app = FastAPI(title="bare")
-
-
-class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    session_id: StrictStr | None = None
-    message: StrictStr
-
-
-class ChatResponse(BaseModel):
-    session_id: str
-    reply: str
-    served_by: str
-    backend: str
-    history_length: int
 
 
 @app.post("/v1/chat")
