@@ -28,12 +28,13 @@ print("\n".join(project["dependencies"] + [d for e in extras for d in project["o
     > requirements.txt
 RUN /opt/venv/bin/pip install --only-binary=:all: -c constraints.txt -r requirements.txt
 # Code layer: the service itself, installed without dependencies so that its package metadata
-# (and so its version) is there. README.md belongs to that metadata; the glob, next to a file
+# (and so its version) is there; the hop check that `helm test` runs ships in it too. README.md belongs to that metadata; the glob, next to a file
 # that always matches, and the `touch` keep a tree without it building. Then the installers
 # leave the venv (the image runs, it does not install), and bytecode is compiled here because
 # the running container's root filesystem is read-only.
 COPY pyproject.toml README.m[d] /src/
 COPY service/ /src/service/
+COPY hopcheck/ /src/hopcheck/
 RUN touch README.md \
     && /opt/venv/bin/pip install --no-deps . \
     && /opt/venv/bin/pip uninstall --yes --quiet pip setuptools \

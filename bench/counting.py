@@ -69,11 +69,11 @@ def counting_connection_class(stats: WireStats) -> type[redis.Connection]:
 
     class CountingConnection(redis.Connection):
         def _connect(self) -> Any:
-            return _CountingSocket(super()._connect(), stats)
+            return _CountingSocket(super()._connect(), stats)  # type: ignore[no-untyped-call]  # unannotated in redis-py
 
         def send_packed_command(self, command: Any, check_health: bool = True) -> None:
             stats.round_trips += 1
-            super().send_packed_command(command, check_health)
+            super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]  # unannotated in redis-py
 
     return CountingConnection
 

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis
 
-from bench.procs import BenchError, Nginx, RedisServer, Replica, which
+from bench import bench_redis
+from testsupport import Nginx, ProcessError, RedisServer, Replica, require_tool
 
 TARGETS = ("memory", "redis", "bare")
 LABELS = {
@@ -75,8 +75,9 @@ def start_deployment(
 ) -> list[Replica]:
     replicas = []
     for i in range(config.replicas):
-        replica = Replica(f"{name}-{i}", app, env, workdir)
-        stops.append(replica.process.stop)
+        replica = Replica(f"{name}-{i}", workdir, env, app=app)
+        stops.append(replica.stop)
+        replica.start()
         replicas.append(replica)
     return replicas
 
@@ -86,8 +87,9 @@ def front(
 ) -> Deployment:
     for replica in replicas:
         replica.wait_ready("/readyz" if name != "bare" else "/healthz")
-    nginx = Nginx(workdir / name, [r.port for r in replicas])
-    stops.append(nginx.process.stop)
+    nginx = Nginx(workdir / name, [r.port for r in replicas], keepalive=128)
+    stops.append(nginx.stop)
+    nginx.start()
     return Deployment(name, replicas, nginx)
 
 
@@ -110,7 +112,7 @@ def wrk(
     threads = 1 if connections == 1 else 2
     per_thread = max(1, (sessions or connections) // threads)
     argv = [
-        which("wrk"),
+        require_tool("wrk"),
         "-t",
         str(threads),
         "-c",
@@ -141,10 +143,10 @@ def wrk(
             proc.kill()
             raise
     if proc.returncode != 0:
-        raise BenchError(f"wrk failed ({proc.returncode}): {stderr or stdout}")
+        raise ProcessError(f"wrk failed ({proc.returncode}): {stderr or stdout}")
     line = next((ln for ln in stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
     if line is None:
-        raise BenchError(f"wrk printed no BENCH_JSON line:\n{stdout}\n{stderr}")
+        raise ProcessError(f"wrk printed no BENCH_JSON line:\n{stdout}\n{stderr}")
     out: dict[str, Any] = json.loads(line.removeprefix("BENCH_JSON "))
     out["rps"] = out["requests"] / (out["duration_us"] / 1e6)
     out["p50_ms"] = out["p50_us"] / 1000
@@ -160,7 +162,7 @@ class HttpResults:
     redis_session_lengths: list[int] = field(default_factory=list)
 
     def median(self, target: str, c: int, metric: str) -> float:
-        return statistics.median(run[metric] for run in self.runs[target][c])
+        return float(statistics.median(run[metric] for run in self.runs[target][c]))
 
     def errors(self) -> int:
         return sum(
@@ -174,8 +176,8 @@ class HttpResults:
 def run(config: HttpConfig, workdir: Path, log: Callable[[str], None]) -> HttpResults:
     stops: list[Callable[[], None]] = []
     try:
-        server = RedisServer(workdir / "redis-http")
-        stops.append(server.process.stop)
+        server = bench_redis(workdir / "redis-http")
+        stops.append(server.stop)
         envs = {
             "memory": {**SERVICE_ENV, "HISTORY_BACKEND": "memory"},
             "redis": {**SERVICE_ENV, "HISTORY_BACKEND": "redis", "REDIS_URL": server.url},
@@ -227,7 +229,7 @@ def _run(
                 results.runs[name][c].append(result)
         log(f"http: round {rnd + 1}/{config.rounds} done")
     # Sanity: the Redis backend really kept histories, up to the cap.
-    client = redis.Redis(host="127.0.0.1", port=server.port)
+    client = server.client(socket_timeout=30)
     keys = [k for k in client.scan_iter(match="chat-history:r*", count=1000)][:50]
     results.redis_session_lengths = sorted(int(client.llen(k)) for k in keys)
     client.close()
@@ -237,5 +239,5 @@ def _run(
         timeout=5,
     )
     if reply.status_code != 200:
-        raise BenchError(f"redis target answered {reply.status_code}: {reply.text}")
+        raise ProcessError(f"redis target answered {reply.status_code}: {reply.text}")
     return results

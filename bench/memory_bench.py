@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,10 +20,11 @@ from typing import Any
 
 import httpx
 
+from bench import bench_redis
 from bench.http_bench import wrk
-from bench.procs import RedisServer, Replica
 from bench.store_bench import make_pair
 from service.history.redis import RedisChatHistory
+from testsupport import RedisServer, Replica
 
 
 @dataclass(frozen=True)
@@ -61,11 +63,11 @@ def run(config: MemoryConfig, workdir: Path, log: Callable[[str], None]) -> Memo
     results = MemoryResults(
         bounds={"sessions": config.bounded_sessions, "messages": config.bounded_messages}
     )
-    server = RedisServer(workdir / "redis-memory")
+    server = bench_redis(workdir / "redis-memory")
     try:
         results.redis = [redis_bytes(server, s, n) for s, n in config.redis_shapes]
     finally:
-        server.process.stop()
+        server.stop()
     log("memory: measured Redis bytes per message")
     results.replicas = replica_rss(config, workdir)
     log("memory: measured memory-backend replicas")
@@ -74,7 +76,7 @@ def run(config: MemoryConfig, workdir: Path, log: Callable[[str], None]) -> Memo
 
 # -- Redis -------------------------------------------------------------------------------------
 def redis_bytes(server: RedisServer, sessions: int, per_session: int) -> dict[str, Any]:
-    client = server.client()
+    client = server.client(socket_timeout=30)
     client.flushall()
     baseline = int(client.info("memory")["used_memory"])
     payload = encoded = 0
@@ -117,6 +119,10 @@ def turns_answered(replica: Replica) -> int:
     return int(metric(replica, 'chat_turns_total{backend="memory"}'))
 
 
+def answered_at_least(replica: Replica, turns: int) -> bool:
+    return turns_answered(replica) >= turns
+
+
 def replica_rss(config: MemoryConfig, workdir: Path) -> list[dict[str, Any]]:
     variants = {
         "bounded": {
@@ -133,14 +139,15 @@ def replica_rss(config: MemoryConfig, workdir: Path) -> list[dict[str, Any]]:
     replicas = {
         name: Replica(
             f"mem-{name}",
-            "service.main:app",
-            {**env, "HISTORY_BACKEND": "memory", "HISTORY_WINDOW_MESSAGES": "10"},
             workdir,
+            {**env, "HISTORY_BACKEND": "memory", "HISTORY_WINDOW_MESSAGES": "10"},
         )
         for name, env in variants.items()
     }
     rows: list[dict[str, Any]] = []
     try:
+        for replica in replicas.values():
+            replica.start()
         for replica in replicas.values():
             replica.wait_ready("/readyz")
             # One turn (then forgotten) so that lazy imports and first-request caches are paid.
@@ -164,7 +171,7 @@ def replica_rss(config: MemoryConfig, workdir: Path) -> list[dict[str, Any]]:
                     tag="fill",
                     sessions=config.sessions,
                     quota=turns,
-                    until=lambda r=replica, t=target: turns_answered(r) >= t,
+                    until=functools.partial(answered_at_least, replica, target),
                 )
             offered_before = offered
             for name, replica in replicas.items():
@@ -184,5 +191,5 @@ def replica_rss(config: MemoryConfig, workdir: Path) -> list[dict[str, Any]]:
                 )
     finally:
         for replica in replicas.values():
-            replica.process.stop()
+            replica.stop()
     return rows

@@ -21,9 +21,10 @@ from typing import Any
 import httpx
 import uvicorn
 
+from bench import bench_redis
 from bench.http_bench import SERVICE_ENV, wrk
-from bench.procs import LOOPBACK, RedisServer, free_port, wait_until
 from bench.store_bench import _category
+from testsupport import LOOPBACK, free_port, wait_until
 
 BREAKDOWN = (
     (
@@ -80,10 +81,10 @@ def profile(
     from service.config import Settings
     from service.main import create_app
 
-    server = RedisServer(workdir / f"redis-profile-{backend}") if backend == "redis" else None
+    server = bench_redis(workdir / f"redis-profile-{backend}") if backend == "redis" else None
     try:
         settings = Settings(
-            history_backend=backend,  # type: ignore[arg-type]
+            history_backend=backend,
             redis_url=server.url if server else "redis://127.0.0.1:1/0",
             pod_name="profiled",
             log_level="WARNING",
@@ -119,9 +120,9 @@ def profile(
             thread.join(timeout=30)
     finally:
         if server is not None:
-            server.process.stop()
+            server.stop()
     stats = pstats.Stats(profiler)
-    raw = stats.stats  # type: ignore[attr-defined]
+    raw = stats.stats  # type: ignore[attr-defined]  # real, but missing from typeshed's pstats
     total = sum(v[2] for v in raw.values())
     requests = max(1, result["requests"])
     by_category: dict[str, float] = {}

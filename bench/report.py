@@ -233,15 +233,16 @@ def store_section(store: StoreResults, plot_rel: str) -> list[str]:
                 + " |"
             )
     rb = store.redis_benchmark
-    med = {k: statistics.median(r[k] for r in rb) for k in ("lrange", "rpush", "turn")}
+    rb_med = {k: statistics.median(r[k] for r in rb) for k in ("lrange", "rpush", "turn")}
     ours_small = store.median("ours", store.lengths[-1])
     lines += [
         "",
         f"`redis-benchmark` (C client, 1 connection, no pipelining; median of {len(rb)} runs): "
-        f"`LRANGE key -20 -1` {n(med['lrange'])}/s, `RPUSH key human ai` {n(med['rpush'])}/s, "
-        f"so one of each back to back: {n(med['turn'])} turns/s — this project's store reaches "
-        f"{ours_small / med['turn']:.0%} of that at {n(store.lengths[-1])} messages; raw "
-        f"redis-py reaches {store.median('raw', store.lengths[-1]) / med['turn']:.0%}. With 32 "
+        f"`LRANGE key -20 -1` {n(rb_med['lrange'])}/s, "
+        f"`RPUSH key human ai` {n(rb_med['rpush'])}/s, "
+        f"so one of each back to back: {n(rb_med['turn'])} turns/s — this project's store reaches "
+        f"{ours_small / rb_med['turn']:.0%} of that at {n(store.lengths[-1])} messages; raw "
+        f"redis-py reaches {store.median('raw', store.lengths[-1]) / rb_med['turn']:.0%}. With 32 "
         f"connections the server does {n(store.redis_benchmark_c32['lrange'])} LRANGE/s and "
         f"{n(store.redis_benchmark_c32['rpush'])} RPUSH/s: Redis is not the bottleneck.",
         "",

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import http_bench, memory_bench, profile_http, report, store_bench
-from bench.procs import BenchError, which
+from testsupport import ProcessError, require_tool
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PARTS = ("store", "http", "profile", "memory")
@@ -46,7 +46,7 @@ def environment() -> dict[str, Any]:
     )
     redis_version = (
         subprocess.run(
-            [which("redis-server"), "--version"], capture_output=True, text=True, check=True
+            [require_tool("redis-server"), "--version"], capture_output=True, text=True, check=True
         )
         .stdout.split()[2]
         .removeprefix("v=")
@@ -55,7 +55,7 @@ def environment() -> dict[str, Any]:
     for dist in ("redis", "langchain-core", "langchain-community", "fastapi", "uvicorn"):
         versions[dist] = importlib.metadata.version(dist)
     versions["wrk"] = subprocess.run(
-        [which("wrk"), "-v"], capture_output=True, text=True, check=False
+        [require_tool("wrk"), "-v"], capture_output=True, text=True, check=False
     ).stdout.split()[1]
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             if "memory" in parts:
                 memory_config = memory_bench.SMOKE if args.smoke else memory_bench.FULL
                 memory = memory_bench.run(memory_config, workdir, log)
-        except BenchError as exc:
+        except (ProcessError, TimeoutError) as exc:
             log(f"ERROR: {exc}")
             return 1
         env["load_after"] = load_average()

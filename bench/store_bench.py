@@ -37,9 +37,10 @@ from typing import Any
 import redis
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, message_to_dict
 
+from bench import bench_redis
 from bench.counting import WireStats, calls_delta, command_calls, counted
-from bench.procs import LOOPBACK, RedisServer, which
 from service.history.redis import RedisChatHistory
+from testsupport import LOOPBACK, RedisServer, require_tool
 
 WINDOW = 20  # the service's HISTORY_WINDOW_MESSAGES default
 TTL_SECONDS = 7 * 24 * 3600  # the service's HISTORY_TTL_SECONDS default
@@ -301,8 +302,8 @@ def run_turns(admin: redis.Redis, impl: Impl, length: int, turns: int) -> float:
 def count_per_turn(server: RedisServer, name: str, length: int, turns: int) -> dict[str, Any]:
     """Round trips, commands and bytes per turn, from the wire and from the server."""
     stats = WireStats()
-    client = counted(server.client(), stats)
-    admin = server.client()
+    client = counted(server.client(socket_timeout=30), stats)
+    admin = server.client(socket_timeout=30)
     impl = IMPL_CLASSES[name](client)
     # Session 0 takes the first turn (connecting: HELLO etc.) outside the count; the counted
     # turns are spread like the timed ones, so each sees a history of about `length`.
@@ -331,7 +332,7 @@ def count_per_turn(server: RedisServer, name: str, length: int, turns: int) -> d
 # -- redis-benchmark ---------------------------------------------------------------------------
 def redis_benchmark(server: RedisServer, requests: int, clients: int = 1) -> dict[str, float]:
     """LRANGE -20 -1 on a 20-message list and RPUSH of a (human, ai) pair, from C, in rps."""
-    admin = server.client()
+    admin = server.client(socket_timeout=30)
     admin.delete("bench:rb:window", "bench:rb:push")
     admin.rpush(
         "bench:rb:window", *[encode_ours(m) for i in range(WINDOW // 2) for m in make_pair(i)]
@@ -343,7 +344,7 @@ def redis_benchmark(server: RedisServer, requests: int, clients: int = 1) -> dic
         ("rpush", ["RPUSH", "bench:rb:push", human, ai]),
     ):
         argv = [
-            which("redis-benchmark"),
+            require_tool("redis-benchmark"),
             "-h",
             LOOPBACK,
             "-p",
@@ -388,7 +389,7 @@ def _category(func: tuple[str, int, str]) -> str:
 
 def profile_ours(server: RedisServer, length: int, turns: int) -> dict[str, Any]:
     """cProfile of `turns` turns of `ours`: self time by category, and key cumulative times."""
-    client, admin = server.client(), server.client()
+    client, admin = server.client(socket_timeout=30), server.client(socket_timeout=30)
     impl = Ours(client)
     ids = [f"profile-{i}" for i in range(session_count(turns, length))]
     preload(admin, impl, ids, length)
@@ -404,14 +405,14 @@ def profile_ours(server: RedisServer, length: int, turns: int) -> dict[str, Any]
     client.close()
     admin.close()
     stats = pstats.Stats(profiler)
-    raw: dict[tuple[str, int, str], tuple[Any, ...]] = stats.stats  # type: ignore[attr-defined]
+    raw: dict[tuple[str, int, str], tuple[Any, ...]] = stats.stats  # type: ignore[attr-defined]  # real, but missing from typeshed's pstats
     total = sum(v[2] for v in raw.values())
     by_category: dict[str, float] = {}
     for func, (_cc, _nc, tottime, _ct, _callers) in raw.items():
         by_category[_category(func)] = by_category.get(_category(func), 0.0) + tottime
 
     def cumulative(file_part: str, func_name: str) -> float:
-        return sum(v[3] for f, v in raw.items() if file_part in f[0] and f[2] == func_name)
+        return float(sum(v[3] for f, v in raw.items() if file_part in f[0] and f[2] == func_name))
 
     per_turn_us = {
         "get_window": cumulative("service/history/redis.py", "get_window"),
@@ -463,17 +464,17 @@ class StoreResults:
 
 
 def run(config: StoreConfig, workdir: Any, log: Callable[[str], None]) -> StoreResults:
-    server = RedisServer(workdir / "redis-store")
+    server = bench_redis(workdir / "redis-store")
     try:
         return _run(server, config, log)
     finally:
-        server.process.stop()
+        server.stop()
 
 
 def _run(server: RedisServer, config: StoreConfig, log: Callable[[str], None]) -> StoreResults:
     results = StoreResults(lengths=config.lengths, redis_version=server.version)
-    admin = server.client()
-    clients = {name: server.client() for name in IMPLS}
+    admin = server.client(socket_timeout=30)
+    clients = {name: server.client(socket_timeout=30) for name in IMPLS}
     impls = {name: IMPL_CLASSES[name](clients[name]) for name in IMPLS}
     for name in IMPLS:
         results.turns_per_s[name] = {length: [] for length in config.lengths}

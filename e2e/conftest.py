@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from typing import NoReturn
 
 import pytest
 
-from e2e.client import Api, Endpoint
-from e2e.targets import Deployment, Target, TargetUnavailable, make_target
-from e2e.targets.base import BACKENDS, Backend
+from hopcheck.client import Api, Endpoint
+from testsupport.targets import Deployment, Target, TargetUnavailable, make_target
+from testsupport.targets.base import BACKENDS, Backend
 
 REPORT_KEY = pytest.StashKey[list[str]]()
 
@@ -35,6 +36,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="extra --set for both releases, e.g. image.tag=dev",
     )  # fmt: skip
     group.addoption("--keep", action="store_true", help="keep temp dirs / namespaces for debugging")
+    group.addoption(
+        "--require-target", action="store_true",
+        default=os.environ.get("E2E_REQUIRE_TARGET") == "1",
+        help="fail, instead of skipping, when the target or a backend cannot be deployed (CI)",
+    )  # fmt: skip
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -65,20 +71,26 @@ def report(pytestconfig: pytest.Config) -> list[str]:
     return pytestconfig.stash[REPORT_KEY]
 
 
+def unavailable(config: pytest.Config, reason: str) -> NoReturn:
+    """Skip with `reason`; with --require-target, fail: a suite that cannot run has not passed."""
+    if config.getoption("--require-target"):
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def target(pytestconfig: pytest.Config) -> Iterator[Target]:
     name = pytestconfig.getoption("--target")
-    options: dict[str, object] = {"keep": pytestconfig.getoption("--keep")}
-    if name == "kube":
-        options |= {
-            "context": pytestconfig.getoption("--kube-context"),
-            "values_files": pytestconfig.getoption("--kube-values"),
-            "set_values": pytestconfig.getoption("--kube-set"),
-        }
     try:
-        chosen = make_target(name, **options)
+        chosen = make_target(
+            name,
+            keep=pytestconfig.getoption("--keep"),
+            context=pytestconfig.getoption("--kube-context"),
+            values_files=pytestconfig.getoption("--kube-values"),
+            set_values=pytestconfig.getoption("--kube-set"),
+        )
     except TargetUnavailable as exc:
-        pytest.skip(f"target {name} unavailable: {exc}")
+        unavailable(pytestconfig, f"target {name} unavailable: {exc}")
     yield chosen
     chosen.close()
 
@@ -97,7 +109,7 @@ def deployment(
     try:
         deployed = target.deploy(backend, pytestconfig.getoption("--replicas"))
     except TargetUnavailable as exc:
-        pytest.skip(f"cannot deploy the {backend} backend: {exc}")
+        unavailable(pytestconfig, f"cannot deploy the {backend} backend: {exc}")
     yield deployed
     deployed.close()
 

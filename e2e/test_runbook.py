@@ -18,10 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from e2e.client import Api, Message
 from e2e.conftest import ReplicaApis
-from e2e.targets import Deployment
-from e2e.targets.base import Backend
+from hopcheck.client import Api, Message
+from testsupport.targets import Deployment
+from testsupport.targets.base import Backend
 
 redis_only = pytest.mark.parametrize("backend", ["redis"], indirect=True)
 

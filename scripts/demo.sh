@@ -34,4 +34,4 @@ case "${target}" in
 esac
 
 cd "${REPO_ROOT}"
-exec "${VENV}/bin/python" -m e2e.demo --target "${target}" ${args[@]+"${args[@]}"}
+exec "${VENV}/bin/python" -m demo --target "${target}" ${args[@]+"${args[@]}"}

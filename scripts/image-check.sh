@@ -172,7 +172,7 @@ stored=$(redis-cli -p "${redis_port}" llen "chat-history:image-check")
 [[ "${stored}" == "4" ]] || die "Redis holds ${stored} messages for the session, expected 4"
 compgen -G "${work}/redis/appendonlydir/*.aof" >/dev/null || die "Redis wrote no AOF under ${work}/redis"
 # The chart's `helm test` command, from this image (one replica here, so one pod suffices).
-docker run --rm --network host "${hardened[@]}" "${IMAGE}" python -m service.hopcheck \
+docker run --rm --network host "${hardened[@]}" "${IMAGE}" python -m hopcheck \
   --url "${base}" --turns 4 --backend redis --min-pods 1 >"${work}/hopcheck.log" 2>&1 ||
   { cat "${work}/hopcheck.log" >&2; die "the hop check from the image failed"; }
 stop_redis

@@ -12,7 +12,7 @@ import pytest
 
 from service.config import Settings
 from service.main import create_app
-from tests.redis_server import RedisServer
+from testsupport import RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -26,9 +26,10 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> Iterator[str]:
     """The shared server's URL, with the database emptied before each test."""
-    if redis_server.proc is None:
+    if not redis_server.running:
         redis_server.start()
-    redis_server.client().flushall()
+    with redis_server.client() as client:
+        client.flushall()
     yield redis_server.url
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
 import httpx
 import pytest
@@ -12,7 +13,9 @@ import redis
 SERVED_BY = {"memory": "memory-test", "redis": "redis-test"}
 
 
-async def chat(client: httpx.AsyncClient, message: str, session_id: str | None = None) -> dict:
+async def chat(
+    client: httpx.AsyncClient, message: str, session_id: str | None = None
+) -> dict[str, Any]:
     body = (
         {"message": message}
         if session_id is None
@@ -20,7 +23,8 @@ async def chat(client: httpx.AsyncClient, message: str, session_id: str | None =
     )
     r = await client.post("/v1/chat", json=body)
     assert r.status_code == 200, r.text
-    return r.json()
+    answer: dict[str, Any] = r.json()
+    return answer
 
 
 async def test_a_turn_answers_the_contract_fields(client: httpx.AsyncClient, backend: str) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 
 import httpx
 
 from tests.conftest import app_client, make_settings
-from tests.redis_server import RedisServer
+from testsupport import RedisServer
 
 
 async def poll_status(client: httpx.AsyncClient, path: str, want: int, within: float) -> int:
@@ -59,8 +60,7 @@ async def test_a_hung_redis_times_out_within_two_seconds(own_redis: RedisServer)
         assert (
             await client.post("/v1/chat", json={"session_id": "h", "message": "x"})
         ).status_code == 200
-        assert own_redis.proc is not None
-        own_redis.proc.send_signal(19)  # SIGSTOP: connections stay open, nothing answers
+        own_redis.process.send(signal.SIGSTOP)  # connections stay open, nothing answers
         try:
             started = time.monotonic()
             r = await client.post("/v1/chat", json={"session_id": "h", "message": "y"})
@@ -70,7 +70,7 @@ async def test_a_hung_redis_times_out_within_two_seconds(own_redis: RedisServer)
             assert (await client.get("/readyz")).status_code == 503
             assert time.monotonic() - started < 2
         finally:
-            own_redis.proc.send_signal(18)  # SIGCONT
+            own_redis.process.send(signal.SIGCONT)
         assert await poll_status(client, "/readyz", 200, within=10) == 200
         r = await client.post("/v1/chat", json={"session_id": "h", "message": "z"})
         assert r.json()["history_length"] == 2  # the timed-out turn was not stored

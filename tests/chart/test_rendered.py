@@ -16,6 +16,7 @@ from tests.chart.conftest import (
     load_yaml,
     one,
     pod_specs,
+    render_uncached,
     selects,
 )
 
@@ -37,7 +38,8 @@ REDIS_VALUE_SETS = [v for v in VALUE_SETS if backend_of(v) == "redis"]
 
 @pytest.fixture(params=VALUE_SETS, ids=label)
 def values_file(request: pytest.FixtureRequest) -> Path | None:
-    return request.param  # type: ignore[no-any-return]
+    chosen: Path | None = request.param
+    return chosen
 
 
 @pytest.fixture
@@ -47,7 +49,8 @@ def manifests(render: Render, values_file: Path | None) -> list[Manifest]:
 
 @pytest.fixture(params=REDIS_VALUE_SETS, ids=label)
 def redis_values_file(request: pytest.FixtureRequest) -> Path | None:
-    return request.param  # type: ignore[no-any-return]
+    chosen: Path | None = request.param
+    return chosen
 
 
 @pytest.fixture
@@ -55,12 +58,17 @@ def redis_manifests(render: Render, redis_values_file: Path | None) -> list[Mani
     return render(redis_values_file)
 
 
+def pod_labels(manifests: list[Manifest], kind: str, name: str) -> dict[str, str]:
+    labels: dict[str, str] = one(manifests, kind, name)["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
 def chat_pod_labels(manifests: list[Manifest]) -> dict[str, str]:
-    return one(manifests, "Deployment", RELEASE)["spec"]["template"]["metadata"]["labels"]  # type: ignore[no-any-return]
+    return pod_labels(manifests, "Deployment", RELEASE)
 
 
 def redis_pod_labels(manifests: list[Manifest]) -> dict[str, str]:
-    return one(manifests, "StatefulSet", REDIS)["spec"]["template"]["metadata"]["labels"]  # type: ignore[no-any-return]
+    return pod_labels(manifests, "StatefulSet", REDIS)
 
 
 def test_workload_selectors_match_their_pod_labels(manifests: list[Manifest]) -> None:
@@ -188,12 +196,16 @@ def test_no_image_is_latest_or_untagged(manifests: list[Manifest]) -> None:
             assert repo and tag and tag != "latest" and "/" not in tag, f"{name}: {c['image']}"
 
 
-def test_redis_keeps_its_data_on_a_pvc(redis_manifests: list[Manifest]) -> None:
+def test_redis_keeps_its_data_on_a_pvc(
+    redis_manifests: list[Manifest], redis_values_file: Path | None
+) -> None:
     manifests = redis_manifests
     sts = one(manifests, "StatefulSet", REDIS)
     (claim,) = sts["spec"]["volumeClaimTemplates"]
     assert claim["metadata"]["name"] == "data"
-    assert claim["spec"]["resources"]["requests"]["storage"]
+    values = load_yaml(redis_values_file) if redis_values_file else {}
+    size = values.get("redis", {}).get("persistence", {}).get("size", "1Gi")  # 1Gi: values.yaml
+    assert claim["spec"]["resources"]["requests"]["storage"] == size
     container = sts["spec"]["template"]["spec"]["containers"][0]
     assert {"name": "data", "mountPath": "/data"} in container["volumeMounts"]
     assert container["command"] == ["redis-server", "/etc/redis/redis.conf"]
@@ -274,13 +286,18 @@ def test_grace_period_outlasts_prestop_and_uvicorn_drain(manifests: list[Manifes
     assert spec["terminationGracePeriodSeconds"] > int(sleep_cmd[1]) + drain
 
 
-def test_config_checksum_rolls_the_pods_when_config_changes(render: Render) -> None:
+def test_config_checksum_rolls_the_pods_when_config_changes() -> None:
     def checksum(*sets: str) -> str:
-        dep = one(render(None, *sets), "Deployment", RELEASE)
+        # A fresh `helm template` each time: a cached render would compare a result with itself.
+        dep = one(list(render_uncached((), sets)), "Deployment", RELEASE)
         return str(dep["spec"]["template"]["metadata"]["annotations"]["checksum/config"])
 
-    assert checksum() == checksum()
-    assert checksum() != checksum("history.ttlSeconds=60")
+    base = checksum()
+    assert len(base) == 64  # sha256 of the rendered ConfigMap
+    assert checksum() == base, "the same values must give the same checksum (no spurious rollout)"
+    assert checksum("replicaCount=5") == base, "a change outside the ConfigMap rolls nothing"
+    assert checksum("history.ttlSeconds=60") != base
+    assert checksum("chat.logLevel=DEBUG") != base
 
 
 def test_hop_check_pod_uses_the_service_image_through_the_service(
@@ -292,7 +309,7 @@ def test_hop_check_pod_uses_the_service_image_through_the_service(
     (container,) = pod["spec"]["containers"]
     assert container["image"] == chat["image"]
     command = container["command"]
-    assert command[:3] == ["python", "-m", "service.hopcheck"]
+    assert command[:3] == ["python", "-m", "hopcheck"]
     assert command[command.index("--url") + 1] == f"http://{RELEASE}:80"
     assert command[command.index("--backend") + 1] == backend_of(values_file)
     assert int(command[command.index("--min-pods") + 1]) >= 2

@@ -18,7 +18,7 @@ from langchain_core.messages import (
 )
 
 from service.history import ChatHistory, HistoryStore, build_store
-from service.history.redis import RedisChatHistory
+from service.history.redis import RedisChatHistory, RedisStore
 from tests.conftest import make_settings
 
 
@@ -37,9 +37,9 @@ def turn(i: int) -> list[BaseMessage]:
     return [HumanMessage(content=f"question {i}"), AIMessage(content=f"answer {i}")]
 
 
-async def wait_until(deadline: float) -> None:
-    while time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+async def sleep_until(deadline: float) -> None:
+    """Let time pass up to `deadline` (TTL tests wait on the clock, not on a condition)."""
+    await asyncio.sleep(max(0.0, deadline - time.monotonic()))
 
 
 def texts(messages: list[BaseMessage]) -> list[str]:
@@ -119,9 +119,9 @@ async def test_ttl_slides_on_every_append(store: HistoryStore) -> None:
     history = store.history("s")
     started = time.monotonic()
     await history.aappend_turn(turn(0))
-    await wait_until(started + 1.2)
+    await sleep_until(started + 1.2)
     await history.aappend_turn(turn(1))  # refreshes the TTL to 2 s from now
-    await wait_until(started + 2.6)  # past the first deadline, before the second
+    await sleep_until(started + 2.6)  # past the first deadline, before the second
     assert len(await history.aget_messages()) == 4
 
 
@@ -149,7 +149,8 @@ async def test_sync_interface_matches_async(
 ) -> None:
     if backend == "redis":  # the app's pool is async-only: give the class a sync client too
         sync_client = redis.Redis.from_url(request.getfixturevalue("redis_url"))
-        async_client = store.client  # type: ignore[attr-defined]
+        assert isinstance(store, RedisStore)
+        async_client = store.client
         history: ChatHistory = RedisChatHistory(
             "sync", client=sync_client, async_client=async_client, max_messages=10
         )

@@ -7,6 +7,7 @@ client's port-forward code run for real on any target, without a cluster.
 
 from __future__ import annotations
 
+import functools
 import gc
 import http.server
 import json
@@ -20,26 +21,37 @@ from contextlib import ExitStack, contextmanager, suppress
 
 import httpx
 import pytest
+from kubernetes import client
+from websockets.exceptions import ConnectionClosed
+from websockets.sync import server as ws_server
+from websockets.typing import Subprotocol
 
-kubernetes = pytest.importorskip("kubernetes", reason="the kube target needs pip install '.[e2e]'")
-ws_server = pytest.importorskip("websockets.sync.server", reason="needs the websockets package")
-from websockets.exceptions import ConnectionClosed  # noqa: E402
-
-from e2e.targets.kube import PortForwardRelay, open_port_forward  # noqa: E402
+from testsupport.targets.kube import PortForwardRelay, open_port_forward
 
 POD_PORT = 8000
 PATH = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods/(?P<pod>[^/]+)/portforward\?ports=8000$")
 
 
+class _PodServer(http.server.ThreadingHTTPServer):
+    """One "pod": answers every GET with its name."""
+
+    daemon_threads = True
+
+    def __init__(self, pod_name: str) -> None:
+        super().__init__(("127.0.0.1", 0), _PodHandler)
+        self.pod_name = pod_name
+
+
 class _PodHandler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like uvicorn
+    server: _PodServer
 
     def do_GET(self) -> None:
-        body = json.dumps({"served_by": self.server.pod_name, "path": self.path}).encode()  # type: ignore[attr-defined]
+        body = json.dumps({"served_by": self.server.pod_name, "path": self.path}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("X-Served-By", self.server.pod_name)  # type: ignore[attr-defined]
+        self.send_header("X-Served-By", self.server.pod_name)
         self.end_headers()
         self.wfile.write(body)
 
@@ -49,9 +61,7 @@ class _PodHandler(http.server.BaseHTTPRequestHandler):
 
 @contextmanager
 def fake_pod(name: str) -> Iterator[int]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _PodHandler)
-    server.daemon_threads = True
-    server.pod_name = name  # type: ignore[attr-defined]
+    server = _PodServer(name)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -66,6 +76,7 @@ def fake_api_server(pods: dict[str, int]) -> Iterator[str]:
     """Port-forward endpoint only: frames are <channel byte><payload>, as the kubelet sends."""
 
     def handler(ws: ws_server.ServerConnection) -> None:
+        assert ws.request is not None  # set once the handshake is done, before the handler
         match = PATH.match(ws.request.path)
         if match is None or match["pod"] not in pods:
             ws.close(code=1008, reason="no such pod")
@@ -99,7 +110,7 @@ def fake_api_server(pods: dict[str, int]) -> Iterator[str]:
         handler,
         "127.0.0.1",
         0,
-        subprotocols=["v4.channel.k8s.io"],
+        subprotocols=[Subprotocol("v4.channel.k8s.io")],
         compression=None,
         close_timeout=1,
     ) as server:
@@ -116,8 +127,6 @@ def fake_api_server(pods: dict[str, int]) -> Iterator[str]:
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_port_forward_relay_reaches_each_pod_on_its_own_through_the_kubernetes_client() -> None:
-    from kubernetes import client
-
     names = ["chat-history-abc-1", "chat-history-abc-2"]
     with ExitStack() as stack:
         pods = {name: stack.enter_context(fake_pod(name)) for name in names}
@@ -129,7 +138,7 @@ def test_port_forward_relay_reaches_each_pod_on_its_own_through_the_kubernetes_c
         lock = threading.Lock()
         relays = {
             name: PortForwardRelay(
-                lambda name=name: open_port_forward(core, lock, name, "ns", POD_PORT),
+                functools.partial(open_port_forward, core, lock, name, "ns", POD_PORT),
                 POD_PORT,
                 name,
             )

@@ -6,7 +6,7 @@ import abc
 from pathlib import Path
 from typing import Literal
 
-from e2e.client import Endpoint
+from hopcheck.client import Endpoint
 
 Backend = Literal["memory", "redis"]
 BACKENDS: tuple[Backend, ...] = ("memory", "redis")

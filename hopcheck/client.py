@@ -1,9 +1,9 @@
-"""A small client for the service's fixed HTTP contract, used by the suite and the demo."""
+"""A client of the service's fixed HTTP contract: the hop check, the e2e suite, the demo and
+the benchmarks all speak to the service through it."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,13 +23,15 @@ class Endpoint:
 
     `httpx_options` carries what reaching it needs (TLS and credentials for an API-server proxy).
     `fresh_connections` opens a new TCP connection per request, the way independent clients
-    reach a Service.
+    reach a Service. `connect_retries` retries a request whose connection could not be made
+    (it never reached a replica, so sending it again cannot duplicate a turn).
     """
 
     name: str
     url: str
     httpx_options: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     fresh_connections: bool = False
+    connect_retries: int = 0
 
 
 @dataclass(frozen=True)
@@ -60,8 +62,17 @@ class Api:
         headers = dict(options.pop("headers", {}))
         if self.endpoint.fresh_connections:
             headers["Connection"] = "close"
+        # httpx retries only connection failures (refused, connect timeout): never a request
+        # that was sent.
+        transport = httpx.HTTPTransport(
+            retries=self.endpoint.connect_retries, verify=options.pop("verify", True)
+        )
         return httpx.Client(
-            base_url=self.endpoint.url, timeout=self._timeout, headers=headers, **options
+            base_url=self.endpoint.url,
+            timeout=self._timeout,
+            headers=headers,
+            transport=transport,
+            **options,
         )
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -107,14 +118,21 @@ class Api:
 
     def messages(self, session_id: str) -> list[Message] | None:
         """The session's transcript as this endpoint sees it; None when it has no such session."""
+        return self.messages_served(session_id)[0]
+
+    def messages_served(self, session_id: str) -> tuple[list[Message] | None, str]:
+        """messages(), and the replica that answered (behind a load balancer, any of them)."""
         response = self.request("GET", f"/v1/sessions/{session_id}/messages")
+        served_by = response.headers.get("x-served-by", "")
         if response.status_code == 404:
             code = _json(response, expected=404)["error"]["code"]
             if code != "session_not_found":
                 raise UnexpectedResponse(f"404 with error code {code!r}")
-            return None
+            return None, served_by
         body = _json(response, expected=200)
-        return [(m["type"], m["content"]) for m in body["messages"]]
+        if body["served_by"] != served_by:
+            raise UnexpectedResponse(f"X-Served-By {served_by!r} != body {body['served_by']!r}")
+        return [(m["type"], m["content"]) for m in body["messages"]], served_by
 
     def delete(self, session_id: str) -> None:
         response = self.request("DELETE", f"/v1/sessions/{session_id}")
@@ -145,16 +163,3 @@ def _json(response: httpx.Response, *, expected: int) -> dict[str, Any]:
         )
     body: dict[str, Any] = response.json()
     return body
-
-
-def wait_until(
-    condition: Callable[[], bool], *, timeout_s: float, what: str, interval_s: float = 0.1
-) -> None:
-    """Poll `condition` until it holds; fail with `what` when the deadline passes."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if condition():
-            return
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(interval_s)

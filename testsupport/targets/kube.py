@@ -12,25 +12,26 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import functools
 import json
 import logging
 import secrets
-import shutil
 import socket
 import ssl
 import subprocess
 import threading
 import time
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
-from e2e.client import Endpoint, wait_until
-from e2e.targets.base import Backend, Deployment, Target, TargetUnavailable
+from hopcheck.client import Endpoint
+from testsupport import REPO_ROOT, find_tool, wait_until
+from testsupport.targets.base import Backend, Deployment, Target, TargetUnavailable
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "helm" / "chat-history"
 RELEASE = "chat-history"  # contains the chart name, so the objects are called exactly this
 CHAT_PORT = 8000
@@ -38,11 +39,6 @@ MERGE_PATCH = "application/merge-patch+json"
 HELM_TIMEOUT = "6m"
 ROLLOUT_TIMEOUT_S = 300.0
 MANAGED_BY = {"app.kubernetes.io/managed-by": "chat-history-e2e"}
-
-
-def find_helm() -> str | None:
-    local = REPO_ROOT / ".tools" / "bin" / "helm"
-    return str(local) if local.is_file() else shutil.which("helm")
 
 
 # docs/runbook.md's `rcli`: redis-cli in the Redis pod, authenticated from the mounted Secret.
@@ -176,7 +172,9 @@ class KubeDeployment(Deployment):
 
     def _pods(self, component: str = "chat") -> list[Any]:
         """Running pods that are not being deleted, oldest first."""
-        pods = self._core.list_namespaced_pod(
+        # Any: the client's models mark every field Optional, while the API server always sets
+        # metadata and status on the objects it returns.
+        pods: list[Any] = self._core.list_namespaced_pod(
             self.namespace, label_selector=self._selector(component), _request_timeout=10
         ).items
         alive = [
@@ -200,12 +198,12 @@ class KubeDeployment(Deployment):
         for pod in pods:
             if pod not in self._relays:
                 self._relays[pod] = PortForwardRelay(
-                    lambda pod=pod: self._open_forward(pod), CHAT_PORT, pod
+                    functools.partial(self._open_forward, pod), CHAT_PORT, pod
                 )
         return [Endpoint(pod, f"http://127.0.0.1:{self._relays[pod].port}") for pod in pods]
 
     def entry_point(self) -> Endpoint | None:
-        service = self._core.read_namespaced_service(RELEASE, self.namespace)
+        service: Any = self._core.read_namespaced_service(RELEASE, self.namespace)  # see _pods
         port = service.spec.ports[0]
         port_ref = port.name or str(port.port)
         cfg = self._target.api_client.configuration
@@ -232,7 +230,9 @@ class KubeDeployment(Deployment):
 
     # --- waiting ------------------------------------------------------------------------------
 
-    def _wait_chat(self, count: int, *, replaced: set[str] = frozenset(), timeout_s: float) -> None:
+    def _wait_chat(
+        self, count: int, *, replaced: AbstractSet[str] = frozenset(), timeout_s: float
+    ) -> None:
         """Wait for `count` ready chat pods, none of them in `replaced`, all behind the Service."""
 
         def settled() -> bool:
@@ -479,7 +479,7 @@ class KubeTarget(Target):
         except ImportError as exc:
             raise TargetUnavailable(f"{exc}: pip install -e '.[e2e]'") from exc
         try:
-            config.load_kube_config(context=context)
+            config.load_kube_config(context=context)  # type: ignore[no-untyped-call]  # unannotated in the client
         except (config.ConfigException, OSError) as exc:
             raise TargetUnavailable(
                 f"no Kubernetes cluster configured ({exc}); create one with scripts/kind-up.sh"
@@ -489,11 +489,11 @@ class KubeTarget(Target):
         try:
             version = client.VersionApi(self.api_client).get_code(_request_timeout=5)
         except Exception as exc:  # any failure means: no cluster to test
-            self.api_client.close()
+            self.api_client.close()  # type: ignore[no-untyped-call]  # unannotated in the client
             raise TargetUnavailable(f"the cluster at {host} does not answer: {exc}") from exc
-        self.helm_binary = find_helm()
+        self.helm_binary = find_tool("helm")
         if self.helm_binary is None:
-            self.api_client.close()
+            self.api_client.close()  # type: ignore[no-untyped-call]  # unannotated in the client
             raise TargetUnavailable(
                 "helm not found: run scripts/tools.sh (builds .tools/bin/helm) or see "
                 "https://helm.sh/docs/intro/install/"
@@ -509,7 +509,7 @@ class KubeTarget(Target):
 
     def kubectl(self, *args: str, stdin: str | None = None, timeout_s: float = 300) -> str:
         """Run kubectl on this target's context; raise with its output when it fails."""
-        binary = shutil.which("kubectl")
+        binary = find_tool("kubectl")
         if binary is None:
             raise NotImplementedError("kubectl not found: the runbook procedures need it")
         argv = [binary, *(["--context", self.context] if self.context else []), *args]
@@ -576,7 +576,8 @@ class KubeTarget(Target):
         from kubernetes import client
 
         lines = []
-        for pod in client.CoreV1Api(self.api_client).list_namespaced_pod(namespace).items:
+        pods: list[Any] = client.CoreV1Api(self.api_client).list_namespaced_pod(namespace).items
+        for pod in pods:  # Any: see KubeDeployment._pods
             waiting = [
                 f"{s.name}: {s.state.waiting.reason}"
                 for s in pod.status.container_statuses or []
@@ -597,11 +598,11 @@ class KubeTarget(Target):
             selector = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
 
             def deleted() -> bool:
-                left = core.list_namespace(label_selector=selector).items
+                left: list[Any] = core.list_namespace(label_selector=selector).items  # see _pods
                 return not {ns.metadata.name for ns in left} & set(self.namespaces)
 
             wait_until(
                 deleted, timeout_s=ROLLOUT_TIMEOUT_S, interval_s=2.0,
                 what=f"namespaces {', '.join(self.namespaces)} to be deleted",
             )  # fmt: skip
-        self.api_client.close()
+        self.api_client.close()  # type: ignore[no-untyped-call]  # unannotated in the client

@@ -1,6 +1,6 @@
 """The demo: one scripted conversation hops between replicas, once per history backend.
 
-`python -m e2e.demo [--target local|kube]` (scripts/demo.sh runs it). Every number in the
+`python -m demo [--target local|kube]` (scripts/demo.sh runs it). Every number in the
 table is measured on the run: nothing is hard-coded.
 """
 
@@ -18,9 +18,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from e2e.client import Api, Turn
-from e2e.targets import Deployment, Target, TargetUnavailable, make_target
-from e2e.targets.base import BACKENDS, Backend
+from hopcheck.client import Api, Turn
+from testsupport.targets import Deployment, Target, TargetUnavailable, make_target
+from testsupport.targets.base import BACKENDS, Backend
 
 NAME = "Ada"
 QUESTION = "What is my name?"
@@ -158,16 +158,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("the demo needs at least 3 replicas")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    options: dict[str, object] = {}
-    if args.target == "kube":
-        options = {
-            "context": args.kube_context,
-            "values_files": args.kube_values,
-            "set_values": args.kube_set,
-        }
     started = time.monotonic()
     try:
-        target = make_target(args.target, **options)
+        target = make_target(
+            args.target,
+            context=args.kube_context,
+            values_files=args.kube_values,
+            set_values=args.kube_set,
+        )
     except TargetUnavailable as exc:
         print(f"demo: target {args.target} unavailable: {exc}", file=sys.stderr)
         return 2
@@ -187,7 +185,3 @@ def main(argv: list[str] | None = None) -> int:
         target.close()
     print(table(target, results, time.monotonic() - started))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

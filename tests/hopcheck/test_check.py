@@ -1,0 +1,98 @@
+"""The `helm test` hop check against real replicas: uvicorn processes behind nginx, which like
+kube-proxy for new connections spreads the check's requests over them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import pytest
+
+from hopcheck.check import main as hopcheck_main
+from testsupport import Nginx, RedisServer, Replica, free_port
+
+
+@contextmanager
+def replicas(workdir: Path, count: int, backend: str, redis_url: str = "") -> Iterator[str]:
+    """`count` replicas of the service behind a round-robin balancer; yields its URL."""
+    settings = {"HISTORY_BACKEND": backend, "LOG_LEVEL": "WARNING"}
+    if redis_url:
+        settings["REDIS_URL"] = redis_url
+    with ExitStack() as stack:
+        pods = [Replica(f"replica-{i}", workdir, settings, access_log=False) for i in range(count)]
+        for pod in pods:
+            stack.callback(pod.stop)
+            pod.start()
+        for pod in pods:
+            pod.wait_ready("/healthz")
+        balancer = Nginx(workdir, [pod.port for pod in pods])
+        stack.callback(balancer.stop)
+        balancer.start()
+        yield balancer.url
+
+
+@pytest.fixture(scope="module")
+def redis_replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    workdir = tmp_path_factory.mktemp("hop-redis")
+    server = RedisServer(workdir)
+    server.start()
+    try:
+        with replicas(workdir, 3, "redis", server.url) as url:
+            yield url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def memory_replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with replicas(tmp_path_factory.mktemp("hop-memory"), 3, "memory") as url:
+        yield url
+
+
+def check(url: str, backend: str, *extra: str) -> int:
+    return hopcheck_main(
+        ["--url", url, "--turns", "6", "--backend", backend, "--wait", "5", *extra]
+    )
+
+
+def test_redis_replicas_pass_every_pod_sees_the_whole_history(
+    redis_replicas: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert check(redis_replicas, "redis") == 0
+    out = capsys.readouterr().out
+    assert "OK: 3 pods served the turns" in out
+    assert "every pod saw the whole history" in out
+
+
+def test_memory_replicas_pass_by_showing_the_loss(
+    memory_replicas: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert check(memory_replicas, "memory") == 0
+    assert "history lost on" in capsys.readouterr().out
+
+
+def test_memory_replicas_fail_the_redis_check_with_the_reason(
+    memory_replicas: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert check(memory_replicas, "redis") == 1
+    assert "reports backend 'memory', expected 'redis'" in capsys.readouterr().out
+
+
+def test_too_few_pods_fails_with_the_reason(
+    redis_replicas: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert check(redis_replicas, "redis", "--min-pods", "4") == 1
+    assert "only 3 pod(s) served the 6 turns" in capsys.readouterr().out
+
+
+def test_unreachable_url_fails_with_the_reason(capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    assert hopcheck_main(["--url", url, "--backend", "redis", "--wait", "1"]) == 1
+    assert "the service was not ready within 1s" in capsys.readouterr().out
+
+
+def test_bad_usage_exits_2() -> None:
+    with pytest.raises(SystemExit) as exc:
+        hopcheck_main(["--url", "http://x", "--backend", "postgres"])
+    assert exc.value.code == 2

@@ -1,0 +1,37 @@
+"""Local process machinery shared by tests/, e2e/, bench/ and demo/: free ports, child
+processes that die with their parent, `redis-server`, nginx, uvicorn replicas, polling, and
+the lookup of the tools the repository builds (helm, kubectl).
+
+Nothing here knows about pytest: the suites wrap these in fixtures of their own.
+"""
+
+from testsupport.nginx import Nginx
+from testsupport.procs import (
+    LOOPBACK,
+    REPO_ROOT,
+    MissingTool,
+    Process,
+    ProcessError,
+    find_tool,
+    free_port,
+    require_tool,
+    wait_until,
+)
+from testsupport.redis import RedisServer
+from testsupport.replicas import Replica, service_env
+
+__all__ = [
+    "LOOPBACK",
+    "REPO_ROOT",
+    "MissingTool",
+    "Nginx",
+    "Process",
+    "ProcessError",
+    "RedisServer",
+    "Replica",
+    "find_tool",
+    "free_port",
+    "require_tool",
+    "service_env",
+    "wait_until",
+]

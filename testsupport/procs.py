@@ -1,0 +1,207 @@
+"""Ports, tools and child processes on loopback, and polling with a deadline."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import IO
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LOOPBACK = "127.0.0.1"
+STOP_TIMEOUT_S = 15.0
+
+# Where each tool comes from when it is missing (Debian package, or the script that builds it).
+_HOW_TO_GET = {
+    "redis-server": "apt-get install redis-server",
+    "redis-cli": "apt-get install redis-tools",
+    "redis-benchmark": "apt-get install redis-tools",
+    "nginx": "apt-get install nginx-light",
+    "wrk": "apt-get install wrk",
+    "helm": "scripts/tools.sh builds the pinned helm into .tools/bin",
+    "kubectl": "see https://kubernetes.io/docs/tasks/tools/",
+}
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class ProcessError(RuntimeError):
+    """A process could not be started or misbehaved; the message says why."""
+
+
+class MissingTool(ProcessError):
+    """A program the caller needs is not installed; the message says how to get it."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def find_tool(name: str) -> str | None:
+    """The path of `name`: the repository's own build in .tools/bin first, then PATH, then the
+    sbin directories (nginx lives there and root's PATH may lack them)."""
+    local = REPO_ROOT / ".tools" / "bin" / name
+    if local.is_file() and os.access(local, os.X_OK):
+        return str(local)
+    return shutil.which(name) or shutil.which(name, path="/usr/local/sbin:/usr/sbin:/sbin")
+
+
+def require_tool(name: str) -> str:
+    """Like find_tool, but raises MissingTool saying how to get it."""
+    found = find_tool(name)
+    if found is None:
+        raise MissingTool(f"{name} not found: {_HOW_TO_GET.get(name, f'install {name}')}")
+    return found
+
+
+def wait_until(
+    condition: Callable[[], bool], *, timeout_s: float, what: str, interval_s: float = 0.05
+) -> None:
+    """Poll `condition` until it holds; TimeoutError naming `what` once `timeout_s` passed."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def _die_with_parent() -> None:
+    # Children get SIGKILL when the Python that started them dies, so an aborted run leaves no
+    # servers behind. PR_SET_PDEATHSIG follows the *thread* that forked: start processes from
+    # the main thread only.
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+class Process:
+    """One child process with its log file. `start()` may be called again after `stop()`: a
+    restart is a new process (what a pod restart does to memory)."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        log: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path = REPO_ROOT,
+    ) -> None:
+        self.name = name
+        self.argv = argv
+        self.log = log
+        self.env = dict(os.environ if env is None else env)
+        self.cwd = cwd
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._log_file: IO[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._popen is not None and self._popen.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._popen.pid if self._popen is not None else None
+
+    def start(self) -> None:
+        if self.running:
+            raise ProcessError(f"{self.name} is already running")
+        self._close_log()
+        self._log_file = self.log.open("ab")
+        self._popen = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            cwd=self.cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,  # main thread only, see _die_with_parent
+        )
+
+    def send(self, sig: signal.Signals) -> None:
+        """Send `sig` (e.g. SIGSTOP to hang it) without waiting for anything."""
+        if not self.running or self._popen is None:
+            raise ProcessError(f"{self.name} is not running")
+        self._popen.send_signal(sig)
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        """Send `sig` and wait for the exit; SIGKILL when that takes over STOP_TIMEOUT_S."""
+        popen = self._popen
+        if popen is None:
+            return
+        if popen.poll() is None:
+            popen.send_signal(sig)
+            try:
+                popen.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                popen.kill()
+                popen.wait()
+        self._popen = None
+        self._close_log()
+
+    def check_alive(self) -> None:
+        """ProcessError with the log's tail when the process has exited on its own."""
+        if self._popen is not None and self._popen.poll() is not None:
+            raise ProcessError(
+                f"{self.name} exited with {self._popen.returncode}; log tail:\n{self.log_tail()}"
+            )
+
+    def log_tail(self, lines: int = 25) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU used so far by the process and its children (nginx's workers)."""
+        if self.pid is None:
+            return 0.0
+        return sum(_cpu_seconds(pid) for pid in (self.pid, *self.children()))
+
+    def children(self) -> list[int]:
+        """The pids of its child processes now (nginx's workers)."""
+        return [] if self.pid is None else _children(self.pid)
+
+    def rss_bytes(self) -> int:
+        """Resident set size now, from /proc."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise ProcessError(f"no VmRSS for {self.name}")
+
+    def _close_log(self) -> None:
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+
+def _stat_fields(pid: int) -> list[str]:
+    # Fields after "pid (comm)": state is [0], ppid [1], utime [11], stime [12].
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = _stat_fields(pid)
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int(_stat_fields(int(entry.name))[1]) == pid:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found

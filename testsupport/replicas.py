@@ -1,0 +1,83 @@
+"""Replicas of the service (or any ASGI app) as uvicorn processes on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+
+from testsupport.procs import LOOPBACK, Process, free_port, wait_until
+
+START_TIMEOUT_S = 30.0
+# Settings of the service that must come from the caller's arguments only, never leak in from
+# the shell that started the run.
+_SERVICE_ENV_PREFIXES = ("HISTORY_", "REDIS_", "MEMORY_", "CHAT_MODEL", "OPENAI_", "POD_NAME")
+
+
+def service_env(settings: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment without any service setting, plus `settings`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_SERVICE_ENV_PREFIXES)}
+    return env | dict(settings)
+
+
+class Replica:
+    """One uvicorn process on a port that stays the same across restarts (a load balancer's
+    upstream), started the way the image starts it (see Dockerfile's CMD).
+
+    Like a new pod, every `start()` is a new process with a new name, and holds no memory of
+    the one before.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        workdir: Path,
+        settings: Mapping[str, str],
+        *,
+        app: str = "service.main:app",
+        graceful_shutdown_s: int = 20,
+        access_log: bool = True,
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://{LOOPBACK}:{self.port}"
+        self.settings = dict(settings)
+        self.workdir = workdir
+        argv = [
+            sys.executable, "-m", "uvicorn", app, "--host", LOOPBACK, "--port", str(self.port),
+            "--timeout-graceful-shutdown", str(graceful_shutdown_s),
+        ]  # fmt: skip
+        if not access_log:
+            argv.append("--no-access-log")
+        self.process = Process(name, argv, workdir / f"{name}.log")
+
+    @property
+    def name(self) -> str:
+        return self.process.name
+
+    def start(self, name: str | None = None) -> None:
+        """Start the process (as `name`, which becomes its POD_NAME and log file); returns at
+        once: call wait_ready() after starting several, so they import in parallel."""
+        if name is not None:
+            self.process.name = name
+            self.process.log = self.workdir / f"{name}.log"
+        self.process.env = service_env(self.settings | {"POD_NAME": self.process.name})
+        self.process.start()
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        self.process.stop(sig)
+
+    def wait_ready(self, path: str = "/readyz", timeout_s: float = START_TIMEOUT_S) -> None:
+        """Return once `path` answers 200; ProcessError if the process exits first."""
+
+        def ready() -> bool:
+            self.process.check_alive()
+            try:
+                return httpx.get(f"{self.url}{path}", timeout=2.0).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, timeout_s=timeout_s, what=f"{self.name} {path}")
