@@ -5,9 +5,14 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-import httpx
-
-from testsupport.procs import LOOPBACK, Process, free_port, require_tool, wait_until
+from testsupport.procs import (
+    LOOPBACK,
+    Process,
+    free_port,
+    require_tool,
+    wait_for_http,
+    wait_until,
+)
 
 START_TIMEOUT_S = 30.0
 
@@ -77,16 +82,8 @@ http {{
 
     def start(self) -> None:
         self.process.start()
-
-        def answers() -> bool:
-            self.process.check_alive()
-            try:
-                return httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200
-            except httpx.HTTPError:
-                return False
-
         try:
-            wait_until(answers, timeout_s=START_TIMEOUT_S, what="nginx to proxy /healthz")
+            wait_for_http(self.process, f"{self.url}/healthz", timeout_s=START_TIMEOUT_S)
         except BaseException:
             self.stop()
             raise

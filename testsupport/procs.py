@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO
 
+import httpx
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
 STOP_TIMEOUT_S = 15.0
@@ -72,6 +74,19 @@ def wait_until(
         if time.monotonic() >= deadline:
             raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
         time.sleep(interval_s)
+
+
+def wait_for_http(process: Process, url: str, *, timeout_s: float) -> None:
+    """Poll `url` until it answers 200; ProcessError (with its log) if `process` exits first."""
+
+    def answers() -> bool:
+        process.check_alive()
+        try:
+            return httpx.get(url, timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(answers, timeout_s=timeout_s, what=f"{process.name}: 200 from {url}")
 
 
 def _die_with_parent() -> None:

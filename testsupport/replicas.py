@@ -8,9 +8,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-import httpx
-
-from testsupport.procs import LOOPBACK, Process, free_port, wait_until
+from testsupport.procs import LOOPBACK, Process, free_port, wait_for_http
 
 START_TIMEOUT_S = 30.0
 # Settings of the service that must come from the caller's arguments only, never leak in from
@@ -72,12 +70,4 @@ class Replica:
 
     def wait_ready(self, path: str = "/readyz", timeout_s: float = START_TIMEOUT_S) -> None:
         """Return once `path` answers 200; ProcessError if the process exits first."""
-
-        def ready() -> bool:
-            self.process.check_alive()
-            try:
-                return httpx.get(f"{self.url}{path}", timeout=2.0).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(ready, timeout_s=timeout_s, what=f"{self.name} {path}")
+        wait_for_http(self.process, f"{self.url}{path}", timeout_s=timeout_s)
