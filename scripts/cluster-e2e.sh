@@ -13,7 +13,7 @@ cd "${REPO_ROOT}"
 : "${CHAT_HISTORY_CACHE:=/var/cache/chat-history}"
 : "${IMAGE:=chat-history:ci}"
 : "${REDIS_IMAGE:=chat-history-redis:ci}"
-cluster="${REPO_ROOT}/e2e/cluster"
+cluster="${REPO_ROOT}/cluster"
 values="${REPO_ROOT}/helm/chat-history/ci/airgap-values.yaml"
 
 [[ ${EUID} -eq 0 ]] ||

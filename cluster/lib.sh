@@ -54,7 +54,7 @@ need_bins() { # need_bins <binary...>: the cached build must have them
     local b
     for b in "$@"; do
         command -v "$b" >/dev/null ||
-            die "$b not found in $CACHE_BIN: run e2e/cluster/build.sh first"
+            die "$b not found in $CACHE_BIN: run cluster/build.sh first"
     done
 }
 

@@ -5,9 +5,9 @@
 # STOP_DOCKERD=1 and this project started it.
 set -euo pipefail
 
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-# shellcheck source=e2e/cluster/lib.sh
-source "$REPO_ROOT/e2e/cluster/lib.sh"
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=cluster/lib.sh
+source "$REPO_ROOT/cluster/lib.sh"
 
 : "${STOP_DOCKERD:=0}"
 

@@ -9,11 +9,11 @@
 # A cold run takes 20-45 minutes on 2 cores; see README.md for measured figures.
 set -euo pipefail
 
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-HERE="$REPO_ROOT/e2e/cluster"
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+HERE="$REPO_ROOT/cluster"
 
 # Versions and the cache directory are defined once, in lib.sh.
-# shellcheck source=e2e/cluster/lib.sh
+# shellcheck source=cluster/lib.sh
 source "$HERE/lib.sh"
 # Go's module and build caches live in the project cache too, so one directory holds it all.
 : "${CHAT_HISTORY_GOMODCACHE:=$CHAT_HISTORY_CACHE/go/mod}"

@@ -3,13 +3,13 @@
 #   etcd -> kube-apiserver -> kube-controller-manager + kube-scheduler -> containerd (CRI)
 #   -> CNI bridge -> kubelet -> kube-proxy (iptables) -> CoreDNS -> StorageClass "standard".
 # Needs the binaries of build.sh. Everything lives under $CLUSTER_STATE (PID files, logs, PKI,
-# data); e2e/cluster/down.sh removes it. Idempotent: components already running are kept.
+# data); cluster/down.sh removes it. Idempotent: components already running are kept.
 # Prints `export KUBECONFIG=...` on stdout.
 set -euo pipefail
 
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-HERE="$REPO_ROOT/e2e/cluster"
-# shellcheck source=e2e/cluster/lib.sh
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+HERE="$REPO_ROOT/cluster"
+# shellcheck source=cluster/lib.sh
 source "$HERE/lib.sh"
 
 # --- PKI -----------------------------------------------------------------------------------

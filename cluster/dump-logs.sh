@@ -4,9 +4,9 @@
 # fails. Safe to run at any time.
 set -euo pipefail
 
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-# shellcheck source=e2e/cluster/lib.sh
-source "$REPO_ROOT/e2e/cluster/lib.sh"
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=cluster/lib.sh
+source "$REPO_ROOT/cluster/lib.sh"
 
 : "${LINES_PER_LOG:=200}"
 

@@ -4,9 +4,9 @@
 # The app image build reuses it:  docker build --network=host --build-arg BASE_IMAGE=<tag> .
 set -euo pipefail
 
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-# shellcheck source=e2e/cluster/lib.sh
-source "$REPO_ROOT/e2e/cluster/lib.sh"
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=cluster/lib.sh
+source "$REPO_ROOT/cluster/lib.sh"
 
 customize_base() { :; }
 
