@@ -8,9 +8,8 @@
 # Prints the image tags, one a line.
 set -euo pipefail
 
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-# shellcheck source=cluster/lib.sh
-source "$REPO_ROOT/cluster/lib.sh"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # scratch_image <image> <binary> <docker-import-change...>: an image of one static binary.
 scratch_image() {

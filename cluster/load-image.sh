@@ -4,9 +4,8 @@
 #   cluster/load-image.sh IMAGE...
 set -euo pipefail
 
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-# shellcheck source=cluster/lib.sh
-source "$REPO_ROOT/cluster/lib.sh"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 main() {
     (($# > 0)) || die "usage: ${0##*/} IMAGE..."

@@ -7,10 +7,9 @@
 # Works in a namespace made for this run and removed afterwards.
 set -euo pipefail
 
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 HERE="$REPO_ROOT/cluster"
-# shellcheck source=cluster/lib.sh
-source "$HERE/lib.sh"
 
 NS="smoke-$(date +%s)-$RANDOM"
 PF_PID=""

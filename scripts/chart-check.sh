@@ -17,7 +17,7 @@ CHART="${REPO_ROOT}/helm/chat-history"
   die "kubernetes-validate, pytest or pyyaml missing: ${PYTHON} -m pip install -c constraints.txt -e '.[test]'"
 
 "${REPO_ROOT}/scripts/tools.sh"
-HELM="${REPO_ROOT}/.tools/bin/helm"
+HELM="$(helm_bin)"
 log "$("${HELM}" version --short)"
 
 work="$(mktemp -d)"

@@ -10,7 +10,6 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "${REPO_ROOT}"
 
-: "${CHAT_HISTORY_CACHE:=/var/cache/chat-history}"
 : "${IMAGE:=chat-history:ci}"
 : "${REDIS_IMAGE:=chat-history-redis:ci}"
 cluster="${REPO_ROOT}/cluster"

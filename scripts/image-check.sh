@@ -19,7 +19,6 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 : "${IMAGE:=chat-history:ci}"
 : "${IMAGE_CHECK_NO_CACHE:=}"
-: "${CHAT_HISTORY_CACHE:=/var/cache/chat-history}"
 : "${UID_EXPECTED:=10001}"
 RUN_ID="chat-history-image-check-$$"
 
@@ -42,17 +41,6 @@ cleanup() {
   rm -rf "${work}"
 }
 trap cleanup EXIT
-
-# wait_for SECONDS WHAT CMD...: poll CMD until it succeeds or the deadline passes.
-wait_for() {
-  local seconds="$1" what="$2"
-  shift 2
-  local deadline=$((SECONDS + seconds))
-  until "$@" >/dev/null 2>&1; do
-    ((SECONDS < deadline)) || die "${what} not within ${seconds}s"
-    sleep 0.5
-  done
-}
 
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
