@@ -62,9 +62,13 @@ ensure_venv() {
   done
   log "installing chat-history[${extras}] into ${VENV} (versions pinned by constraints.txt)"
   "${VENV}/bin/python" -m pip install --quiet --disable-pip-version-check \
-    -c "${REPO_ROOT}/constraints.txt" -e "${REPO_ROOT}[${extras}]"
+    -c "${REPO_ROOT}/constraints.txt" -e "${REPO_ROOT}[${extras}]" ||
+    die "pip install of chat-history[${extras}] failed (see above)"
   touch "${VENV}/.installed-${extras//,/-}"
 }
+
+# can_apt : this machine installs Debian packages itself (root on Debian/Ubuntu with apt-get).
+can_apt() { [[ -r /etc/debian_version && "${EUID}" -eq 0 ]] && have apt-get; }
 
 # ensure_debian_packages PKG... : installs the missing ones with apt-get when root on Debian or
 # Ubuntu; elsewhere says exactly what is missing and exits. apt's output goes to stderr, so
@@ -76,7 +80,7 @@ ensure_debian_packages() {
       missing+=("${pkg}")
   done
   ((${#missing[@]} == 0)) && return 0
-  if [[ -r /etc/debian_version && "${EUID}" -eq 0 ]] && have apt-get; then
+  if can_apt; then
     log "installing Debian packages: ${missing[*]}"
     DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
@@ -120,4 +124,14 @@ wait_for() {
     fi
     sleep 0.5
   done
+}
+
+# cluster_blocker : prints why this machine cannot run the real-Kubernetes stage
+# (scripts/cluster-e2e.sh), or nothing when it can. scripts/test.sh skips the stage then.
+cluster_blocker() {
+  if ((EUID != 0)); then
+    echo "not root (it runs etcd, containerd, a kubelet and iptables rules as host processes)"
+  elif ! have containerd && ! { [[ -r /etc/debian_version ]] && have apt-get; }; then
+    echo "no containerd, and no Debian/Ubuntu apt-get to install it with runc and the CNI plugins"
+  fi
 }
