@@ -16,7 +16,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "${REPO_ROOT}"
 
 ensure_debian_packages redis-server redis-tools wrk nginx-light
-VENV_EXTRAS="${VENV_EXTRAS:-test,e2e,bench}" ensure_venv
+ensure_venv test,e2e,bench
 if ! "${VENV}/bin/python" -c 'import langchain_community, matplotlib' 2>/dev/null; then
   log "the bench extra is not installed: ${VENV}/bin/pip install -c constraints.txt -e '.[bench]'"
   exit 1

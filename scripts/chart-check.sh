@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Check the Helm chart offline: lint and render every ci/*-values.yaml, validate the output
 # against the Kubernetes JSON schemas (strict), check k8s/ for drift, run tests/chart.
-# Needs Go (for the pinned helm, installed by scripts/tools.sh) and the project venv.
+# Installs what it needs: the pinned helm (scripts/tools.sh; needs Go the first time on a
+# machine) and the project venv.
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -11,13 +12,13 @@ CHART="${REPO_ROOT}/helm/chat-history"
 # The cluster version CI runs, and the chart's kubeVersion floor.
 : "${KUBE_VERSIONS:=1.35.0 1.29.0}"
 
-[[ -x "${PYTHON}" ]] ||
-  die "${PYTHON} not found: run scripts/test.sh once (it makes .venv), or set PYTHON"
+if [[ "${PYTHON}" == "${VENV}/bin/python" ]]; then ensure_venv test; fi
+[[ -x "${PYTHON}" ]] || die "${PYTHON} not found: unset PYTHON to use the project venv"
 "${PYTHON}" -c 'import kubernetes_validate, pytest, yaml' 2>/dev/null ||
   die "kubernetes-validate, pytest or pyyaml missing: ${PYTHON} -m pip install -c constraints.txt -e '.[test]'"
 
 "${REPO_ROOT}/scripts/tools.sh"
-HELM="${REPO_ROOT}/.tools/bin/helm"
+HELM="$(helm_bin)"
 log "$("${HELM}" version --short)"
 
 work="$(mktemp -d)"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run the pod-hopping e2e suite.
 #   scripts/e2e.sh                    local target: uvicorn replicas + redis-server + nginx
+#                                     (installed with apt-get when root on Debian/Ubuntu)
 #   scripts/e2e.sh --target kube      the current kubeconfig context (image from deploy.sh)
 #   scripts/e2e.sh --kind             kind-up.sh, deploy.sh, then the kube target
 #   scripts/e2e.sh --minikube         deploy.sh minikube, then the kube target
@@ -21,17 +22,22 @@ while (($#)); do
     --target=*) target="${1#*=}"; shift ;;
     --kind) target=kube; prepare=kind; shift ;;
     --minikube) target=kube; prepare=minikube; shift ;;
-    -h | --help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) args+=("$1"); shift ;;
   esac
 done
 
-ensure_venv
+ensure_venv test,e2e
 case "${target}" in
   local)
-    ensure_redis_server
-    have nginx || have /usr/sbin/nginx ||
-      log "nginx not found: the load-balancer test will be skipped (apt-get install nginx-light)"
+    if can_apt; then
+      ensure_debian_packages redis-server redis-tools nginx-light
+    else
+      ensure_redis_server
+      have redis-cli || log "redis-cli not found: the runbook tests will be skipped (package redis-tools)"
+      have nginx || have /usr/sbin/nginx ||
+        log "nginx not found: the load-balancer test will be skipped (package nginx-light)"
+    fi
     ;;
   kube)
     scripts="${REPO_ROOT}/scripts"

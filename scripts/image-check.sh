@@ -2,7 +2,7 @@
 # Build the real image from the Dockerfile and run it the way the chart does.
 #
 #  1. a docker daemon (started by hand when none answers, stopped again at the end);
-#  2. the base image from debootstrap + `docker import`, cached (e2e/cluster/base-image.sh);
+#  2. the base image from debootstrap + `docker import`, cached (cluster/base-image.sh);
 #  3. `docker build --network=host` of the Dockerfile on that base; prints build time and size;
 #  4. static checks: non-root user, exec-form uvicorn CMD, no compiler in the image;
 #  5. the default CMD with a read-only root filesystem (writable /tmp only), all capabilities
@@ -19,7 +19,6 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 : "${IMAGE:=chat-history:ci}"
 : "${IMAGE_CHECK_NO_CACHE:=}"
-: "${CHAT_HISTORY_CACHE:=/var/cache/chat-history}"
 : "${UID_EXPECTED:=10001}"
 RUN_ID="chat-history-image-check-$$"
 
@@ -43,31 +42,20 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# wait_for SECONDS WHAT CMD...: poll CMD until it succeeds or the deadline passes.
-wait_for() {
-  local seconds="$1" what="$2"
-  shift 2
-  local deadline=$((SECONDS + seconds))
-  until "$@" >/dev/null 2>&1; do
-    ((SECONDS < deadline)) || die "${what} not within ${seconds}s"
-    sleep 0.5
-  done
-}
-
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 # ---- 1. docker daemon ------------------------------------------------------------------------
-# e2e/cluster/base-image.sh (next step) starts dockerd when none answers, with a containerd of its
+# cluster/base-image.sh (next step) starts dockerd when none answers, with a containerd of its
 # own: a bare dockerd would adopt the test cluster's containerd and die with it. It stays up for
-# the cluster stage; `STOP_DOCKERD=1 e2e/cluster/down.sh` stops it.
+# the cluster stage; `STOP_DOCKERD=1 cluster/down.sh` stops it.
 if ! docker info >/dev/null 2>&1; then
   [[ ${EUID} -eq 0 ]] || die "no docker daemon answers and starting one needs root"
 fi
 
 # ---- 2. base image ---------------------------------------------------------------------------
-base_script="${REPO_ROOT}/e2e/cluster/base-image.sh"
+base_script="${REPO_ROOT}/cluster/base-image.sh"
 [[ -x "${base_script}" ]] || die "${base_script} not found: it makes the debootstrap base image"
 base_image="$("${base_script}" | tail -n 1)"
 log "base image ${base_image}"

@@ -1,13 +1,29 @@
 # shellcheck shell=bash
-# Helpers shared by scripts/*.sh. Source it, don't run it:
+# Helpers shared by every shell script of the repository (scripts/*.sh and cluster/*.sh).
+# Source it, don't run it:
 #   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export REPO_ROOT
 : "${VENV:=${REPO_ROOT}/.venv}"
+# Build outputs reused across clones on this machine (helm, the cluster's binaries, rootfs
+# tarballs), keyed by version.
+: "${CHAT_HISTORY_CACHE:=/var/cache/chat-history}"
+# The one helm every script uses; scripts/tools.sh builds it.
+: "${HELM_VERSION:=v4.3.1}"
+
+# The speaking script as the log shows it: "test" for scripts/test.sh, "cluster/up" for
+# cluster/up.sh.
+LOG_NAME="$(basename "$0" .sh)"
+_log_dir="$(cd "$(dirname "$0")" 2>/dev/null && pwd)" || _log_dir=""
+case "${_log_dir}" in
+  "${REPO_ROOT}/scripts") ;;
+  "${REPO_ROOT}"/*) LOG_NAME="${_log_dir#"${REPO_ROOT}/"}/${LOG_NAME}" ;;
+esac
+unset _log_dir
 
 # log MESSAGE... : progress and errors go to stderr, tagged with the script's name.
-log() { printf '[%s] %s\n' "$(basename "$0" .sh)" "$*" >&2; }
+log() { printf '[%s] %s\n' "${LOG_NAME}" "$*" >&2; }
 
 # die MESSAGE... : say what is wrong (and how to fix it), then exit 1.
 die() {
@@ -20,29 +36,43 @@ have() { command -v "$1" >/dev/null 2>&1; }
 # require COMMAND HOW-TO-GET-IT : exit with a clear message when COMMAND is missing.
 require() { have "$1" || die "$1 not found: $2"; }
 
-# ensure_venv : create .venv and install the project with the extras in VENV_EXTRAS (default
-# test,e2e), pinned by constraints.txt. Reinstalls only when pyproject.toml or constraints.txt is
-# newer than the last install.
+# ensure_venv [EXTRAS] : create .venv and install the project with EXTRAS (default: $VENV_EXTRAS,
+# else test,e2e), pinned by constraints.txt. Installs only when no earlier install covers EXTRAS
+# (a stamp per install, e.g. .installed-test-e2e-bench also covers "test"), or when
+# pyproject.toml or constraints.txt is newer than that install: so scripts/test.sh installs
+# once, and each stage run alone installs at most what it lacks.
+# shellcheck disable=SC2120 # EXTRAS is optional
 ensure_venv() {
-  local extras="${VENV_EXTRAS:-test,e2e}"
-  local stamp="${VENV}/.installed-${extras//,/-}"
+  local extras="${1:-${VENV_EXTRAS:-test,e2e}}" stamp have_extras extra covered
   if [[ ! -x "${VENV}/bin/python" ]]; then
     require python3 "install Python >= 3.11 (Debian/Ubuntu: apt-get install python3 python3-venv)"
     log "creating ${VENV}"
     python3 -m venv "${VENV}" ||
       die "python3 -m venv failed: apt-get install python3-venv (Debian/Ubuntu)"
   fi
-  if [[ ! -f "${stamp}" || "${REPO_ROOT}/pyproject.toml" -nt "${stamp}" ||
-    "${REPO_ROOT}/constraints.txt" -nt "${stamp}" ]]; then
-    log "installing chat-history[${extras}] into ${VENV} (versions pinned by constraints.txt)"
-    "${VENV}/bin/python" -m pip install --quiet --disable-pip-version-check \
-      -c "${REPO_ROOT}/constraints.txt" -e "${REPO_ROOT}[${extras}]"
-    touch "${stamp}"
-  fi
+  for stamp in "${VENV}"/.installed-*; do
+    [[ -f "${stamp}" && ! "${REPO_ROOT}/pyproject.toml" -nt "${stamp}" &&
+      ! "${REPO_ROOT}/constraints.txt" -nt "${stamp}" ]] || continue
+    have_extras="-${stamp##*/.installed-}-"
+    covered=1
+    for extra in ${extras//,/ }; do
+      [[ "${have_extras}" == *"-${extra}-"* ]] || covered=""
+    done
+    [[ -n "${covered}" ]] && return 0
+  done
+  log "installing chat-history[${extras}] into ${VENV} (versions pinned by constraints.txt)"
+  "${VENV}/bin/python" -m pip install --quiet --disable-pip-version-check \
+    -c "${REPO_ROOT}/constraints.txt" -e "${REPO_ROOT}[${extras}]" ||
+    die "pip install of chat-history[${extras}] failed (see above)"
+  touch "${VENV}/.installed-${extras//,/-}"
 }
 
+# can_apt : this machine installs Debian packages itself (root on Debian/Ubuntu with apt-get).
+can_apt() { [[ -r /etc/debian_version && "${EUID}" -eq 0 ]] && have apt-get; }
+
 # ensure_debian_packages PKG... : installs the missing ones with apt-get when root on Debian or
-# Ubuntu; elsewhere says exactly what is missing and exits.
+# Ubuntu; elsewhere says exactly what is missing and exits. apt's output goes to stderr, so
+# callers' stdout stays theirs.
 ensure_debian_packages() {
   local missing=() pkg
   for pkg in "$@"; do
@@ -50,14 +80,15 @@ ensure_debian_packages() {
       missing+=("${pkg}")
   done
   ((${#missing[@]} == 0)) && return 0
-  if [[ -r /etc/debian_version && "${EUID}" -eq 0 ]] && have apt-get; then
+  if can_apt; then
     log "installing Debian packages: ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      "${missing[@]}" >/dev/null
+      "${missing[@]}" >&2
   else
-    die "missing: ${missing[*]}. Debian/Ubuntu: sudo apt-get install ${missing[*]};" \
-      "Fedora: sudo dnf install redis nginx ShellCheck; macOS: brew install redis nginx shellcheck"
+    die "missing Debian packages: ${missing[*]}. As root on Debian/Ubuntu:" \
+      "apt-get install ${missing[*]}; elsewhere install their equivalents" \
+      "(e.g. Fedora: dnf install redis nginx ShellCheck; macOS: brew install redis nginx shellcheck)"
   fi
 }
 
@@ -77,5 +108,30 @@ helm_bin() {
   else
     die "helm not found: scripts/tools.sh builds it (needs Go), or see" \
       "https://helm.sh/docs/intro/install/"
+  fi
+}
+
+# wait_for SECONDS WHAT COMMAND... : poll COMMAND until it succeeds; after SECONDS, say what was
+# awaited and return 1.
+wait_for() {
+  local seconds="$1" what="$2" deadline
+  shift 2
+  deadline=$((SECONDS + seconds))
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then
+      log "timed out after ${seconds}s waiting for ${what}"
+      return 1
+    fi
+    sleep 0.5
+  done
+}
+
+# cluster_blocker : prints why this machine cannot run the real-Kubernetes stage
+# (scripts/cluster-e2e.sh), or nothing when it can. scripts/test.sh skips the stage then.
+cluster_blocker() {
+  if ((EUID != 0)); then
+    echo "not root (it runs etcd, containerd, a kubelet and iptables rules as host processes)"
+  elif ! have containerd && ! { [[ -r /etc/debian_version ]] && have apt-get; }; then
+    echo "no containerd, and no Debian/Ubuntu apt-get to install it with runc and the CNI plugins"
   fi
 }

@@ -6,14 +6,15 @@ set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-: "${HELM:=${REPO_ROOT}/.tools/bin/helm}"
+: "${HELM:=}"  # default: the pinned helm of scripts/tools.sh
 OUT="${REPO_ROOT}/k8s"
 if [[ "${1:-}" == "--out" ]]; then
   OUT="${2:?--out needs a directory}"
 fi
 
-if [[ ! -x "${HELM}" ]]; then
+if [[ -z "${HELM}" ]]; then
   "${REPO_ROOT}/scripts/tools.sh"
+  HELM="$(helm_bin)"
 fi
 helm_version="$("${HELM}" version --template '{{ .Version }}')"
 

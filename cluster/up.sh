@@ -3,14 +3,13 @@
 #   etcd -> kube-apiserver -> kube-controller-manager + kube-scheduler -> containerd (CRI)
 #   -> CNI bridge -> kubelet -> kube-proxy (iptables) -> CoreDNS -> StorageClass "standard".
 # Needs the binaries of build.sh. Everything lives under $CLUSTER_STATE (PID files, logs, PKI,
-# data); e2e/cluster/down.sh removes it. Idempotent: components already running are kept.
+# data); cluster/down.sh removes it. Idempotent: components already running are kept.
 # Prints `export KUBECONFIG=...` on stdout.
 set -euo pipefail
 
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-HERE="$REPO_ROOT/e2e/cluster"
-# shellcheck source=e2e/cluster/lib.sh
-source "$HERE/lib.sh"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+HERE="$REPO_ROOT/cluster"
 
 # --- PKI -----------------------------------------------------------------------------------
 
@@ -463,12 +462,12 @@ on_exit() {
 main() {
     need_root
     need_bins etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl coredns
-    command -v containerd >/dev/null || apt_install containerd runc
-    [[ -x "$CNI_BIN_DIR/bridge" ]] || apt_install containernetworking-plugins
-    command -v conntrack >/dev/null || apt_install conntrack
-    command -v iptables >/dev/null || apt_install iptables
-    command -v openssl >/dev/null || apt_install openssl
-    command -v curl >/dev/null || apt_install curl
+    have containerd || ensure_debian_packages containerd runc
+    [[ -x "$CNI_BIN_DIR/bridge" ]] || ensure_debian_packages containernetworking-plugins
+    have conntrack || ensure_debian_packages conntrack
+    have iptables || ensure_debian_packages iptables
+    have openssl || ensure_debian_packages openssl
+    have curl || ensure_debian_packages curl
     local start=$SECONDS
     mkdir -p "$CLUSTER_STATE" "$LOGS" "$PIDS"
     trap on_exit EXIT

@@ -5,13 +5,12 @@
 # up.sh runs it too. Idempotent.
 set -euo pipefail
 
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-# shellcheck source=e2e/cluster/lib.sh
-source "$REPO_ROOT/e2e/cluster/lib.sh"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 main() {
     need_root
-    [[ -f "$KUBECONFIG_ADMIN" ]] || die "no cluster: run e2e/cluster/up.sh first"
+    [[ -f "$KUBECONFIG_ADMIN" ]] || die "no cluster: run cluster/up.sh first"
     local name path n=0
     while read -r name path; do
         [[ -n "$name" ]] || continue

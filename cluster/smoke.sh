@@ -7,10 +7,9 @@
 # Works in a namespace made for this run and removed afterwards.
 set -euo pipefail
 
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-HERE="$REPO_ROOT/e2e/cluster"
-# shellcheck source=e2e/cluster/lib.sh
-source "$HERE/lib.sh"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+HERE="$REPO_ROOT/cluster"
 
 NS="smoke-$(date +%s)-$RANDOM"
 PF_PID=""
@@ -37,8 +36,8 @@ http_get() { curl -fsS --max-time 3 "$1"; }
 
 main() {
     need_root
-    [[ -f "$KUBECONFIG_ADMIN" ]] || die "no cluster: run e2e/cluster/up.sh first"
-    kc get --raw /readyz >/dev/null || die "the API server does not answer: run e2e/cluster/up.sh"
+    [[ -f "$KUBECONFIG_ADMIN" ]] || die "no cluster: run cluster/up.sh first"
+    kc get --raw /readyz >/dev/null || die "the API server does not answer: run cluster/up.sh"
     local start=$SECONDS
     "$HERE/base-image.sh" >/dev/null
     ensure_loaded "$BASE_IMAGE"

@@ -1,17 +1,16 @@
 #!/usr/bin/env bash
 # Load local docker images into the cluster's containerd (namespace k8s.io), where the kubelet
 # finds them: no registry is involved. Pods must use imagePullPolicy IfNotPresent (or Never).
-#   e2e/cluster/load-image.sh IMAGE...
+#   cluster/load-image.sh IMAGE...
 set -euo pipefail
 
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-# shellcheck source=e2e/cluster/lib.sh
-source "$REPO_ROOT/e2e/cluster/lib.sh"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 main() {
     (($# > 0)) || die "usage: ${0##*/} IMAGE..."
     need_root
-    [[ -S "$CONTAINERD_SOCK" ]] || die "$CONTAINERD_SOCK not found: start the cluster with e2e/cluster/up.sh"
+    [[ -S "$CONTAINERD_SOCK" ]] || die "$CONTAINERD_SOCK not found: start the cluster with cluster/up.sh"
     local img id
     for img in "$@"; do
         id="$(docker image inspect -f '{{.Id}}' "$img" 2>/dev/null)" ||

@@ -9,17 +9,15 @@
 # A cold run takes 20-45 minutes on 2 cores; see README.md for measured figures.
 set -euo pipefail
 
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-HERE="$REPO_ROOT/e2e/cluster"
-
-# Versions and the cache directory are defined once, in lib.sh.
-# shellcheck source=e2e/cluster/lib.sh
-source "$HERE/lib.sh"
+# Versions and the cache directory are defined once, in lib.sh (and scripts/lib.sh).
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+HERE="$REPO_ROOT/cluster"
 # Go's module and build caches live in the project cache too, so one directory holds it all.
 : "${CHAT_HISTORY_GOMODCACHE:=$CHAT_HISTORY_CACHE/go/mod}"
 : "${CHAT_HISTORY_GOCACHE:=$CHAT_HISTORY_CACHE/go/build}"
 
-command -v go >/dev/null || die "go not found: install Go >= 1.25 (https://go.dev/doc/install)"
+require go "install Go >= 1.25 (https://go.dev/doc/install)"
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 export GOMODCACHE="$CHAT_HISTORY_GOMODCACHE" GOCACHE="$CHAT_HISTORY_GOCACHE"
@@ -162,20 +160,13 @@ build_coredns() {
     finish "$dir" coredns
 }
 
+# helm is the one scripts/tools.sh pins and builds for the chart checks too (cached as
+# $CHAT_HISTORY_CACHE/tools/helm-<version>): one build, one version, linked into $BIN.
 build_helm() {
-    local dir="$CACHE/versions/helm-$HELM_VERSION" major
-    if built "$dir"; then
-        relink "$dir" helm
-        log "helm $HELM_VERSION: cached"
-        return
-    fi
-    major="$(cut -d. -f1 <<<"$HELM_VERSION")"
-    mkdir -p "$dir/bin"
-    log "helm $HELM_VERSION: go install"
-    GOBIN="$dir/bin" go install -trimpath \
-        -ldflags "-s -w -X helm.sh/helm/$major/internal/version.version=$HELM_VERSION -X helm.sh/helm/$major/internal/version.gitTreeState=clean" \
-        "helm.sh/helm/$major/cmd/helm@$HELM_VERSION"
-    finish "$dir" helm
+    "$REPO_ROOT/scripts/tools.sh"
+    [[ -x "$CACHE/tools/helm-$HELM_VERSION" ]] ||
+        die "scripts/tools.sh left no $CACHE/tools/helm-$HELM_VERSION"
+    ln -sfn "$CACHE/tools/helm-$HELM_VERSION" "$BIN/helm"
 }
 
 build_pause() {

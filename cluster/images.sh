@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the cluster's images without a registry, into the local docker:
-#   pause   FROM scratch, the project's own static program (e2e/cluster/pause)
+#   pause   FROM scratch, the project's own static program (cluster/pause)
 #   coredns FROM scratch, the coredns binary from build.sh
 #   redis   Debian bookworm's redis-server on a debootstrap rootfs; uid/gid 999, port 6379,
 #           WORKDIR /data, works with a read-only root filesystem and a writable /data.
@@ -8,9 +8,8 @@
 # Prints the image tags, one a line.
 set -euo pipefail
 
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-# shellcheck source=e2e/cluster/lib.sh
-source "$REPO_ROOT/e2e/cluster/lib.sh"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # scratch_image <image> <binary> <docker-import-change...>: an image of one static binary.
 scratch_image() {

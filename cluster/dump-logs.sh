@@ -4,9 +4,8 @@
 # fails. Safe to run at any time.
 set -euo pipefail
 
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-# shellcheck source=e2e/cluster/lib.sh
-source "$REPO_ROOT/e2e/cluster/lib.sh"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 : "${LINES_PER_LOG:=200}"
 

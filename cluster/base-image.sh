@@ -4,9 +4,8 @@
 # The app image build reuses it:  docker build --network=host --build-arg BASE_IMAGE=<tag> .
 set -euo pipefail
 
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-# shellcheck source=e2e/cluster/lib.sh
-source "$REPO_ROOT/e2e/cluster/lib.sh"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 customize_base() { :; }
 

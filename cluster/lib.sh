@@ -1,6 +1,11 @@
 # shellcheck shell=bash
-# Shared defaults and helpers of the air-gapped cluster scripts. Sourced, never run.
-# The caller sets REPO_ROOT and `set -euo pipefail` before sourcing this file.
+# Shared defaults and helpers of the air-gapped cluster scripts. Sourced, never run:
+#   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# The caller sets `set -euo pipefail` first. log, die, have, require, wait_for,
+# ensure_debian_packages, REPO_ROOT, CHAT_HISTORY_CACHE and HELM_VERSION come from
+# scripts/lib.sh, the one home of the repository's shell helpers.
+# shellcheck source-path=SCRIPTDIR source=../scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 
 # Fail inside $(...) too, so a failed step never yields a half-made cache entry.
 shopt -s inherit_errexit
@@ -8,8 +13,6 @@ shopt -s inherit_errexit
 : "${K8S_VERSION:=v1.35.8}"
 : "${ETCD_VERSION:=v3.6.16}"
 : "${COREDNS_VERSION:=v1.14.7}"
-: "${HELM_VERSION:=v4.3.1}"
-: "${CHAT_HISTORY_CACHE:=/var/cache/chat-history}"
 # Everything the running cluster owns (PKI, etcd data, containerd root, logs, PID files).
 : "${CLUSTER_STATE:=/var/lib/chat-history/cluster}"
 : "${NODE_NAME:=chat-history}"
@@ -42,34 +45,14 @@ PIDS="$CLUSTER_STATE/pids"
 KUBECONFIG_ADMIN="$CLUSTER_STATE/admin.kubeconfig"
 export PATH="$CACHE_BIN:$PATH"
 
-log() { printf '[%s %s] %s\n' "${0##*/}" "$(date +%H:%M:%S)" "$*" >&2; }
-die() {
-    log "ERROR: $*"
-    exit 1
-}
-
 need_root() { [[ $EUID -eq 0 ]] || die "run as root (the cluster runs host processes, mounts and iptables rules)"; }
 
 need_bins() { # need_bins <binary...>: the cached build must have them
     local b
     for b in "$@"; do
-        command -v "$b" >/dev/null ||
-            die "$b not found in $CACHE_BIN: run e2e/cluster/build.sh first"
+        have "$b" ||
+            die "$b not found in $CACHE_BIN: run cluster/build.sh first"
     done
-}
-
-# apt_install <package...>: install the Debian packages that are missing.
-apt_install() {
-    local missing=() p
-    for p in "$@"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-    done
-    ((${#missing[@]} == 0)) && return 0
-    log "installing Debian packages: ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2 || {
-        apt-get update >&2
-        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2
-    }
 }
 
 pid_alive() { # pid_alive <name>: the process recorded in $PIDS/<name>.pid runs
@@ -111,26 +94,12 @@ stop_pid() {
     rm -f "$f"
 }
 
-# wait_for <seconds> <what> <command...>: poll a command until it succeeds or time runs out.
-wait_for() {
-    local secs="$1" what="$2" deadline
-    shift 2
-    deadline=$((SECONDS + secs))
-    until "$@" >/dev/null 2>&1; do
-        ((SECONDS < deadline)) || {
-            log "timed out after ${secs}s waiting for $what"
-            return 1
-        }
-        sleep 1
-    done
-}
-
 # ensure_dockerd: image builds need dockerd; start it by hand when it is not running.
 # Started bare, dockerd adopts any containerd listening on /run/containerd/containerd.sock, which
 # is the cluster's: its containers would then die with the cluster. So it gets a containerd of
 # its own (CRI off, dockerd's usual paths), started explicitly and passed with --containerd.
 ensure_dockerd() {
-    command -v dockerd >/dev/null || apt_install docker.io
+    have dockerd || ensure_debian_packages docker.io
     docker info >/dev/null 2>&1 && return 0
     local sock=/var/run/docker/containerd/containerd.sock
     mkdir -p "$DOCKERD_STATE" "$(dirname "$sock")"
@@ -199,7 +168,7 @@ rootfs_tar() {
         echo "$tar"
         return 0
     fi
-    apt_install debootstrap ca-certificates
+    ensure_debian_packages debootstrap ca-certificates
     mirror="${DEBIAN_MIRROR:-$(debian_mirror)}"
     mkdir -p "$CHAT_HISTORY_CACHE/rootfs"
     dir="$(mktemp -d "$CHAT_HISTORY_CACHE/rootfs/.$name.XXXXXX")"
