@@ -68,5 +68,5 @@ for backend in memory redis; do
 done
 "${cluster}/recycle-pvs.sh"
 
-"${VENV}/bin/python" -m pytest e2e --target kube --kube-values "${values}" -p no:cacheprovider
+"${VENV}/bin/python" -m pytest e2e --target kube --require-target --kube-values "${values}" -p no:cacheprovider
 step "e2e suite on the kube target"

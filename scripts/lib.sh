@@ -126,6 +126,16 @@ wait_for() {
   done
 }
 
+# image_blocker : prints why this machine cannot run the image stage (scripts/image-check.sh),
+# or nothing when it can. scripts/test.sh skips the stage then.
+image_blocker() {
+  if ((EUID != 0)); then
+    echo "not root (it builds the base image with debootstrap and starts its own dockerd)"
+  elif ! have docker && ! { [[ -r /etc/debian_version ]] && have apt-get; }; then
+    echo "no docker, and no Debian/Ubuntu apt-get to install docker.io and debootstrap with"
+  fi
+}
+
 # cluster_blocker : prints why this machine cannot run the real-Kubernetes stage
 # (scripts/cluster-e2e.sh), or nothing when it can. scripts/test.sh skips the stage then.
 cluster_blocker() {
