@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import re
 import socket
 from functools import lru_cache
 from typing import Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
-SESSION_ID_RULE = "1-128 ASCII letters, digits and ._:@-"
 
 
 class Settings(BaseSettings):
