@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             __version__,
         )
         try:
+            await store.start()
             yield
         finally:
             await store.aclose()
