@@ -92,9 +92,9 @@ class HistoryStore(ABC):
         """Return when the store answers; raise `HistoryUnavailable` otherwise."""
 
     async def start(self) -> None:  # noqa: B027 - a no-op is the right default
-        """Begin background upkeep, if the backend has any. Returns at once, and never fails
-        because the store is unreachable: a replica starts (not ready) while its store is down.
-        """
+        """Begin background upkeep or warm-up, if the backend has any. Returns promptly (within
+        the backend's own timeouts), and never fails because the store is unreachable: a
+        replica starts, not ready, while its store is down."""
 
     async def aclose(self) -> None:  # noqa: B027 - a no-op is the right default
         """Stop background upkeep and release connections; the store is unusable afterwards."""
