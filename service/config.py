@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import re
 import socket
 from functools import lru_cache
 from typing import Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
-SESSION_ID_RULE = "1-128 ASCII letters, digits and ._:@-"
 
 
 class Settings(BaseSettings):
@@ -47,6 +43,9 @@ class Settings(BaseSettings):
     redis_retries: int = Field(default=2, ge=0, le=10)
     redis_retry_backoff_seconds: float = Field(default=0.05, ge=0, le=5)
     redis_max_connections: int = Field(default=64, ge=1, le=10_000)
+    # Opened when the replica starts, before it reports ready (at most the pool's size): a
+    # burst on a fresh replica then finds them open instead of opening them all at once.
+    redis_warm_connections: int = Field(default=64, ge=0, le=10_000)
 
     # Chat model: the built-in offline model, or an OpenAI-compatible endpoint.
     chat_model: Literal["builtin", "openai"] = "builtin"

@@ -9,12 +9,22 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from service.api.deps import ApiError
 from service.history import HistoryUnavailable
 
 logger = logging.getLogger(__name__)
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "message_too_large"}
+
+
+class ApiError(Exception):
+    """An error answered as `{"error": {"code", "message"}}` with `status`; raised by routes
+    for failures the HTTP contract names (422, 413, 404, 502)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
 
 
 def error_response(request: Request, status: int, code: str, message: str) -> JSONResponse:

@@ -15,7 +15,7 @@ from service.config import Settings, get_settings
 from service.errors import install_error_handlers
 from service.history import build_store
 from service.metrics import Metrics
-from service.middleware import ServedByMiddleware
+from service.middleware import install_middleware
 from service.model import build_model
 
 logger = logging.getLogger(__name__)
@@ -42,13 +42,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             __version__,
         )
         try:
+            await store.start()
             yield
         finally:
             await store.aclose()
 
     app = FastAPI(title="chat-history", version=__version__, lifespan=lifespan)
     install_error_handlers(app)
-    app.add_middleware(ServedByMiddleware)
+    install_middleware(app)
     for module in (chat, sessions, health):
         app.include_router(module.router)
     return app

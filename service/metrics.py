@@ -9,7 +9,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from service.history import HistoryStore
-from service.history.memory import MemoryStore
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -50,49 +49,33 @@ class Metrics:
             ["op"],
             registry=r,
         )
-        self._store_collector: _MemoryStoreCollector | None = None
+        self._store_collector: _StoreCollector | None = None
 
     def round_trip(self, op: str) -> None:
         self.redis_round_trips.labels(op).inc()
 
     def watch_store(self, store: HistoryStore) -> None:
-        """Export a memory store's size, read (after a TTL sweep) at scrape time."""
-        if isinstance(store, MemoryStore):
-            self._store_collector = _MemoryStoreCollector(store)
-            self.registry.register(self._store_collector)
+        """Export what `store` reports about itself (`size_metrics()`) at every scrape."""
+        self._store_collector = _StoreCollector(store)
+        self.registry.register(self._store_collector)
 
 
-class _MemoryStoreCollector(Collector):
-    """Reads the memory store's bounds and sizes when Prometheus scrapes."""
+class _StoreCollector(Collector):
+    """Reads a store's own metrics when Prometheus scrapes; knows no backend."""
 
-    def __init__(self, store: MemoryStore) -> None:
+    def __init__(self, store: HistoryStore) -> None:
         self.store = store
 
     def describe(self) -> list[Metric]:
         return []  # unchecked collector: its families are only known at collect time
 
     def collect(self) -> Iterator[Metric]:
-        self.store.sweep()
-        yield GaugeMetricFamily(
-            "chat_history_memory_sessions",
-            "Sessions held in this process (memory backend).",
-            value=self.store.session_count,
-        )
-        yield GaugeMetricFamily(
-            "chat_history_memory_messages",
-            "Messages held in this process (memory backend).",
-            value=self.store.message_count,
-        )
-        evictions = CounterMetricFamily(
-            "chat_history_memory_evictions",
-            "Sessions evicted, by reason (lru, ttl).",
-            labels=["reason"],
-        )
-        for reason, count in sorted(self.store.evictions.items()):
-            evictions.add_metric([reason], count)
-        yield evictions
-        yield GaugeMetricFamily(
-            "chat_history_memory_max_sessions",
-            "The session cap (MEMORY_MAX_SESSIONS).",
-            value=self.store.max_sessions,
-        )
+        for m in self.store.size_metrics():
+            family: GaugeMetricFamily | CounterMetricFamily
+            if m.kind == "gauge":
+                family = GaugeMetricFamily(m.name, m.documentation, labels=m.labels)
+            else:
+                family = CounterMetricFamily(m.name, m.documentation, labels=m.labels)
+            for label_values, value in m.samples.items():
+                family.add_metric(label_values, value)
+            yield family

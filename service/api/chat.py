@@ -10,14 +10,9 @@ from fastapi import APIRouter
 from langchain_core.messages import HumanMessage
 from pydantic import BaseModel, ConfigDict, StrictStr
 
-from service.api.deps import (
-    ApiError,
-    MetricsDep,
-    ModelDep,
-    SettingsDep,
-    StoreDep,
-    checked_session_id,
-)
+from service.api.deps import MetricsDep, ModelDep, SettingsDep, StoreDep
+from service.api.session_ids import checked_session_id
+from service.errors import ApiError
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["chat"])

@@ -8,19 +8,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from langchain_core.language_models import BaseChatModel
 
-from service.config import SESSION_ID_PATTERN, SESSION_ID_RULE, Settings
+from service.config import Settings
 from service.history import HistoryStore
 from service.metrics import Metrics
-
-
-class ApiError(Exception):
-    """An error answered as `{"error": {"code", "message"}}` with `status`."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -58,10 +48,3 @@ SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 StoreDep = Annotated[HistoryStore, Depends(get_store)]
 ModelDep = Annotated[BaseChatModel, Depends(get_model)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
-
-
-def checked_session_id(session_id: str) -> str:
-    """`session_id` if it follows the rule, else a 422 that names the rule."""
-    if not SESSION_ID_PATTERN.fullmatch(session_id):
-        raise ApiError(422, "invalid_request", f"session_id must be {SESSION_ID_RULE}")
-    return session_id

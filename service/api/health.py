@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import __version__
 from service.api.deps import MetricsDep, SettingsDep, StoreDep
+from service.api.session_ids import MAX_SESSION_ID_LENGTH
 from service.history import HistoryUnavailable
 
 router = APIRouter(tags=["ops"])
@@ -56,7 +57,7 @@ async def info(settings: SettingsDep, store: StoreDep) -> dict[str, object]:
         "version": __version__,
         "model": settings.chat_model,
         "max_message_chars": settings.max_message_chars,
-        "max_session_id_length": 128,
+        "max_session_id_length": MAX_SESSION_ID_LENGTH,
         "history_window_messages": settings.history_window_messages,
         "history_max_messages": settings.history_max_messages,
         "history_ttl_seconds": settings.history_ttl_seconds,

@@ -7,7 +7,9 @@ from typing import Literal
 from fastapi import APIRouter, Response
 from pydantic import BaseModel
 
-from service.api.deps import ApiError, SettingsDep, StoreDep, checked_session_id
+from service.api.deps import SettingsDep, StoreDep
+from service.api.session_ids import checked_session_id
+from service.errors import ApiError
 
 router = APIRouter(tags=["sessions"])
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from service.config import Settings
 from service.history.base import ChatHistory, HistoryStore, HistoryUnavailable
 from service.history.memory import MemoryStore
-from service.history.redis import RedisStore, RoundTripHook, build_async_client
+from service.history.redis import RedisStore, RoundTripHook
+from service.history.redis_pool import build_async_client
 
 __all__ = ["ChatHistory", "HistoryStore", "HistoryUnavailable", "build_store"]
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
 
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage
@@ -57,9 +59,27 @@ class ChatHistory(BaseChatMessageHistory, ABC):
         await self.aappend_turn(messages)
 
 
+@dataclass(frozen=True)
+class StoreMetric:
+    """One metric family a store reports about itself, exported as is by `/metrics`.
+
+    `name` has no `_total` suffix (the exporter adds it to counters); `samples` maps label
+    values, in the order of `labels`, to a value (`{(): value}` when there are no labels).
+    """
+
+    name: str
+    documentation: str
+    kind: Literal["gauge", "counter"]
+    samples: Mapping[tuple[str, ...], float]
+    labels: tuple[str, ...] = field(default=())
+
+
 class HistoryStore(ABC):
     """Owns a backend's shared state (a connection pool, or the process's own dict) and hands
-    out per-session `ChatHistory` objects. Constructors do no I/O."""
+    out per-session `ChatHistory` objects. Constructors do no I/O.
+
+    Lifecycle: the app calls `start()` once its event loop runs and `aclose()` when it stops.
+    """
 
     backend: str
 
@@ -71,5 +91,18 @@ class HistoryStore(ABC):
     async def ping(self) -> None:
         """Return when the store answers; raise `HistoryUnavailable` otherwise."""
 
+    async def start(self) -> None:  # noqa: B027 - a no-op is the right default
+        """Begin background upkeep or warm-up, if the backend has any. Returns promptly (within
+        the backend's own timeouts), and never fails because the store is unreachable: a
+        replica starts, not ready, while its store is down."""
+
     async def aclose(self) -> None:  # noqa: B027 - a no-op is the right default
-        """Release connections; the store is unusable afterwards."""
+        """Stop background upkeep and release connections; the store is unusable afterwards."""
+
+    def size_metrics(self) -> list[StoreMetric]:
+        """What this store holds, for `/metrics`; none by default.
+
+        Called on every scrape, so it must be cheap, do no I/O and change nothing: no expiry,
+        no eviction, no reordering. Scraping never alters what the store holds.
+        """
+        return []

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import threading
 import time
 from collections import OrderedDict, deque
@@ -10,7 +13,14 @@ from dataclasses import dataclass, field
 
 from langchain_core.messages import BaseMessage
 
-from service.history.base import ChatHistory, HistoryStore
+from service.history.base import ChatHistory, HistoryStore, StoreMetric
+
+logger = logging.getLogger(__name__)
+
+# How often a started store drops expired sessions nobody touches (or every TTL, if shorter).
+# A sweep walks every session under the lock: about a millisecond per 10k sessions, so once a
+# minute costs nothing, and expired history never lingers for long.
+SWEEP_INTERVAL_SECONDS = 60.0
 
 
 @dataclass
@@ -27,6 +37,10 @@ class MemoryStore(HistoryStore):
     `max_messages` per session (oldest dropped), and a sliding TTL refreshed on every append
     (0 disables it). A lock makes every operation atomic, because
     the sync `BaseChatMessageHistory` methods may be called from worker threads.
+
+    Expired sessions are dropped when next touched, by `sweep()`, and, once `start()`ed, by a
+    background sweep every `sweep_interval_seconds` (default: 60 s, or the TTL if shorter).
+    Until then they are still held, and still counted by `size_metrics()`.
     """
 
     backend = "memory"
@@ -39,6 +53,7 @@ class MemoryStore(HistoryStore):
         ttl_seconds: int,
         max_total_messages: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sweep_interval_seconds: float | None = None,
     ) -> None:
         self.max_sessions = max_sessions
         self.max_total_messages = max_total_messages
@@ -49,8 +64,12 @@ class MemoryStore(HistoryStore):
         self._lock = threading.Lock()
         self._message_count = 0
         self.evictions = {"lru": 0, "ttl": 0}
+        if sweep_interval_seconds is None and ttl_seconds:
+            sweep_interval_seconds = min(SWEEP_INTERVAL_SECONDS, ttl_seconds)
+        self.sweep_interval_seconds = sweep_interval_seconds or SWEEP_INTERVAL_SECONDS
+        self._sweeper: asyncio.Task[None] | None = None
 
-    # -- sizes, read by /metrics -------------------------------------------------------------
+    # -- sizes -------------------------------------------------------------------------------
     @property
     def session_count(self) -> int:
         return len(self._sessions)
@@ -58,6 +77,64 @@ class MemoryStore(HistoryStore):
     @property
     def message_count(self) -> int:
         return self._message_count
+
+    def size_metrics(self) -> list[StoreMetric]:
+        """Sessions, messages and evictions as they stand: a read under the lock, nothing
+        swept or reordered, so expired sessions not yet swept are still counted."""
+        with self._lock:
+            sessions, messages = len(self._sessions), self._message_count
+            evictions: dict[tuple[str, ...], float] = {
+                (reason,): n for reason, n in sorted(self.evictions.items())
+            }
+        return [
+            StoreMetric(
+                "chat_history_memory_sessions",
+                "Sessions held in this process (memory backend), expired ones not yet swept "
+                "included.",
+                "gauge",
+                {(): sessions},
+            ),
+            StoreMetric(
+                "chat_history_memory_messages",
+                "Messages held in this process (memory backend), expired ones not yet swept "
+                "included.",
+                "gauge",
+                {(): messages},
+            ),
+            StoreMetric(
+                "chat_history_memory_evictions",
+                "Sessions evicted, by reason (lru, ttl).",
+                "counter",
+                evictions,
+                labels=("reason",),
+            ),
+            StoreMetric(
+                "chat_history_memory_max_sessions",
+                "The session cap (MEMORY_MAX_SESSIONS).",
+                "gauge",
+                {(): self.max_sessions},
+            ),
+        ]
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Sweep expired sessions in the background until `aclose()`."""
+        if self.ttl_seconds and self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep_periodically(), name="memory-sweep")
+
+    async def _sweep_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval_seconds)
+            dropped = self.sweep()
+            if dropped:
+                logger.debug("swept %d expired sessions", dropped)
+
+    async def aclose(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
 
     # -- operations --------------------------------------------------------------------------
     def _live(self, session_id: str, now: float) -> _Session | None:

@@ -7,8 +7,10 @@ import time
 
 import httpx
 from langchain_core.messages import AIMessage, HumanMessage
+from prometheus_client import generate_latest
 
 from service.history.memory import MemoryStore
+from service.metrics import Metrics
 from tests.conftest import app_client, make_settings
 
 
@@ -112,3 +114,55 @@ def test_total_message_cap_evicts_least_recently_used_sessions() -> None:
     assert (store.message_count, store.evictions["lru"]) == (6, 1)
     store.append("d", [m for i in range(1, 4) for m in pair(i)])  # d alone holds 8 > 6
     assert store.session_count == 1 and len(store.read("d")) == 8  # the writer is kept
+
+
+def test_scraping_metrics_changes_nothing_and_expired_sessions_go_the_normal_way() -> None:
+    clock = Clock()
+    store = MemoryStore(max_sessions=10, max_messages=10, ttl_seconds=60, clock=clock)
+    metrics = Metrics()
+    metrics.watch_store(store)
+    store.append("old", pair(0))
+    clock.now += 30
+    store.append("kept", pair(0))
+    clock.now += 40  # old expired 10 s ago; kept has 20 s left
+    for _ in range(2):
+        text = generate_latest(metrics.registry).decode()
+        assert metric(text, "chat_history_memory_sessions") == 2  # old is still held
+        assert metric(text, "chat_history_memory_messages") == 4
+        assert 'chat_history_memory_evictions_total{reason="ttl"} 0.0' in text
+        assert 'chat_history_memory_evictions_total{reason="lru"} 0.0' in text
+        assert metric(text, "chat_history_memory_max_sessions") == 10
+    assert (store.session_count, store.message_count, store.evictions) == (
+        2,
+        4,
+        {"lru": 0, "ttl": 0},
+    )
+    assert store.read("old") == []  # the normal path: expired when touched
+    text = generate_latest(metrics.registry).decode()
+    assert metric(text, "chat_history_memory_sessions") == 1
+    assert metric(text, "chat_history_memory_messages") == 2
+    assert 'chat_history_memory_evictions_total{reason="ttl"} 1.0' in text
+
+
+async def test_a_started_store_sweeps_expired_sessions_in_the_background() -> None:
+    clock = Clock()
+    store = MemoryStore(
+        max_sessions=10, max_messages=10, ttl_seconds=60, clock=clock, sweep_interval_seconds=0.01
+    )
+    await store.start()
+    try:
+        store.append("a", pair(0))
+        clock.now += 61
+        deadline = time.monotonic() + 5
+        while store.session_count and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert (store.session_count, store.message_count, store.evictions["ttl"]) == (0, 0, 1)
+    finally:
+        await store.aclose()
+    assert [t for t in asyncio.all_tasks() if t.get_name() == "memory-sweep"] == []
+
+
+def test_the_sweep_runs_at_least_once_per_ttl() -> None:
+    assert MemoryStore(max_sessions=1, max_messages=2, ttl_seconds=1).sweep_interval_seconds == 1
+    default = MemoryStore(max_sessions=1, max_messages=2, ttl_seconds=7 * 24 * 3600)
+    assert default.sweep_interval_seconds == 60

@@ -1,0 +1,18 @@
+"""The session-id rule of the HTTP contract, and the check every route applies."""
+
+from __future__ import annotations
+
+import re
+
+from service.errors import ApiError
+
+MAX_SESSION_ID_LENGTH = 128
+SESSION_ID_PATTERN = re.compile(rf"^[A-Za-z0-9._:@-]{{1,{MAX_SESSION_ID_LENGTH}}}$")
+SESSION_ID_RULE = f"1-{MAX_SESSION_ID_LENGTH} ASCII letters, digits and ._:@-"
+
+
+def checked_session_id(session_id: str) -> str:
+    """`session_id` if it follows the rule, else `ApiError` 422 `invalid_request` naming it."""
+    if not SESSION_ID_PATTERN.fullmatch(session_id):
+        raise ApiError(422, "invalid_request", f"session_id must be {SESSION_ID_RULE}")
+    return session_id

@@ -1,0 +1,93 @@
+"""A replica that has just started (scale-up, rolling restart) takes a burst without a 503."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import redis
+
+from tests.conftest import app_client, make_settings
+from tests.redis_server import RedisServer
+
+BURST = 50
+STARTS = 20
+
+
+async def wait_ready(client: httpx.AsyncClient, within: float = 10.0) -> None:
+    """Poll /readyz like a kubelet: a Service sends traffic only to ready replicas."""
+    deadline = time.monotonic() + within
+    status = -1
+    while time.monotonic() < deadline:
+        status = (await client.get("/readyz")).status_code
+        if status == 200:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"/readyz answered {status}, not 200, for {within} s")
+
+
+async def test_a_freshly_started_replica_answers_a_burst_of_fifty_turns(redis_url: str) -> None:
+    failures: list[tuple[int, int, str]] = []
+    for start in range(STARTS):
+        # A new app each time: a new lifespan, a new (cold) connection pool.
+        async with app_client(make_settings("redis", redis_url)) as client:
+            await wait_ready(client)
+            results = await asyncio.gather(
+                *(
+                    client.post("/v1/chat", json={"session_id": f"c{start}-{i}", "message": "hi"})
+                    for i in range(BURST)
+                )
+            )
+        failures += [(start, r.status_code, r.text) for r in results if r.status_code != 200]
+    assert failures == []
+    assert redis.Redis.from_url(redis_url).dbsize() == STARTS * BURST  # every turn stored
+
+
+def chat_clients(url: str) -> int:
+    """Connections to the server at `url` other than the one asking."""
+    server = redis.Redis.from_url(url)
+    me = server.client_id()
+    return sum(1 for c in server.client_list() if int(c["id"]) != me)
+
+
+def connections_opened(url: str) -> int:
+    return int(redis.Redis.from_url(url).info("stats")["total_connections_received"])
+
+
+async def test_a_started_replica_holds_its_warm_connections_and_a_burst_opens_none(
+    redis_url: str,
+) -> None:
+    async with app_client(make_settings("redis", redis_url)) as client:
+        assert chat_clients(redis_url) == 64  # REDIS_WARM_CONNECTIONS, the whole pool
+        await wait_ready(client)
+        before = connections_opened(redis_url)
+        results = await asyncio.gather(
+            *(client.post("/v1/chat", json={"message": f"m{i}"}) for i in range(BURST))
+        )
+        assert [r.status_code for r in results] == [200] * BURST
+        assert connections_opened(redis_url) - before == 1  # the second check's own
+
+
+async def test_warming_is_bounded_by_the_pool_and_can_be_turned_off(redis_url: str) -> None:
+    small = make_settings("redis", redis_url, redis_max_connections=8)
+    async with app_client(small):
+        assert chat_clients(redis_url) == 8
+    async with app_client(make_settings("redis", redis_url, redis_warm_connections=0)):
+        assert chat_clients(redis_url) == 0
+
+
+async def test_a_replica_starts_while_redis_is_down_and_warms_once_it_is_back(
+    own_redis: RedisServer,
+) -> None:
+    own_redis.stop()
+    started = time.monotonic()
+    async with app_client(make_settings("redis", own_redis.url)) as client:
+        assert time.monotonic() - started < 2  # the failed warm-up delays startup, briefly
+        assert (await client.get("/healthz")).status_code == 200
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["error"]["code"] == "history_unavailable"
+        own_redis.start()  # same port
+        await wait_ready(client)
+        assert chat_clients(own_redis.url) == 64  # readiness warmed the pool first

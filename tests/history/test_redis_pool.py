@@ -1,0 +1,67 @@
+"""Warming the Redis pool: a few connections at a time, idle ones count, nothing leaks."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import redis
+import redis.asyncio as aredis
+
+from service.history.redis_pool import build_async_client, warm_pool
+from tests.conftest import make_settings
+
+
+class ConnectCounter:
+    """Counts connects of async connections that were not connected yet, and their peak."""
+
+    def __init__(self) -> None:
+        self.opened = self.in_flight = self.peak = 0
+
+
+@pytest.fixture
+def connects(monkeypatch: pytest.MonkeyPatch) -> ConnectCounter:
+    counter = ConnectCounter()
+    original = aredis.Connection.connect
+
+    async def counting(self: aredis.Connection) -> None:
+        if self.is_connected:
+            return await original(self)
+        counter.in_flight += 1
+        counter.peak = max(counter.peak, counter.in_flight)
+        try:
+            await original(self)
+            counter.opened += 1
+        finally:
+            counter.in_flight -= 1
+
+    monkeypatch.setattr(aredis.Connection, "connect", counting)
+    return counter
+
+
+@asynccontextmanager
+async def pool_for(url: str, max_connections: int) -> AsyncIterator[aredis.ConnectionPool]:
+    client = build_async_client(make_settings("redis", url, redis_max_connections=max_connections))
+    try:
+        yield client.connection_pool
+    finally:
+        await client.aclose()
+        await client.connection_pool.disconnect()
+
+
+async def test_warming_opens_connections_a_few_at_a_time_and_counts_idle_ones(
+    redis_url: str, connects: ConnectCounter
+) -> None:
+    async with pool_for(redis_url, 16) as pool:
+        await warm_pool(pool, 10, concurrency=3)
+        assert (connects.opened, connects.peak) == (10, 3)
+        await warm_pool(pool, 12, concurrency=3)  # 10 are open already
+        assert connects.opened == 12
+
+
+async def test_a_failed_warm_up_raises_and_leaves_nothing_checked_out(redis_url: str) -> None:
+    async with pool_for(redis_url, 2) as pool:
+        with pytest.raises(redis.ConnectionError, match="No connection available"):
+            await warm_pool(pool, 3)  # two open, the third finds the pool full
+        await warm_pool(pool, 2)  # would find no free connection if one had leaked
