@@ -12,7 +12,7 @@ import pytest
 
 from service.config import Settings
 from service.main import create_app
-from testsupport import RedisServer
+from testsupport import RedisServer, await_until
 
 
 @pytest.fixture(scope="session")
@@ -58,6 +58,15 @@ async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
             yield client
+
+
+async def wait_ready(client: httpx.AsyncClient, within: float = 10.0) -> None:
+    """Poll /readyz like a kubelet until it answers 200 (a Service routes only to ready pods)."""
+
+    async def ready() -> bool:
+        return (await client.get("/readyz")).status_code == 200
+
+    await await_until(ready, timeout_s=within, what="/readyz to answer 200")
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import os
 import shutil
@@ -9,7 +10,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import IO
 
@@ -74,6 +75,22 @@ def wait_until(
         if time.monotonic() >= deadline:
             raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
         time.sleep(interval_s)
+
+
+async def await_until(
+    condition: Callable[[], Awaitable[bool]],
+    *,
+    timeout_s: float,
+    what: str,
+    interval_s: float = 0.05,
+) -> None:
+    """wait_until for a coroutine condition, sleeping without blocking the event loop (an app
+    served in-process keeps running while a test polls it)."""
+    deadline = time.monotonic() + timeout_s
+    while not await condition():
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        await asyncio.sleep(interval_s)
 
 
 def wait_for_http(process: Process, url: str, *, timeout_s: float) -> None:

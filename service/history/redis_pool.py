@@ -1,8 +1,9 @@
-"""The process's one Redis connection pool: how it is built, and how it is warmed."""
+"""The process's one Redis connection pool: how it is built, paced and warmed."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import redis
 import redis.asyncio as aredis
@@ -12,11 +13,44 @@ from redis.backoff import ExponentialBackoff
 
 from service.config import Settings
 
-# Connections opened at once while warming. Every connect races its own connect timeout, but
-# the event loop completes connects one after another: opening 50 together under CPU
-# contention took up to 0.5 s each (and timed out), 4 at a time took at most 80 ms each
-# (docs/configuration.md, REDIS_WARM_CONNECTIONS).
-WARM_CONCURRENCY = 4
+# Connections opened at once. Every connect races its own connect timeout, but the event loop
+# completes connects one after another: opening 50 together under CPU contention took up to
+# 0.5 s each (and timed out), 4 at a time took at most 80 ms each (docs/configuration.md,
+# REDIS_WARM_CONNECTIONS). A burst meets a cold pool at startup and again after every Redis
+# restart (every pooled connection is dead then), so the pool itself paces its connects.
+CONNECT_CONCURRENCY = 4
+WARM_CONCURRENCY = CONNECT_CONCURRENCY
+
+
+class PacedConnectionPool(aredis.BlockingConnectionPool):
+    """A `BlockingConnectionPool` that (re)connects at most `CONNECT_CONCURRENCY` connections
+    at a time. A healthy pooled connection takes the usual path (one non-blocking check); only
+    a connection that must be opened or reopened waits its turn, for at most `connect_wait`
+    seconds, then fails with `redis.ConnectionError` like any failed connect (so a dead store
+    still answers 503 fast instead of queueing every request behind timeouts)."""
+
+    def __init__(self, *, connect_wait: float, **options: Any) -> None:
+        super().__init__(**options)
+        self._connect_wait = connect_wait
+        self._connecting = asyncio.Semaphore(CONNECT_CONCURRENCY)
+
+    async def ensure_connection(self, connection: AbstractConnection) -> None:
+        maint = self.maint_notifications_enabled()  # type: ignore[no-untyped-call]  # untyped in redis-py
+        if connection.is_connected and not maint:
+            try:
+                if not await connection.can_read():
+                    return  # open, nothing unread: ready to send
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                pass  # dead socket (e.g. Redis restarted): reopen it below, paced
+        try:
+            async with asyncio.timeout(self._connect_wait):
+                await self._connecting.acquire()
+        except TimeoutError as exc:
+            raise redis.ConnectionError("too many Redis connections being opened") from exc
+        try:
+            await super().ensure_connection(connection)
+        finally:
+            self._connecting.release()
 
 
 def build_async_client(settings: Settings) -> aredis.Redis:
@@ -25,8 +59,10 @@ def build_async_client(settings: Settings) -> aredis.Redis:
     Only connection errors are retried: a write that timed out may have been applied, and
     retrying it could store the turn twice; the caller gets a 503 and may resend the turn.
     """
-    pool = aredis.BlockingConnectionPool.from_url(
+    pool = PacedConnectionPool.from_url(
         settings.redis_url,
+        # Waiting for a turn to connect: the same budget as one command (connect + reply).
+        connect_wait=settings.redis_connect_timeout_seconds + settings.redis_socket_timeout_seconds,
         password=settings.redis_password.get_secret_value() if settings.redis_password else None,
         max_connections=settings.redis_max_connections,
         timeout=settings.redis_connect_timeout_seconds,  # wait for a free pooled connection

@@ -5,26 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 
-import httpx
 import redis
 
-from tests.conftest import app_client, make_settings
-from tests.redis_server import RedisServer
+from tests.conftest import app_client, make_settings, wait_ready
+from testsupport import RedisServer
 
 BURST = 50
 STARTS = 20
-
-
-async def wait_ready(client: httpx.AsyncClient, within: float = 10.0) -> None:
-    """Poll /readyz like a kubelet: a Service sends traffic only to ready replicas."""
-    deadline = time.monotonic() + within
-    status = -1
-    while time.monotonic() < deadline:
-        status = (await client.get("/readyz")).status_code
-        if status == 200:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"/readyz answered {status}, not 200, for {within} s")
+RESTARTS = 10
 
 
 async def test_a_freshly_started_replica_answers_a_burst_of_fifty_turns(redis_url: str) -> None:
@@ -91,3 +79,27 @@ async def test_a_replica_starts_while_redis_is_down_and_warms_once_it_is_back(
         own_redis.start()  # same port
         await wait_ready(client)
         assert chat_clients(own_redis.url) == 64  # readiness warmed the pool first
+
+
+async def test_after_a_redis_restart_the_first_burst_reconnects_without_a_503(
+    own_redis: RedisServer,
+) -> None:
+    # Every pooled connection dies with Redis: the next burst meets a pool that must reopen
+    # them all, the cold-start burst again. The pool paces those connects too.
+    async with app_client(make_settings("redis", own_redis.url)) as client:
+        await wait_ready(client)
+        failures: list[tuple[int, int, str]] = []
+        for restart in range(RESTARTS):
+            own_redis.kill()
+            own_redis.start()  # same port, same AOF
+            await wait_ready(client)
+            results = await asyncio.gather(
+                *(
+                    client.post("/v1/chat", json={"session_id": f"r{restart}-{i}", "message": "x"})
+                    for i in range(BURST)
+                )
+            )
+            failures += [(restart, r.status_code, r.text) for r in results if r.status_code != 200]
+        assert failures == []
+        with own_redis.client() as server:
+            assert server.dbsize() == RESTARTS * BURST  # every turn stored, none twice

@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import time
 
-import httpx
-
-from tests.conftest import app_client, make_settings
+from tests.conftest import app_client, make_settings, wait_ready
 from testsupport import RedisServer
-
-
-async def poll_status(client: httpx.AsyncClient, path: str, want: int, within: float) -> int:
-    deadline = time.monotonic() + within
-    status = -1
-    while time.monotonic() < deadline:
-        status = (await client.get(path)).status_code
-        if status == want:
-            break
-        await asyncio.sleep(0.05)
-    return status
 
 
 async def test_redis_outage_is_a_fast_503_and_the_service_recovers_alone(
@@ -45,7 +31,7 @@ async def test_redis_outage_is_a_fast_503_and_the_service_recovers_alone(
         assert (await client.delete("/v1/sessions/o")).status_code == 503
 
         own_redis.start()  # same port, same AOF: the data is back
-        assert await poll_status(client, "/readyz", 200, within=10) == 200
+        await wait_ready(client)
         r = await client.post("/v1/chat", json={"session_id": "o", "message": "what is my name?"})
         assert r.status_code == 200
         assert r.json()["history_length"] == 2  # the failed turn stored nothing
@@ -71,7 +57,7 @@ async def test_a_hung_redis_times_out_within_two_seconds(own_redis: RedisServer)
             assert time.monotonic() - started < 2
         finally:
             own_redis.process.send(signal.SIGCONT)
-        assert await poll_status(client, "/readyz", 200, within=10) == 200
+        await wait_ready(client)
         r = await client.post("/v1/chat", json={"session_id": "h", "message": "z"})
         assert r.json()["history_length"] == 2  # the timed-out turn was not stored
 

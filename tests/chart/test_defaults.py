@@ -95,6 +95,7 @@ def test_every_variable_the_chart_sets_is_the_service_default_or_says_why(
         if path in overridden:
             continue
         annotation = Settings.model_fields[variable.lower()].annotation
+        assert annotation is not None
         value = TypeAdapter(annotation).validate_python(rendered)
         if path in differs:
             assert value != default, f"{path} says it differs from the service, but it does not"

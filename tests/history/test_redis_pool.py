@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import pytest
 import redis
 import redis.asyncio as aredis
 
-from service.history.redis_pool import build_async_client, warm_pool
+from service.history.redis_pool import CONNECT_CONCURRENCY, build_async_client, warm_pool
 from tests.conftest import make_settings
 
 
@@ -23,7 +24,7 @@ class ConnectCounter:
 @pytest.fixture
 def connects(monkeypatch: pytest.MonkeyPatch) -> ConnectCounter:
     counter = ConnectCounter()
-    original = aredis.Connection.connect
+    original: Callable[[aredis.Connection], Awaitable[None]] = aredis.Connection.connect
 
     async def counting(self: aredis.Connection) -> None:
         if self.is_connected:
@@ -65,3 +66,15 @@ async def test_a_failed_warm_up_raises_and_leaves_nothing_checked_out(redis_url:
         with pytest.raises(redis.ConnectionError, match="No connection available"):
             await warm_pool(pool, 3)  # two open, the third finds the pool full
         await warm_pool(pool, 2)  # would find no free connection if one had leaked
+
+
+async def test_a_burst_on_a_cold_pool_opens_a_few_connections_at_a_time(
+    redis_url: str, connects: ConnectCounter
+) -> None:
+    # No warm-up: 50 commands at once must not start 50 connects racing one connect timeout
+    # (under CPU contention they time out: a 503 burst at every start and Redis restart).
+    async with pool_for(redis_url, 64) as pool:
+        client = aredis.Redis(connection_pool=pool)
+        await asyncio.gather(*(client.ping() for _ in range(50)))
+        assert connects.peak == CONNECT_CONCURRENCY
+        assert connects.opened == 50
