@@ -48,7 +48,9 @@ class LeaseLost(HistoryUnavailable):
 @dataclass(frozen=True)
 class ThreadLease:
     """The right to run one turn on `thread_id`. `token` is `<fence>:<nonce>` (empty for an
-    in-process lock); `fence` increases with every lease taken on the thread."""
+    in-process lock). `fence` increases with every lease taken on a thread that has data; on a
+    thread with none it starts again from 1 once the last lease expired (there is nothing to
+    protect, and the random nonce still tells any two leases apart)."""
 
     thread_id: str
     token: str = ""

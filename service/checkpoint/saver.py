@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 import random
-import secrets
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 
 import redis
@@ -23,14 +20,13 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from service.checkpoint import ops
 from service.checkpoint.clients import AsyncClient, SyncClient, acall, call
-from service.checkpoint.lease import ThreadLease, aacquire, acquire
+from service.checkpoint.leasing import RedisLeases
 from service.history.redis import RoundTripHook
 
-logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class RedisCheckpointSaver(BaseCheckpointSaver[str]):
+class RedisCheckpointSaver(RedisLeases, BaseCheckpointSaver[str]):
     """A LangGraph checkpointer whose threads live in plain Redis or Valkey (>= 7, no modules).
 
     Give it a `redis.asyncio` client (native async methods), a sync one, or both; standalone or
@@ -251,41 +247,3 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         else:
             counter = int(current.split(".")[0])
         return f"{counter + 1:032}.{random.random():016}"
-
-    # -- leases: one turn at a time per thread, across replicas -----------------------------
-    @asynccontextmanager
-    async def alease(
-        self, thread_id: str, *, wait_seconds: float | None = None
-    ) -> AsyncIterator[ThreadLease]:
-        """Hold `thread_id` for one turn: pass `lease.config()` to the agent. Waits at most
-        `wait_seconds` (default `lease_wait_seconds`) for the turn before, then `ThreadBusy`.
-        The lease expires after `lease_seconds` even if its holder dies; from then on the
-        holder's writes are refused (`LeaseLost`)."""
-        wait_s = self.lease_wait_seconds if wait_seconds is None else wait_seconds
-        nonce = secrets.token_hex(8)
-        lease = await aacquire(
-            thread_id, wait_s, lambda: self._arun(ops.try_acquire(self.settings, thread_id, nonce))
-        )
-        try:
-            yield lease
-        finally:
-            try:
-                await self._arun(ops.release(self.settings, thread_id, lease.token))
-            except Exception:  # the turn's outcome stands; the lease expires by itself
-                logger.warning("could not release the lease on a thread", exc_info=True)
-
-    @contextmanager
-    def lease(self, thread_id: str, *, wait_seconds: float | None = None) -> Iterator[ThreadLease]:
-        """The sync twin of `alease`."""
-        wait_s = self.lease_wait_seconds if wait_seconds is None else wait_seconds
-        nonce = secrets.token_hex(8)
-        held = acquire(
-            thread_id, wait_s, lambda: self._run(ops.try_acquire(self.settings, thread_id, nonce))
-        )
-        try:
-            yield held
-        finally:
-            try:
-                self._run(ops.release(self.settings, thread_id, held.token))
-            except Exception:
-                logger.warning("could not release the lease on a thread", exc_info=True)
