@@ -64,6 +64,14 @@ class LocalRedisCluster:
         for node in self.nodes:
             node.stop()
 
+    def owner_of(self, slot: int) -> int:
+        """The port of the primary that serves `slot`."""
+        with self.nodes[0].client() as c:
+            for start, end, primary, *_ in c.execute_command("CLUSTER", "SLOTS"):
+                if start <= slot <= end:
+                    return int(primary[1])
+        raise ValueError(f"slot {slot} is not served")
+
     def flushall(self) -> None:
         for node in self.nodes:
             with node.client() as c:
