@@ -52,19 +52,25 @@ SaverFactory = Callable[..., RedisCheckpointSaver]
 
 
 @pytest.fixture
-async def new_saver(redis_url: str) -> AsyncIterator[SaverFactory]:
-    """Makes savers (`from_url` keyword arguments) on the shared, emptied redis-server, each with
-    clients of its own (a replica), all closed after the test whatever its outcome."""
+async def saver_on() -> AsyncIterator[Callable[..., RedisCheckpointSaver]]:
+    """Makes savers, `saver_on(url, **from_url_options)`, each with clients of its own (a
+    replica), all closed after the test whatever its outcome."""
     made: list[RedisCheckpointSaver] = []
 
-    def make(**kwargs: Any) -> RedisCheckpointSaver:
-        made.append(RedisCheckpointSaver.from_url(redis_url, **kwargs))
+    def make(url: str, **kwargs: Any) -> RedisCheckpointSaver:
+        made.append(RedisCheckpointSaver.from_url(url, **kwargs))
         return made[-1]
 
     yield make
     for s in made:
         await s.aclose()
         s.close()
+
+
+@pytest.fixture
+def new_saver(saver_on: Callable[..., RedisCheckpointSaver], redis_url: str) -> SaverFactory:
+    """Makes savers (`from_url` keyword arguments) on the shared, emptied redis-server."""
+    return lambda **kwargs: saver_on(redis_url, **kwargs)
 
 
 @pytest.fixture

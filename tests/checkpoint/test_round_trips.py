@@ -10,10 +10,12 @@ import pytest
 import redis
 import redis.asyncio as aredis
 
+from service.checkpoint import lua
 from tests.checkpoint.conftest import SaverFactory, make_agent, say, user_text
 
 # create_agent (no tools), one turn: read the head, then 3 checkpoints and 2 sets of writes (in
 # an order LangGraph does not fix: a checkpoint's writes may overtake it), inside a lease.
+SCRIPTS = [lua.ACQUIRE, lua.GET, lua.PUT, lua.PUT_WRITES, lua.RELEASE]
 TURN = Counter({"acquire": 1, "get": 1, "put": 3, "put_writes": 2, "release": 1})
 
 
@@ -63,3 +65,25 @@ async def test_a_turn_is_eight_round_trips_at_2_20_and_200_prior_turns(
         assert not {"scan", "keys", "eval"} & set(commands)
     # Inside the scripts too: the same commands, the same number of times.
     assert per_turn[2][2] == per_turn[20][2] == per_turn[200][2]
+
+
+async def test_a_lost_script_cache_costs_one_more_round_trip_per_script_once(
+    new_saver: SaverFactory, server: redis.Redis
+) -> None:
+    hook: list[str] = []
+    saver = new_saver(on_round_trip=hook.append)
+    agent = make_agent(saver)
+    async with saver.alease("t") as lease:
+        await say(agent, lease.config(), "warm")
+    server.script_flush()  # what a restarted or failed-over server has: no scripts cached
+    costs = []
+    for _ in range(2):
+        hook.clear()
+        async with saver.alease("t") as lease:
+            await say(agent, lease.config(), "again")
+        costs.append(len(hook))
+    # One more round trip (EVAL) for each call that found its script missing: once per script
+    # (5 in a turn), or per call when LangGraph sends a put and its writes concurrently.
+    assert 8 + 5 <= costs[0] <= 8 + 8
+    assert costs[1] == 8
+    assert server.script_exists(*[s.sha for s in SCRIPTS]) == [True] * len(SCRIPTS)
