@@ -9,7 +9,7 @@ from typing import Any
 
 import redis
 import redis.asyncio as aredis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisClusterException
 
 from service.checkpoint.lease import LeaseLost
 from service.checkpoint.ops import Call, Delete, Scan
@@ -31,7 +31,7 @@ def _round_trip(op: str, hook: RoundTripHook | None) -> Iterator[None]:
         if str(exc).startswith(("FENCED", "LEASED")):
             raise LeaseLost(str(exc).split(" script:")[0]) from exc
         raise HistoryUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
-    except redis.RedisError as exc:
+    except (redis.RedisError, RedisClusterException) as exc:  # the latter: e.g. no slot owner
         raise HistoryUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
     finally:
         if hook is not None:

@@ -19,7 +19,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 
@@ -62,11 +61,12 @@ class ThreadLease:
     def config(self, config: RunnableConfig | None = None) -> RunnableConfig:
         """`config` (or a new one) aimed at this thread and carrying the lease, for
         `agent.invoke/ainvoke`: every checkpoint write of the turn is then fenced."""
-        base: dict[str, Any] = dict(config or {})
-        configurable = {**base.get("configurable", {}), "thread_id": self.thread_id}
+        result = RunnableConfig(**(config or {}))  # a copy: the caller's config is not changed
+        configurable = {**result.get("configurable", {}), "thread_id": self.thread_id}
         if self.token:
             configurable[LEASE_CONFIG_KEY] = self.token
-        return RunnableConfig(**{**base, "configurable": configurable})  # type: ignore[typeddict-item]
+        result["configurable"] = configurable
+        return result
 
 
 def _delays(wait_s: float) -> Iterator[float]:

@@ -17,6 +17,9 @@ from langgraph.checkpoint.base import (
     CheckpointTuple,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from service.checkpoint import ops
 from service.checkpoint.clients import AsyncClient, SyncClient, acall, call
@@ -40,16 +43,24 @@ class RedisCheckpointSaver(RedisLeases, BaseCheckpointSaver[str]):
       resuming from a `checkpoint_id`) reach only the kept checkpoints; `create_agent` writes 3
       per turn, so the default 4 keeps the last turn. Parent links to dropped checkpoints dangle
       (`get_tuple` on them is None). `prune(strategy="keep_latest")` is the same rule with 1.
+      Each subgraph task has a namespace of its own, bounded separately: a graph that runs
+      subgraphs on every turn still grows with its turns. Not for `DeltaChannel` graphs, which
+      rebuild state from ancestors that retention drops.
     - **Sliding TTL**: with `ttl_seconds` > 0 every key of a thread gets that TTL on every write,
       the same for all, so no key outlives the thread; 0 = never expire.
-    - **One slot per thread**: every key carries the hash tag `{<thread_id>}` (layout.py); no
-      KEYS/SCAN on a turn's path (SCAN only in `list(None)` and `delete_for_runs`, admin).
+    - **One slot per thread**: every key carries the hash tag `{<thread_id>}` (escaped, see
+      layout.py); no KEYS/SCAN on a turn's path (SCAN only in `list(None)` and
+      `delete_for_runs`, admin calls that visit every thread).
     - **One round trip per call**: `put`, `put_writes`, `get_tuple` are one EVALSHA each
       (`create_agent`: 6 per turn, whatever the thread's length), each counted by
       `on_round_trip(op)`; a NOSCRIPT fallback to EVAL counts as a second one.
     - **Fenced**: a config from `lease.config()` carries the turn's lease; writes of a turn whose
       lease expired or was taken raise `LeaseLost`, writes without a lease are refused while
-      another turn holds one. `alease`/`lease` serialize turns on a thread across replicas.
+      another turn holds one. `alease`/`lease` serialize turns on a thread across replicas;
+      `lease_seconds` must exceed the longest turn (model timeout included), and is how long a
+      thread stays blocked when its holder dies. Admin calls (`delete_thread`, `prune`,
+      `delete_for_runs`, `copy_thread`) are not fenced; deleting a thread also deletes its
+      lease, so a turn still running on it cannot bring it back.
     - **Failures** of the store raise `HistoryUnavailable` (a subclass for the above); a refused
       or failed script has written nothing.
 
@@ -98,14 +109,19 @@ class RedisCheckpointSaver(RedisLeases, BaseCheckpointSaver[str]):
         cluster: bool = False,
         timeout_seconds: float = 5.0,
         connect_timeout_seconds: float = 2.0,
+        retries: int = 1,
         **kwargs: Any,
     ) -> RedisCheckpointSaver:
-        """A saver with its own sync and async clients for `url` (`cluster=True`: any node of a
-        Redis Cluster), explicit timeouts, no retries (a write that timed out may have been
-        applied). Close it with `close()`/`aclose()`. The sync cluster client connects here."""
+        """A saver with sync and async clients of its own for `url` (`cluster=True`: any node of
+        a Redis Cluster), `kwargs` for the constructor. Timeouts are explicit; only connection
+        errors are retried (`retries` times; a timed-out script may have run), and a cluster
+        client keeps its own retries, which follow failovers. No hidden PINGs (they would add
+        round trips). Close it with `close()` and `aclose()`. The sync cluster client connects
+        here, to learn the slots; nothing else does I/O before the first call."""
         options: dict[str, Any] = {
             "socket_timeout": timeout_seconds,
             "socket_connect_timeout": connect_timeout_seconds,
+            "health_check_interval": 0,
         }
         if cluster:
             return cls(
@@ -113,10 +129,15 @@ class RedisCheckpointSaver(RedisLeases, BaseCheckpointSaver[str]):
                 async_client=aredis.cluster.RedisCluster.from_url(url, **options),
                 **kwargs,
             )
-        options |= {"health_check_interval": 0, "retry_on_timeout": False}
+        backoff = ExponentialBackoff(cap=1.0, base=0.05)
+        errors = (redis.ConnectionError,)
         return cls(
-            client=redis.Redis.from_url(url, **options),
-            async_client=aredis.Redis.from_url(url, **options),
+            client=redis.Redis.from_url(
+                url, retry=Retry(backoff, retries, supported_errors=errors), **options
+            ),
+            async_client=aredis.Redis.from_url(
+                url, retry=AsyncRetry(backoff, retries, supported_errors=errors), **options
+            ),
             **kwargs,
         )
 

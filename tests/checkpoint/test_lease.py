@@ -7,12 +7,19 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from typing import Any
 
 import pytest
 import redis
 from langchain_core.messages import BaseMessage
 
-from service.checkpoint import LeaseLost, RedisCheckpointSaver, ThreadBusy
+from service.checkpoint import (
+    LEASE_CONFIG_KEY,
+    LeaseLost,
+    RedisCheckpointSaver,
+    ThreadBusy,
+    ThreadLease,
+)
 from service.checkpoint.layout import ThreadKeys
 from tests.checkpoint.conftest import SaverFactory, make_agent, say, thread
 
@@ -143,3 +150,19 @@ def test_the_sync_lease_serializes_sync_turns(saver: RedisCheckpointSaver) -> No
             state = agent.invoke({"messages": [("user", text)]}, lease.config())
     assert re.match(r"Your name is Ada\.", state["messages"][-1].text)
     assert fences == [1, 2]
+    stored = saver.get_tuple(thread("sync"))
+    assert stored is not None
+    assert not any(LEASE_CONFIG_KEY in str(v) for v in stored.metadata.values())
+    assert LEASE_CONFIG_KEY not in stored.metadata
+
+
+def test_a_lease_config_keeps_the_callers_config_and_adds_the_thread_and_token() -> None:
+    lease = ThreadLease("t", "7:abc")
+    base: Any = {"recursion_limit": 5, "configurable": {"user": "u"}}
+    assert lease.config(base) == {
+        "recursion_limit": 5,
+        "configurable": {"user": "u", "thread_id": "t", LEASE_CONFIG_KEY: "7:abc"},
+    }
+    assert base == {"recursion_limit": 5, "configurable": {"user": "u"}}
+    assert lease.fence == 7
+    assert ThreadLease("t").config() == {"configurable": {"thread_id": "t"}}
