@@ -129,7 +129,7 @@ class Script:
         shebang = "#!lua" if self.writes else "#!lua flags=no-writes"
         source = f"{shebang}\n{_PRELUDE}\n{self.body}"
         object.__setattr__(self, "source", source)
-        object.__setattr__(self, "sha", hashlib.sha1(source.encode()).hexdigest())  # noqa: S324
+        object.__setattr__(self, "sha", hashlib.sha1(source.encode()).hexdigest())  # noqa: S324 - EVALSHA's name
 
 
 # ARGV: nonce, lease_ms, ttl. Returns the token '<fence>:<nonce>', or nil when the thread is held.
