@@ -1,5 +1,8 @@
 """One Redis call of an operation (ops.Call) over a sync or async client: counted, scripts by
-SHA with a fallback when the server lost them, errors mapped to the project's domain errors."""
+SHA with a fallback when the server lost them, errors mapped to the project's domain errors.
+
+The hook sees one call per EVALSHA, EVAL or DEL: each is one round trip. A SCAN (admin calls
+only) is reported once, however many cursor pages and nodes it took."""
 
 from __future__ import annotations
 
