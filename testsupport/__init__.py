@@ -1,6 +1,6 @@
 """Local process machinery shared by tests/, e2e/, bench/ and demo/: free ports, child
-processes that die with their parent, `redis-server`, nginx, uvicorn replicas, polling, and
-the lookup of the tools the repository builds (helm, kubectl).
+processes that die with their parent, `redis-server` (alone or as a local Redis Cluster), nginx,
+uvicorn replicas, polling, and the lookup of the tools the repository builds (helm, kubectl).
 
 Nothing here knows about pytest: the suites wrap these in fixtures of their own.
 """
@@ -19,11 +19,13 @@ from testsupport.procs import (
     wait_until,
 )
 from testsupport.redis import RedisServer
+from testsupport.redis_cluster import LocalRedisCluster
 from testsupport.replicas import Replica, service_env
 
 __all__ = [
     "LOOPBACK",
     "REPO_ROOT",
+    "LocalRedisCluster",
     "MissingTool",
     "Nginx",
     "Process",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,12 @@ class RedisServer:
     """
 
     def __init__(
-        self, workdir: Path, *, password: str | None = None, appendonly: bool = True
+        self,
+        workdir: Path,
+        *,
+        password: str | None = None,
+        appendonly: bool = True,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.binary = require_tool("redis-server")
         self.port = free_port()
@@ -39,6 +45,7 @@ class RedisServer:
         ]  # fmt: skip
         if password:
             argv += ["--requirepass", password]
+        argv += extra_args  # e.g. the cluster options of testsupport.redis_cluster
         self.process = Process("redis-server", argv, workdir / "redis.log")
         version = subprocess.run(
             [self.binary, "--version"], capture_output=True, text=True, check=False

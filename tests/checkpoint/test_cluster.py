@@ -1,0 +1,68 @@
+"""The saver unchanged on a real 3-primary Redis Cluster: a thread's keys share one slot, and
+conversations on threads spread over the primaries run and read back, async and sync."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.crc import key_slot
+
+from service.checkpoint import RedisCheckpointSaver
+from tests.checkpoint.conftest import make_agent, say, thread
+from testsupport import LocalRedisCluster
+
+THREADS = [f"conversation-{i}" for i in range(6)]
+
+
+@pytest.fixture
+async def cluster_saver(cluster_url: str) -> AsyncIterator[RedisCheckpointSaver]:
+    saver = RedisCheckpointSaver.from_url(cluster_url, cluster=True, ttl_seconds=600)
+    yield saver
+    await saver.aclose()
+    saver.close()
+
+
+async def test_conversations_run_and_read_back_on_a_three_primary_cluster(
+    cluster_saver: RedisCheckpointSaver, redis_cluster: LocalRedisCluster
+) -> None:
+    agent = make_agent(cluster_saver)
+    for thread_id in THREADS:
+        for text in ("my name is Ada", "how are you?", "what is my name?"):
+            async with cluster_saver.alease(thread_id) as lease:
+                await say(agent, lease.config(), text)
+    with cluster_saver.lease(THREADS[0]) as lease:  # the sync client, on the same threads
+        agent.invoke({"messages": [("user", "and now?")]}, lease.config())
+
+    reader = RedisCheckpointSaver.from_url(redis_cluster.url, cluster=True)  # another replica
+    read_agent = make_agent(reader)
+    for thread_id in THREADS:
+        messages = (await read_agent.aget_state(thread(thread_id))).values["messages"]
+        assert messages[5].text == "Your name is Ada. I can see 4 earlier messages."
+        assert len(messages) == (8 if thread_id == THREADS[0] else 6)
+    await reader.aclose()
+    reader.close()
+
+    # Each thread in one slot, the threads spread over every primary.
+    client = redis_cluster.client()
+    keys = [bytes(k).decode() for k in client.scan_iter("chat-history:ckpt:*")]
+    client.close()
+    slots = {
+        t: {key_slot(k.encode()) for k in keys if k.startswith(f"chat-history:ckpt:{{{t}}}")}
+        for t in THREADS
+    }
+    assert all(len(s) == 1 for s in slots.values()), slots
+    owners = {redis_cluster.owner_of(s.pop()) for s in slots.values()}
+    assert len(owners) == 3
+
+
+async def test_scripts_lost_by_the_cluster_are_sent_again(
+    cluster_saver: RedisCheckpointSaver, redis_cluster: LocalRedisCluster
+) -> None:
+    agent = make_agent(cluster_saver)
+    await say(agent, thread("t"), "warm")
+    for node in redis_cluster.nodes:
+        with node.client() as c:
+            c.script_flush()
+    messages = await say(agent, thread("t"), "after a flush")
+    assert len(messages) == 4
