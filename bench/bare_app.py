@@ -1,6 +1,6 @@
 """The framework's ceiling: a bare FastAPI app with the same request and response shapes as
 `POST /v1/chat`, touching no store and no model. Served exactly like the service:
-`uvicorn bench.bare_app:app` with the same flags (see bench/procs.py)."""
+`uvicorn bench.bare_app:app` with the same flags (see testsupport/replicas.py)."""
 
 from __future__ import annotations
 

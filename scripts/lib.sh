@@ -145,3 +145,44 @@ cluster_blocker() {
     echo "no containerd, and no Debian/Ubuntu apt-get to install it with runc and the CNI plugins"
   fi
 }
+
+# prepare_target ARGS... : the options shared by scripts/e2e.sh and scripts/demo.sh. Reads
+# --target local|kube, --kind (kind-up.sh + deploy.sh kind, then kube) and --minikube
+# (deploy.sh minikube, then kube); prepares that target (local: redis-server, redis-cli, nginx;
+# kube: the cluster and the image of IMAGE_REPOSITORY:IMAGE_TAG); sets `target` and
+# `target_args` (every other argument, plus the kube target's --kube-set image values).
+prepare_target() {
+  local prepare=""
+  target=local
+  target_args=()
+  while (($#)); do
+    case "$1" in
+      --target) target="${2:?--target needs local or kube}"; shift 2 ;;
+      --target=*) target="${1#*=}"; shift ;;
+      --kind) target=kube; prepare=kind; shift ;;
+      --minikube) target=kube; prepare=minikube; shift ;;
+      *) target_args+=("$1"); shift ;;
+    esac
+  done
+  case "${target}" in
+    local)
+      if can_apt; then
+        ensure_debian_packages redis-server redis-tools nginx-light
+      else
+        ensure_redis_server
+        have redis-cli || log "redis-cli not found: runbook steps will be skipped (package redis-tools)"
+        have nginx || have /usr/sbin/nginx ||
+          log "nginx not found: no load balancer, its test will be skipped (package nginx-light)"
+      fi
+      ;;
+    kube)
+      case "${prepare}" in
+        kind) "${REPO_ROOT}/scripts/kind-up.sh" && "${REPO_ROOT}/scripts/deploy.sh" kind ;;
+        minikube) "${REPO_ROOT}/scripts/deploy.sh" minikube ;;
+      esac
+      target_args+=(--kube-set "image.repository=${IMAGE_REPOSITORY:-chat-history}"
+        --kube-set "image.tag=${IMAGE_TAG:-dev}")
+      ;;
+    *) die "unknown target ${target}: use local or kube" ;;
+  esac
+}
