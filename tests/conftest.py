@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import redis
+import redis.asyncio as aredis
 
 from service.config import Settings
 from service.main import create_app
@@ -85,3 +87,23 @@ def backend_settings(backend: str, request: pytest.FixtureRequest) -> Settings:
 async def client(backend_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     async with app_client(backend_settings) as c:
         yield c
+
+
+@pytest.fixture
+def count_round_trips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts every packed write to Redis from async clients in this process: one per round
+    trip (a pipeline is packed and sent once). Independent of the code under test."""
+    sent = [0]
+    original: Callable[..., Awaitable[None]] = aredis.Connection.send_packed_command
+
+    async def counting(self: aredis.Connection, command: Any, check_health: bool = True) -> None:
+        sent[0] += 1
+        await original(self, command, check_health)
+
+    monkeypatch.setattr(aredis.Connection, "send_packed_command", counting)
+    return sent
+
+
+def commandstats(client: redis.Redis) -> dict[str, int]:
+    stats: dict[str, Any] = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import httpx
 import redis
 
 from tests.conftest import app_client, make_settings, wait_ready
@@ -15,19 +16,24 @@ STARTS = 20
 RESTARTS = 10
 
 
+async def burst(client: httpx.AsyncClient, prefix: str) -> list[tuple[str, int, str]]:
+    """BURST concurrent turns, each on a session of its own; the ones not answered 200."""
+    results = await asyncio.gather(
+        *(
+            client.post("/v1/chat", json={"session_id": f"{prefix}-{i}", "message": "hi"})
+            for i in range(BURST)
+        )
+    )
+    return [(prefix, r.status_code, r.text) for r in results if r.status_code != 200]
+
+
 async def test_a_freshly_started_replica_answers_a_burst_of_fifty_turns(redis_url: str) -> None:
-    failures: list[tuple[int, int, str]] = []
+    failures = []
     for start in range(STARTS):
         # A new app each time: a new lifespan, a new (cold) connection pool.
         async with app_client(make_settings("redis", redis_url)) as client:
             await wait_ready(client)
-            results = await asyncio.gather(
-                *(
-                    client.post("/v1/chat", json={"session_id": f"c{start}-{i}", "message": "hi"})
-                    for i in range(BURST)
-                )
-            )
-        failures += [(start, r.status_code, r.text) for r in results if r.status_code != 200]
+            failures += await burst(client, f"start{start}")
     assert failures == []
     assert redis.Redis.from_url(redis_url).dbsize() == STARTS * BURST  # every turn stored
 
@@ -88,18 +94,12 @@ async def test_after_a_redis_restart_the_first_burst_reconnects_without_a_503(
     # them all, the cold-start burst again. The pool paces those connects too.
     async with app_client(make_settings("redis", own_redis.url)) as client:
         await wait_ready(client)
-        failures: list[tuple[int, int, str]] = []
+        failures = []
         for restart in range(RESTARTS):
             own_redis.kill()
             own_redis.start()  # same port, same AOF
             await wait_ready(client)
-            results = await asyncio.gather(
-                *(
-                    client.post("/v1/chat", json={"session_id": f"r{restart}-{i}", "message": "x"})
-                    for i in range(BURST)
-                )
-            )
-            failures += [(restart, r.status_code, r.text) for r in results if r.status_code != 200]
+            failures += await burst(client, f"restart{restart}")
         assert failures == []
         with own_redis.client() as server:
             assert server.dbsize() == RESTARTS * BURST  # every turn stored, none twice

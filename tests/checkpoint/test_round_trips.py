@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from typing import Any
 
-import pytest
 import redis
-import redis.asyncio as aredis
 
 from service.checkpoint import lua
 from tests.checkpoint.conftest import SaverFactory, make_agent, say, user_text
+from tests.conftest import commandstats
 
 # create_agent (no tools), one turn: read the head, then 3 checkpoints and 2 sets of writes (in
 # an order LangGraph does not fix: a checkpoint's writes may overtake it), inside a lease.
@@ -19,28 +16,8 @@ SCRIPTS = [lua.ACQUIRE, lua.GET, lua.PUT, lua.PUT_WRITES, lua.RELEASE]
 TURN = Counter({"acquire": 1, "get": 1, "put": 3, "put_writes": 2, "release": 1})
 
 
-@pytest.fixture
-def packets(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts every packed command sent by async clients in this process: one per round trip,
-    independently of the code under test (as tests/history/test_redis.py does)."""
-    sent = [0]
-    original: Callable[..., Awaitable[None]] = aredis.Connection.send_packed_command
-
-    async def counting(self: aredis.Connection, command: Any, check_health: bool = True) -> None:
-        sent[0] += 1
-        await original(self, command, check_health)
-
-    monkeypatch.setattr(aredis.Connection, "send_packed_command", counting)
-    return sent
-
-
-def commandstats(client: redis.Redis) -> dict[str, int]:
-    stats: dict[str, Any] = client.info("commandstats")
-    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
-
-
 async def test_a_turn_is_eight_round_trips_at_2_20_and_200_prior_turns(
-    new_saver: SaverFactory, server: redis.Redis, packets: list[int]
+    new_saver: SaverFactory, server: redis.Redis, count_round_trips: list[int]
 ) -> None:
     hook: list[str] = []
     saver = new_saver(on_round_trip=hook.append)
@@ -48,14 +25,18 @@ async def test_a_turn_is_eight_round_trips_at_2_20_and_200_prior_turns(
     per_turn: dict[int, tuple[list[str], int, dict[str, int]]] = {}
     for prior in range(201):
         hook.clear()
-        packets[0] = 0
+        count_round_trips[0] = 0
         before = commandstats(server)
         async with saver.alease("t") as lease:
             messages = await say(agent, lease.config(), user_text(prior))
         after = commandstats(server)
         if prior in (2, 20, 200):
             server_side = {k: n - before.get(k, 0) for k, n in after.items() if k != "info"}
-            per_turn[prior] = (list(hook), packets[0], {k: n for k, n in server_side.items() if n})
+            per_turn[prior] = (
+                list(hook),
+                count_round_trips[0],
+                {k: n for k, n in server_side.items() if n},
+            )
     assert len(messages) == 402
     for hooked, sent, commands in per_turn.values():
         assert Counter(hooked) == TURN

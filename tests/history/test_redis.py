@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -13,27 +12,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 
 from service.history import HistoryUnavailable, build_store
 from service.history.redis import RedisChatHistory
-from tests.conftest import app_client, make_settings
-
-
-def commandstats(client: redis.Redis) -> dict[str, int]:
-    stats: dict[str, Any] = client.info("commandstats")
-    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
-
-
-@pytest.fixture
-def count_round_trips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts every packed write to Redis from async clients in this process: one per round
-    trip (a pipeline is packed and sent once). Independent of the code under test."""
-    sent = [0]
-    original: Callable[..., Awaitable[None]] = aredis.Connection.send_packed_command
-
-    async def counting(self: aredis.Connection, command: Any, check_health: bool = True) -> None:
-        sent[0] += 1
-        await original(self, command, check_health)
-
-    monkeypatch.setattr(aredis.Connection, "send_packed_command", counting)
-    return sent
+from tests.conftest import app_client, commandstats, make_settings
 
 
 @pytest.mark.parametrize("prior_messages", [0, 100, 1000, 4000])
