@@ -76,7 +76,8 @@ def build_model(settings: Settings) -> BaseChatModel:
     if settings.chat_model == "builtin":
         return BuiltinChatModel()
     try:
-        from langchain_openai import ChatOpenAI  # type: ignore[import-not-found,unused-ignore]
+        # The ignore: an optional extra, absent from the default install that mypy checks.
+        from langchain_openai import ChatOpenAI  # type: ignore[import-not-found,unused-ignore]  # see above
     except ImportError as exc:  # an optional extra: fail at startup, loudly
         raise RuntimeError(
             "CHAT_MODEL=openai needs the optional extra: pip install 'chat-history[openai]'"

@@ -46,7 +46,7 @@ class ChatHistory(BaseChatMessageHistory, ABC):
     async def aappend_turn(self, messages: Sequence[BaseMessage]) -> int: ...
 
     @property
-    def messages(self) -> list[BaseMessage]:  # type: ignore[override]
+    def messages(self) -> list[BaseMessage]:  # type: ignore[override]  # base: a plain attribute
         return self.get_window(0)
 
     async def aget_messages(self) -> list[BaseMessage]:
