@@ -46,7 +46,9 @@ class BuiltinChatModel(BaseChatModel):
         if _NAME_ASKED.search(turn):
             name = _told_name(history)
             if name is None:
-                return f"I don't know your name: you haven't told me in this conversation. {seen}"
+                # Say what it sees, not what the conversation holds: the store may keep more
+                # than the window it passes to the model (HISTORY_WINDOW_MESSAGES).
+                return f"I don't know your name: it is not in the messages I was shown. {seen}"
             return f"Your name is {name}. {seen}"
         return f'You said: "{turn[:200]}". {seen}'
 
