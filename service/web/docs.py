@@ -1,0 +1,90 @@
+"""Swagger UI at `/docs` and ReDoc at `/redoc`, with no CDN: their assets come from the
+`fastapi-offline` package (Swagger UI 5, which renders the OpenAPI 3.1 that FastAPI writes, and
+ReDoc 2) and are served at `/docs/assets/{name}`, so both pages work on an air-gapped cluster."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from importlib.resources import files
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
+from starlette.exceptions import HTTPException
+
+router = APIRouter(include_in_schema=False)
+
+# The package ships exactly these files in its `static` folder (we use nothing else of it).
+ASSETS = {
+    "swagger-ui-bundle.js": "text/javascript",
+    "swagger-ui.css": "text/css",
+    "redoc.standalone.js": "text/javascript",
+    "favicon.png": "image/png",
+}
+_INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
+
+
+def _assets_dir() -> Path:
+    return Path(str(files("fastapi_offline").joinpath("static")))
+
+
+def _prefix(request: Request) -> str:
+    # Behind a proxy that strips a path prefix (uvicorn --root-path), links keep the prefix.
+    return str(request.scope.get("root_path", "")).rstrip("/")
+
+
+def _with_policy(page: HTMLResponse, script_src: str, worker_src: str = "'none'") -> HTMLResponse:
+    """`page` with a Content-Security-Policy: same-origin files, the page's own inline script
+    by its hash, inline styles (both UIs set them from code), data: images (Swagger's icons)."""
+    body = bytes(page.body).decode()
+    for script in _INLINE_SCRIPT.findall(body):
+        digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+        script_src += f" 'sha256-{digest}'"
+    page.headers["Content-Security-Policy"] = (
+        f"default-src 'none'; script-src {script_src}; style-src 'self' 'unsafe-inline'; "
+        f"img-src 'self' data:; font-src 'self'; connect-src 'self'; worker-src {worker_src}; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+    page.headers["X-Content-Type-Options"] = "nosniff"
+    return page
+
+
+@router.get("/docs")
+async def swagger_ui(request: Request) -> HTMLResponse:
+    prefix = _prefix(request)
+    page = get_swagger_ui_html(
+        openapi_url=f"{prefix}{request.app.openapi_url}",
+        title=f"{request.app.title} - Swagger UI",
+        swagger_js_url=f"{prefix}/docs/assets/swagger-ui-bundle.js",
+        swagger_css_url=f"{prefix}/docs/assets/swagger-ui.css",
+        swagger_favicon_url=f"{prefix}/docs/assets/favicon.png",
+        # No badge from the public validator service: it is not reachable offline.
+        swagger_ui_parameters={"validatorUrl": None},
+    )
+    return _with_policy(page, "'self'")
+
+
+@router.get("/redoc")
+async def redoc(request: Request) -> HTMLResponse:
+    prefix = _prefix(request)
+    page = get_redoc_html(
+        openapi_url=f"{prefix}{request.app.openapi_url}",
+        title=f"{request.app.title} - ReDoc",
+        redoc_js_url=f"{prefix}/docs/assets/redoc.standalone.js",
+        redoc_favicon_url=f"{prefix}/docs/assets/favicon.png",
+        with_google_fonts=False,
+    )
+    # ReDoc searches in a web worker that it starts from a blob: URL.
+    return _with_policy(page, "'self'", worker_src="blob:")
+
+
+@router.get("/docs/assets/{name}")
+async def docs_asset(name: str) -> FileResponse:
+    media_type = ASSETS.get(name)
+    if media_type is None:
+        raise HTTPException(404, f"no docs asset {name!r}")
+    headers = {"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"}
+    return FileResponse(_assets_dir() / name, media_type=media_type, headers=headers)
