@@ -48,9 +48,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await store.aclose()
 
-    # /docs and /redoc come from service.web, which serves their assets itself (no CDN).
+    # /docs and /openapi.json come from service.web (no CDN, counted by route); no /redoc.
     app = FastAPI(
-        title="chat-history", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
+        title="chat-history",
+        version=__version__,
+        lifespan=lifespan,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
     install_web(app)  # before install_middleware: its CORS layer goes inside theirs

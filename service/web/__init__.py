@@ -1,6 +1,6 @@
 """What a browser gets from the service: the chat page at `/` (with its files under
-`/static/{name}`), Swagger UI at `/docs` and ReDoc at `/redoc` with their assets served from
-Python packages (they work offline), and CORS for the origins in `CORS_ALLOW_ORIGINS`.
+`/static/{name}`), Swagger UI at `/docs` with its assets served from a Python package (it works
+offline), and CORS for the origins in `CORS_ALLOW_ORIGINS`.
 
 Every route here has a template, so `/metrics` counts these requests by route (`/`,
 `/static/{name}`, `/docs`, `/docs/assets/{name}`, ...), never as `unmatched`.

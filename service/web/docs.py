@@ -1,6 +1,11 @@
-"""Swagger UI at `/docs` and ReDoc at `/redoc`, with no CDN: their assets come from the
-`fastapi-offline` package (Swagger UI 5, which renders the OpenAPI 3.1 that FastAPI writes, and
-ReDoc 2) and are served at `/docs/assets/{name}`, so both pages work on an air-gapped cluster."""
+"""Swagger UI at `/docs` with no CDN: its assets come from the `fastapi-offline` package
+(Swagger UI 5, which renders the OpenAPI 3.1 that FastAPI writes) and are served at
+`/docs/assets/{name}`, so the page works on an air-gapped cluster. The OpenAPI document it shows
+is served here too, as a route of its own: FastAPI's built-in one leaves no route template for
+`/metrics` (it would count as `unmatched`).
+
+No ReDoc: the same package ships its bundle, but ReDoc still loads its logo from its CDN (a
+real browser showed it), so `/redoc` stays off rather than half offline."""
 
 from __future__ import annotations
 
@@ -11,17 +16,18 @@ from importlib.resources import files
 from pathlib import Path
 
 from fastapi import APIRouter, Request
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException
 
 router = APIRouter(include_in_schema=False)
+
+OPENAPI_URL = "/openapi.json"
 
 # The package ships exactly these files in its `static` folder (we use nothing else of it).
 ASSETS = {
     "swagger-ui-bundle.js": "text/javascript",
     "swagger-ui.css": "text/css",
-    "redoc.standalone.js": "text/javascript",
     "favicon.png": "image/png",
 }
 _INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
@@ -36,16 +42,17 @@ def _prefix(request: Request) -> str:
     return str(request.scope.get("root_path", "")).rstrip("/")
 
 
-def _with_policy(page: HTMLResponse, script_src: str, worker_src: str = "'none'") -> HTMLResponse:
+def _with_policy(page: HTMLResponse) -> HTMLResponse:
     """`page` with a Content-Security-Policy: same-origin files, the page's own inline script
-    by its hash, inline styles (both UIs set them from code), data: images (Swagger's icons)."""
+    by its hash, inline styles (Swagger UI sets them from code), data: images (its icons)."""
+    script_src = "'self'"
     body = bytes(page.body).decode()
     for script in _INLINE_SCRIPT.findall(body):
         digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
         script_src += f" 'sha256-{digest}'"
     page.headers["Content-Security-Policy"] = (
         f"default-src 'none'; script-src {script_src}; style-src 'self' 'unsafe-inline'; "
-        f"img-src 'self' data:; font-src 'self'; connect-src 'self'; worker-src {worker_src}; "
+        "img-src 'self' data:; font-src 'self'; connect-src 'self'; "
         "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
     )
     page.headers["X-Content-Type-Options"] = "nosniff"
@@ -56,7 +63,7 @@ def _with_policy(page: HTMLResponse, script_src: str, worker_src: str = "'none'"
 async def swagger_ui(request: Request) -> HTMLResponse:
     prefix = _prefix(request)
     page = get_swagger_ui_html(
-        openapi_url=f"{prefix}{request.app.openapi_url}",
+        openapi_url=f"{prefix}{OPENAPI_URL}",
         title=f"{request.app.title} - Swagger UI",
         swagger_js_url=f"{prefix}/docs/assets/swagger-ui-bundle.js",
         swagger_css_url=f"{prefix}/docs/assets/swagger-ui.css",
@@ -64,21 +71,15 @@ async def swagger_ui(request: Request) -> HTMLResponse:
         # No badge from the public validator service: it is not reachable offline.
         swagger_ui_parameters={"validatorUrl": None},
     )
-    return _with_policy(page, "'self'")
+    return _with_policy(page)
 
 
-@router.get("/redoc")
-async def redoc(request: Request) -> HTMLResponse:
+@router.get(OPENAPI_URL)
+async def openapi(request: Request) -> JSONResponse:
+    schema = request.app.openapi()
     prefix = _prefix(request)
-    page = get_redoc_html(
-        openapi_url=f"{prefix}{request.app.openapi_url}",
-        title=f"{request.app.title} - ReDoc",
-        redoc_js_url=f"{prefix}/docs/assets/redoc.standalone.js",
-        redoc_favicon_url=f"{prefix}/docs/assets/favicon.png",
-        with_google_fonts=False,
-    )
-    # ReDoc searches in a web worker that it starts from a blob: URL.
-    return _with_policy(page, "'self'", worker_src="blob:")
+    # As FastAPI's own route does: behind a prefix, "Try it out" calls go through it.
+    return JSONResponse({**schema, "servers": [{"url": prefix}]} if prefix else schema)
 
 
 @router.get("/docs/assets/{name}")

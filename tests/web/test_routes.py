@@ -111,14 +111,12 @@ def test_every_page_file_ships_in_the_wheel() -> None:
     assert sorted(p.name for p in page.STATIC.iterdir()) == sorted(["index.html", *page.FILES])
 
 
-@pytest.mark.parametrize("path", ["/docs", "/redoc"])
-async def test_docs_reference_only_same_origin_urls_that_answer(path: str) -> None:
+async def test_docs_reference_only_same_origin_urls_that_answer() -> None:
     async with app_client(make_settings("memory")) as client:
-        r = await client.get(path)
+        r = await client.get("/docs")
         assert r.status_code == 200 and r.headers["content-type"] == "text/html; charset=utf-8"
         urls = links(r.text).urls
-        spec = re.findall(r"url: '([^']+)'|spec-url=\"([^\"]+)\"", r.text)
-        urls += [u for pair in spec for u in pair if u]
+        urls += re.findall(r"url: '([^']+)'", r.text)  # the OpenAPI document
         assert urls and all(same_origin(u) for u in urls), urls
         assert "/openapi.json" in urls
         for url in urls:
@@ -128,6 +126,20 @@ async def test_docs_reference_only_same_origin_urls_that_answer(path: str) -> No
             assert asset.headers["content-type"].split(";")[0] == expected, url
     policy = csp(r)
     assert policy["connect-src"] == "'self'" and policy["default-src"] == "'none'"
+    assert "unsafe-eval" not in policy["script-src"]
+
+
+async def test_the_openapi_document_lists_the_contract_only() -> None:
+    async with app_client(make_settings("memory")) as client:
+        schema = (await client.get("/openapi.json")).json()
+    assert schema["info"]["title"] == "chat-history" and "servers" not in schema
+    assert {"/v1/chat", "/v1/sessions/{session_id}/messages", "/healthz"} <= set(schema["paths"])
+    assert not {"/", "/docs", "/static/{name}", "/openapi.json"} & set(schema["paths"])
+
+
+async def test_redoc_is_off() -> None:
+    async with app_client(make_settings("memory")) as client:
+        assert (await client.get("/redoc")).status_code == 404
 
 
 async def test_swagger_ui_is_version_5_which_renders_openapi_3_1() -> None:
@@ -140,7 +152,8 @@ async def test_swagger_ui_is_version_5_which_renders_openapi_3_1() -> None:
 
 async def test_pages_and_assets_are_counted_by_route_never_unmatched() -> None:
     paths = ["/", "/static/app.js", "/static/app.css", "/static/favicon.svg", "/docs",
-             "/redoc", "/docs/assets/swagger-ui.css", "/static/nope"]  # fmt: skip
+             "/openapi.json", "/docs/assets/swagger-ui.css", "/docs/assets/nope",
+             "/static/nope"]  # fmt: skip
     async with app_client(make_settings("memory")) as client:
         for path in paths:
             await client.get(path)
@@ -148,10 +161,13 @@ async def test_pages_and_assets_are_counted_by_route_never_unmatched() -> None:
     counted = dict(
         re.findall(r'chat_http_requests_total\{method="GET",route="([^"]+)",status="(\d+)"', text)
     )
-    expected = {"/": "200", "/static/{name}": "404", "/docs": "200", "/redoc": "200"}
-    assert expected.items() <= counted.items() and "/docs/assets/{name}" in counted
+    expected = {"/": "200", "/docs": "200", "/openapi.json": "200"}
+    assert expected.items() <= counted.items()
     assert 'route="unmatched"' not in text
     assert 'route="/static/{name}",status="200"} 3.0' in text
+    assert 'route="/static/{name}",status="404"} 1.0' in text
+    assert 'route="/docs/assets/{name}",status="200"} 1.0' in text
+    assert 'route="/docs/assets/{name}",status="404"} 1.0' in text
 
 
 async def test_without_allowed_origins_no_cors_header_is_sent() -> None:
