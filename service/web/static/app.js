@@ -22,11 +22,12 @@ class ApiFailure extends Error {
   }
 }
 
-/** The base URL typed by the user (empty: this page's own service), ending in "/". */
+/** The base URL typed by the user, ending in "/": absolute, or a path on this page's origin
+ * (two releases behind one `kubectl proxy`); empty means this page's own service. */
 function baseUrl(typed) {
   const text = typed.trim();
   if (!text) return new URL(".", document.baseURI);
-  const url = new URL(text.endsWith("/") ? text : `${text}/`);
+  const url = new URL(text.endsWith("/") ? text : `${text}/`, document.baseURI);
   if (url.protocol !== "http:" && url.protocol !== "https:") throw new TypeError("not http(s)");
   return url;
 }
