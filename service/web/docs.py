@@ -24,7 +24,7 @@ router = APIRouter(include_in_schema=False)
 
 OPENAPI_URL = "/openapi.json"
 
-# The package ships exactly these files in its `static` folder (we use nothing else of it).
+# The files of the package's `static` folder that /docs uses; nothing else of it is served.
 ASSETS = {
     "swagger-ui-bundle.js": "text/javascript",
     "swagger-ui.css": "text/css",
