@@ -2,13 +2,22 @@
 # Run the fast tests of tests/ (unit and integration tests: a real redis-server per test, real
 # HTTP through uvicorn; no cluster, no docker). tests/chart runs in scripts/chart-check.sh.
 #   scripts/unit.sh                other arguments go to pytest (e.g. -k redis, -x)
-# Installs what it needs: redis-server (Debian package, as root) and the venv.
+# Installs what it needs: redis-server, and for tests/web's browser tests chromium (Debian's, driven
+# by Playwright; no browser is downloaded) and nginx-light (Debian packages, as root), and the venv.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "${REPO_ROOT}"
 
 ensure_redis_server
+if can_apt; then
+  ensure_debian_packages chromium nginx-light
+else
+  # tests/web then skips its browser tests, saying so; with CI set it fails instead.
+  have chromium || log "chromium not found: tests/web's browser tests need it (Debian package chromium)"
+  have nginx || have /usr/sbin/nginx ||
+    log "nginx not found: tests/web's browser tests need it (Debian package nginx-light)"
+fi
 ensure_venv test
 
 log "pytest tests --ignore=tests/chart"

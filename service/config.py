@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from functools import lru_cache
 from typing import Literal, Self
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# An origin as browsers send it: scheme://host[:port], the host a name, IPv4 or [IPv6].
+_ORIGIN = re.compile(r"https?://(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(:[0-9]{1,5})?")
 
 
 class Settings(BaseSettings):
@@ -53,6 +57,29 @@ class Settings(BaseSettings):
     openai_base_url: str | None = None
     openai_api_key: SecretStr | None = None
     openai_timeout_seconds: float = Field(default=30.0, gt=0)
+
+    # Browsers (service/web): the origins whose pages may call this API (CORS) and that this
+    # service's page may call (its Content-Security-Policy), e.g. the other release in the
+    # page's side-by-side mode. Empty: same origin only, no CORS header at all.
+    cors_allow_origins: str = ""
+
+    @field_validator("cors_allow_origins")
+    @classmethod
+    def _origins_exactly(cls, value: str) -> str:
+        # Exact origins only: a wildcard or a path would never match, or match too much.
+        origins = [o.strip().rstrip("/").lower() for o in value.split(",") if o.strip()]
+        for origin in origins:
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin: list scheme://host[:port] items, comma "
+                    "separated (e.g. http://localhost:8080); no wildcard, no path"
+                )
+        return ",".join(origins)
+
+    @property
+    def cors_origins(self) -> tuple[str, ...]:
+        """CORS_ALLOW_ORIGINS as a tuple (empty when unset)."""
+        return tuple(self.cors_allow_origins.split(",")) if self.cors_allow_origins else ()
 
     @field_validator("log_level", mode="before")
     @classmethod

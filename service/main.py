@@ -17,6 +17,7 @@ from service.history import build_store
 from service.metrics import Metrics
 from service.middleware import install_middleware
 from service.model import build_model
+from service.web import install_web
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +48,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await store.aclose()
 
-    app = FastAPI(title="chat-history", version=__version__, lifespan=lifespan)
+    # /docs and /openapi.json come from service.web (no CDN, counted by route); no /redoc.
+    app = FastAPI(
+        title="chat-history",
+        version=__version__,
+        lifespan=lifespan,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
     install_error_handlers(app)
+    install_web(app)  # before install_middleware: its CORS layer goes inside theirs
     install_middleware(app)
     for module in (chat, sessions, health):
         app.include_router(module.router)

@@ -74,6 +74,11 @@ http {{
       {proxy}
       proxy_connect_timeout 2s;
       proxy_read_timeout 30s;
+      # Pass bodies through as they come, like a Service (L4) does. Buffering would spill
+      # large ones (a 16 KB message, Swagger UI's 1.5 MB bundle) into temp files, which the
+      # workers (nobody, when root starts nginx) cannot open under a 0700 temp dir: a 500.
+      proxy_request_buffering off;
+      proxy_buffering off;
     }}
   }}
 }}
