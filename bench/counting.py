@@ -122,7 +122,7 @@ def async_counting_connection_class(stats: WireStats) -> type[aredis.Connection]
         async def _connect(self) -> None:
             await super()._connect()  # type: ignore[no-untyped-call]  # unannotated in redis-py
             # The reply parser takes the reader after this (on_connect): it reads through us.
-            self._reader = _CountingStreamReader(self._reader, stats)  # type: ignore[arg-type,assignment]  # a proxy
+            self._reader = _CountingStreamReader(self._reader, stats)  # type: ignore[arg-type,assignment]  # a proxy with the reader's interface
 
         async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
             stats.round_trips += 1
