@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import http_bench, store_bench
+from bench import checkpoint_report, http_bench, store_bench
+from bench.checkpoint_bench import CheckpointResults
 from bench.http_bench import HttpResults
 from bench.memory_bench import MemoryResults
 from bench.store_bench import StoreResults
@@ -28,19 +29,29 @@ def _int_keys(value: Any) -> Any:
     return value
 
 
-def save(path: Path, *, env: dict[str, Any], store: Any, http: Any, memory: Any) -> None:
-    parts = {"env": env}
-    for name, part in (("store", store), ("http", http), ("memory", memory)):
+@dataclass
+class Results:
+    """One run's results, a part None when it was not run."""
+
+    env: dict[str, Any]
+    store: StoreResults | None = None
+    http: HttpResults | None = None
+    memory: MemoryResults | None = None
+    checkpoint: CheckpointResults | None = None
+
+
+def save(path: Path, results: Results) -> None:
+    parts: dict[str, Any] = {"env": results.env}
+    for name in ("store", "http", "memory", "checkpoint"):
+        part = getattr(results, name)
         if part is not None:
             parts[name] = dataclasses.asdict(part)
     path.write_text(json.dumps(parts, indent=1))
 
 
-def load(
-    path: Path,
-) -> tuple[dict[str, Any], StoreResults | None, HttpResults | None, MemoryResults | None]:
+def load(path: Path) -> Results:
     parts = _int_keys(json.loads(path.read_text()))
-    store = http = memory = None
+    store = http = memory = checkpoint = None
     if "store" in parts:
         store = StoreResults(**parts["store"])
         store.lengths = tuple(store.lengths)
@@ -49,7 +60,11 @@ def load(
         http.concurrencies = tuple(http.concurrencies)
     if "memory" in parts:
         memory = MemoryResults(**parts["memory"])
-    return parts["env"], store, http, memory
+    if "checkpoint" in parts:
+        checkpoint = CheckpointResults(**parts["checkpoint"])
+        checkpoint.lengths = tuple(checkpoint.lengths)
+        checkpoint.peers = tuple(checkpoint.peers)
+    return Results(parts["env"], store, http, memory, checkpoint)
 
 
 @dataclass
@@ -433,14 +448,8 @@ def memory_section(memory: MemoryResults) -> list[str]:
     return lines
 
 
-def render(
-    *,
-    env: dict[str, Any],
-    store: StoreResults | None,
-    http: HttpResults | None,
-    memory: MemoryResults | None,
-    plot_rel: str,
-) -> str:
+def render(results: Results, *, plot_rel: str, checkpoint_plot_rel: str) -> str:
+    env, store, http, memory = results.env, results.store, results.http, results.memory
     smoke, wall_seconds, http_replicas = env["smoke"], env["wall_seconds"], env["http_replicas"]
     lines = [
         "# Benchmarks",
@@ -472,8 +481,30 @@ def render(
         lines += request_profile_section(env["profiles"])
     if memory is not None:
         lines += memory_section(memory)
+    if results.checkpoint is not None:
+        lines += checkpoint_report.section(results.checkpoint, checkpoint_plot_rel)
     lines += METHOD
     return "\n".join(lines).rstrip() + "\n"
+
+
+def checkpoint_block(text: str) -> str | None:
+    """The checkpoint part's section in a rendered report, markers included, if it has one."""
+    begin, end = text.find(checkpoint_report.BEGIN), text.find(checkpoint_report.END)
+    if begin < 0 or end < begin:
+        return None
+    return text[begin : end + len(checkpoint_report.END)]
+
+
+def splice_checkpoint(text: str, block: str) -> str:
+    """`text` with its checkpoint section replaced by `block`, or `block` inserted before the
+    Method section when it has none: how a run of that part alone updates an existing report
+    without dropping the other parts' figures."""
+    old = checkpoint_block(text)
+    if old is not None:
+        return text.replace(old, block)
+    at = text.find("\n## Method")
+    at = len(text) if at < 0 else at + 1
+    return text[:at] + block + "\n\n" + text[at:]
 
 
 METHOD = [
@@ -502,9 +533,11 @@ METHOD = [
     "All three targets run at once and are measured in rotation. The bare endpoint "
     "(`bench/bare_app.py`) parses the same request model and returns the same response "
     "model, and touches nothing else.",
-    "- Reproduce: `scripts/bench.sh` (full, ~10 min, rewrites this file and "
-    f"`docs/img/{PLOT_NAME}`); `scripts/bench.sh --smoke` (seconds, writes to a temporary "
-    "directory, checks the counts); `python -m bench.profile_http --backend redis` profiles "
-    "one replica under wrk.",
+    "- Reproduce: `scripts/bench.sh` (full, ~12 min, rewrites this file and "
+    f"`docs/img/{PLOT_NAME}`, `docs/img/{checkpoint_report.PLOT_NAME}`); `scripts/bench.sh "
+    "--only checkpoint` (~6 min) re-measures the checkpoint part and rewrites only its "
+    "section; `scripts/bench.sh --smoke` (seconds, writes to a temporary directory, checks "
+    "the counts); `python -m bench.profile_http --backend redis` profiles one replica under "
+    "wrk.",
     "",
 ]

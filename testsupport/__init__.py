@@ -1,11 +1,13 @@
 """Local process machinery shared by tests/, e2e/, bench/ and demo/: free ports, child
 processes that die with their parent, `redis-server` (alone or as a local Redis Cluster), nginx,
-uvicorn replicas, polling, and the lookup of the tools the repository builds (helm, kubectl).
+uvicorn replicas, a PostgreSQL server (the benchmarks' peer), polling, and the lookup of the
+tools the repository builds (helm, kubectl).
 
 Nothing here knows about pytest: the suites wrap these in fixtures of their own.
 """
 
 from testsupport.nginx import Nginx
+from testsupport.postgres import PostgresServer
 from testsupport.procs import (
     LOOPBACK,
     REPO_ROOT,
@@ -28,6 +30,7 @@ __all__ = [
     "LocalRedisCluster",
     "MissingTool",
     "Nginx",
+    "PostgresServer",
     "Process",
     "ProcessError",
     "RedisServer",

@@ -27,6 +27,11 @@ _HOW_TO_GET = {
     "redis-benchmark": "apt-get install redis-tools",
     "nginx": "apt-get install nginx-light",
     "wrk": "apt-get install wrk",
+    "postgres": "apt-get install postgresql",
+    "initdb": "apt-get install postgresql",
+    "pg_isready": "apt-get install postgresql-client",
+    "psql": "apt-get install postgresql-client",
+    "setpriv": "apt-get install util-linux",
     "helm": "scripts/tools.sh builds the pinned helm into .tools/bin",
     "kubectl": "see https://kubernetes.io/docs/tasks/tools/",
 }
@@ -51,11 +56,18 @@ def free_port() -> int:
 
 def find_tool(name: str) -> str | None:
     """The path of `name`: the repository's own build in .tools/bin first, then PATH, then the
-    sbin directories (nginx lives there and root's PATH may lack them)."""
+    sbin directories (nginx lives there and root's PATH may lack them), then Debian's
+    PostgreSQL directories, newest major version first (`postgres` and `initdb` live there)."""
     local = REPO_ROOT / ".tools" / "bin" / name
     if local.is_file() and os.access(local, os.X_OK):
         return str(local)
-    return shutil.which(name) or shutil.which(name, path="/usr/local/sbin:/usr/sbin:/sbin")
+    postgres_dirs = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda d: int(d.parent.name) if d.parent.name.isdigit() else 0,
+        reverse=True,
+    )
+    path = ":".join(["/usr/local/sbin:/usr/sbin:/sbin", *map(str, postgres_dirs)])
+    return shutil.which(name) or shutil.which(name, path=path)
 
 
 def require_tool(name: str) -> str:
