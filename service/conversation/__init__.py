@@ -47,7 +47,12 @@ def build_conversations(
             on_round_trip=metrics.round_trip,
         )
         return conversations(
-            backend="redis", saver=saver, serializer=saver, locked_deletes=False, pool=pool
+            backend="redis",
+            saver=saver,
+            serializer=saver,
+            locked_deletes=False,
+            pool=pool,
+            closers=(saver.aclose, pool.aclose),  # background lease releases, then the pool
         )
     # Exactly as LangChain's docs show, unbounded: it keeps every channel version of every
     # thread, in this process only. That loss and that growth are what this mode demonstrates.

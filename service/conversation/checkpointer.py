@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -47,9 +47,11 @@ class CheckpointerConversations(Conversations):
     nothing. The run uses `durability="exit"`: one checkpoint write at the end, dropped by the
     `CommitGate` when the model failed (agent.py says why).
 
-    `locked_deletes`: a saver without fencing (`InMemorySaver`) deletes under the thread's lock,
-    or a running turn would write the thread back; the Redis saver's delete fences out the
-    running turn itself, so it needs no lease (a crashed holder cannot delay it).
+    `pool` is the Redis client's lifecycle (warm-up, readiness), if there is one; `closers` run
+    in order when the app stops. `locked_deletes`: a saver without fencing (`InMemorySaver`)
+    deletes under the thread's lock, or a running turn would write the thread back; the Redis
+    saver's delete fences out the running turn itself, so it needs no lease (a crashed holder
+    cannot delay it).
     """
 
     api = "checkpointer"
@@ -66,6 +68,7 @@ class CheckpointerConversations(Conversations):
         metrics: Metrics,
         locked_deletes: bool,
         pool: WarmedPool | None = None,
+        closers: Sequence[Callable[[], Awaitable[None]]] = (),
         size_metrics: Callable[[], list[StoreMetric]] | None = None,
     ) -> None:
         self.backend = backend
@@ -73,6 +76,7 @@ class CheckpointerConversations(Conversations):
         self._serializer = serializer
         self._locked_deletes = locked_deletes
         self._pool = pool
+        self._closers = closers
         self._size_metrics = size_metrics
         middleware = TurnMiddleware(window_messages=window_messages, max_messages=max_messages)
         self.agent = build_agent(model, CommitGate(saver, metrics, backend), middleware)
@@ -112,8 +116,8 @@ class CheckpointerConversations(Conversations):
             await self._pool.start()
 
     async def aclose(self) -> None:
-        if self._pool is not None:
-            await self._pool.aclose()
+        for close in self._closers:
+            await close()
 
     def size_metrics(self) -> list[StoreMetric]:
         return self._size_metrics() if self._size_metrics is not None else []
