@@ -10,6 +10,8 @@ import httpx
 import pytest
 import redis
 
+from tests.conftest import app_client, make_settings
+
 SERVED_BY = {"memory": "memory-test", "redis": "redis-test"}
 # What a memory replica reports holding, per API.
 MEMORY_SESSIONS = {
@@ -231,3 +233,18 @@ async def test_every_allowed_session_id_character_works(client: httpx.AsyncClien
     sid = "Az09._:@-" + "x" * 119  # exactly 128
     await chat(client, "hi", sid)
     assert (await client.get(f"/v1/sessions/{sid}/messages")).status_code == 200
+
+
+async def test_the_cap_keeps_the_newest_whole_turns_and_the_window_bounds_the_model(
+    backend: str, history_api: str, request: pytest.FixtureRequest
+) -> None:
+    url = request.getfixturevalue("redis_url") if backend == "redis" else None
+    settings = make_settings(
+        backend, url, history_api=history_api, history_max_messages=6, history_window_messages=2
+    )
+    async with app_client(settings) as client:
+        turns = [await chat(client, f"m{i}", "cap") for i in range(5)]
+        assert [t["history_length"] for t in turns] == [0, 2, 4, 6, 6]
+        assert all(t["reply"].endswith(" I can see 2 earlier messages.") for t in turns[1:])
+        body = (await client.get("/v1/sessions/cap/messages")).json()
+        assert [m["content"] for m in body["messages"][::2]] == ["m2", "m3", "m4"]

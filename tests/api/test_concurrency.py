@@ -184,3 +184,26 @@ async def test_a_turn_that_outlived_its_lease_stores_nothing(redis_url: str) -> 
             "quick",
             'You said: "quick". I can see 0 earlier messages.',
         ]
+
+
+async def test_a_session_deleted_during_a_turn_stays_deleted(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    """Redis: the delete answers at once and fences the running turn out (503). Memory (no
+    fence): the delete waits for the running turn, then deletes it too."""
+    url = request.getfixturevalue("redis_url") if backend == "redis" else None
+    model = FlakyModel()
+    async with app_client(make_settings(backend, url, history_api="checkpointer"), model) as pod:
+        await pod.post("/v1/chat", json={"session_id": "d", "message": "before"})
+        running = asyncio.create_task(
+            pod.post("/v1/chat", json={"session_id": "d", "message": f"{HOLD} during"})
+        )
+        await soon(lambda: model.calls == 2, "the running turn's model call")
+        deleting = asyncio.create_task(pod.delete("/v1/sessions/d"))
+        await asyncio.sleep(0.2)
+        assert deleting.done() == (backend == "redis")
+        model.release.set()
+        turn, deleted = await running, await deleting
+        assert deleted.status_code == 204
+        assert turn.status_code == (503 if backend == "redis" else 200), turn.text
+        assert (await pod.get("/v1/sessions/d/messages")).status_code == 404
