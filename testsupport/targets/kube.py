@@ -164,9 +164,7 @@ class KubeDeployment(Deployment):
         self.history_api = history_api
         self.replica_count = replicas
         self.namespace = namespace
-        self.description = (
-            f"release {RELEASE} in namespace {namespace}, {replicas} pods, {history_api} API"
-        )
+        self.description = f"release {RELEASE} in namespace {namespace}, {replicas} pods"
         self._target = target
         self._core = client.CoreV1Api(target.api_client)
         self._apps = client.AppsV1Api(target.api_client)

@@ -87,9 +87,7 @@ class LocalDeployment(Deployment):
             raise
         store = f", redis-server {self.store.version} (AOF, fsync always)" if self.store else ""
         lb = ", nginx round robin" if self.lb else ""
-        self.description = (
-            f"{replicas} uvicorn replicas on 127.0.0.1 ({history_api} API){store}{lb}"
-        )
+        self.description = f"{replicas} uvicorn replicas on 127.0.0.1{store}{lb}"
 
     def _start(self, slots: list[_Slot]) -> None:
         """Start the slots' processes together (they import in parallel), then wait until
