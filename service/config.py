@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     # is fenced out and answers 503. It is also how long a crashed holder blocks its thread.
     checkpoint_lease_seconds: float = Field(default=30.0, gt=0, le=3600)
     checkpoint_lease_wait_seconds: float = Field(default=10.0, ge=0, le=600)
-    checkpoint_max_checkpoints: int = Field(default=4, ge=1, le=1000)
+    checkpoint_max_checkpoints: int = Field(default=1, ge=1, le=1000)
 
     # Chat model: the built-in offline model, or an OpenAI-compatible endpoint.
     chat_model: Literal["builtin", "openai"] = "builtin"

@@ -352,5 +352,5 @@ def test_the_memory_api_reaches_the_service_and_the_hop_check(render: Render) ->
 
     config, command = rendered("history.api=checkpointer", "history.checkpointer.leaseSeconds=45")
     assert config["HISTORY_API"] == "checkpointer"
-    assert (config["CHECKPOINT_LEASE_SECONDS"], config["CHECKPOINT_MAX_CHECKPOINTS"]) == ("45", "4")
+    assert (config["CHECKPOINT_LEASE_SECONDS"], config["CHECKPOINT_MAX_CHECKPOINTS"]) == ("45", "1")
     assert command[command.index("--history-api") + 1] == "checkpointer"
