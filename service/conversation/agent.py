@@ -8,7 +8,7 @@ runs, and with `durability="exit"` it is saved when the run ends in the error (t
 then carries an orphan human message; tests/conversation shows both). So a turn runs with
 `durability="exit"` (one checkpoint write, at the end: a turn is stored whole or not at all,
 also when Redis fails mid-turn or the lease expires) and `CommitGate` drops the writes of a run
-whose model call failed.
+whose model has not answered.
 """
 
 from __future__ import annotations
@@ -51,9 +51,12 @@ TURN_CONFIG_KEY = "__chat_history_turn__"
 
 @dataclass
 class Turn:
-    """One turn's record, shared by the middleware and the gate through the run's config."""
+    """One turn's record, shared by the middleware and the gate through the run's config:
+    `answered` once the model replied (until then nothing of the turn may be stored),
+    `model_error` if the model raised."""
 
     history_length: int = 0
+    answered: bool = False
     model_error: BaseException | None = None
 
 
@@ -99,6 +102,8 @@ class TurnMiddleware(AgentMiddleware[Any, Any, Any]):
             if turn is not None:
                 turn.model_error = exc
             raise
+        if turn is not None:
+            turn.answered = True
         return self._finish(request.messages, response)
 
     async def awrap_model_call(
@@ -113,14 +118,18 @@ class TurnMiddleware(AgentMiddleware[Any, Any, Any]):
             if turn is not None:
                 turn.model_error = exc
             raise
+        if turn is not None:
+            turn.answered = True
         return self._finish(request.messages, response)
 
 
 class CommitGate(BaseCheckpointSaver[Any]):
-    """A checkpointer in front of `saver` (async only, as the service runs its agent): drops
-    every write of a run whose model call failed, so a failed turn stores nothing, and times a
-    turn's read (`chat_history_read_seconds`) and write (`chat_history_append_seconds`).
-    Everything else passes through unchanged."""
+    """A checkpointer in front of `saver` (async only, as the service runs its agent): a turn's
+    writes go through only once its model answered, so a turn that ends before that stores
+    nothing — the model raised, the read before it failed, or the request was cancelled (a
+    shutdown) — while LangGraph, with `durability="exit"`, would save the human message then.
+    It also times a turn's read (`chat_history_read_seconds`) and write
+    (`chat_history_append_seconds`). Calls outside a turn pass through unchanged."""
 
     def __init__(self, saver: BaseCheckpointSaver[Any], metrics: Metrics, backend: str) -> None:
         super().__init__(serde=saver.serde)
@@ -155,8 +164,8 @@ class CommitGate(BaseCheckpointSaver[Any]):
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         turn = turn_of(config)
-        if turn is not None and turn.model_error is not None:
-            return config  # the run raises the model's error next; nothing of it is stored
+        if turn is not None and not turn.answered:
+            return config  # the run ends in an error next: nothing of it is stored
         started = time.perf_counter()
         stored = await self.saver.aput(config, checkpoint, metadata, new_versions)
         if turn is not None:
@@ -171,7 +180,7 @@ class CommitGate(BaseCheckpointSaver[Any]):
         task_path: str = "",
     ) -> None:
         turn = turn_of(config)
-        if turn is not None and turn.model_error is not None:
+        if turn is not None and not turn.answered:
             return
         await self.saver.aput_writes(config, writes, task_id, task_path)
 

@@ -45,7 +45,7 @@ class CheckpointerConversations(Conversations):
     thread run one after the other and each sees every turn before it; with the Redis saver
     every write of the turn carries the lease's fence, so a turn that outlived its lease stores
     nothing. The run uses `durability="exit"`: one checkpoint write at the end, dropped by the
-    `CommitGate` when the model failed (agent.py says why).
+    `CommitGate` unless the model answered (agent.py says why).
 
     `pool` is the Redis client's lifecycle (warm-up, readiness), if there is one; `closers` run
     in order when the app stops. `locked_deletes`: a saver without fencing (`InMemorySaver`)

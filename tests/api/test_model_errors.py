@@ -1,7 +1,9 @@
-"""A failed model call answers 502 `model_error` and stores nothing, in every API and backend."""
+"""A failed model call answers 502 `model_error` and stores nothing, in every API and backend;
+neither does a turn cancelled before its model answered."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
@@ -9,8 +11,9 @@ import pytest
 import redis
 
 from service.config import Settings
-from tests.api.models import FAIL, FlakyModel
-from tests.conftest import app_client, stored_sessions
+from tests.api.models import FAIL, HOLD, FlakyModel
+from tests.conftest import app_client, make_settings, stored_sessions
+from testsupport import await_until
 
 
 @pytest.fixture
@@ -58,3 +61,28 @@ async def test_a_failed_model_call_is_a_502_and_leaves_the_session_unchanged(
     metrics = (await flaky_client.get("/metrics")).text
     assert 'chat_errors_total{code="model_error"} 2.0' in metrics
     assert f'chat_turns_total{{backend="{backend}"}} 2.0' in metrics
+
+
+async def test_a_turn_cancelled_during_its_model_call_stores_nothing(
+    backend: str, history_api: str, request: pytest.FixtureRequest
+) -> None:
+    """What a shutdown that outlasts the grace period does to a turn in flight."""
+    url = request.getfixturevalue("redis_url") if backend == "redis" else None
+    model = FlakyModel()
+    async with app_client(make_settings(backend, url, history_api=history_api), model) as client:
+        await client.post("/v1/chat", json={"session_id": "c", "message": "my name is Ada"})
+        before = await messages(client, "c")
+        turn = asyncio.create_task(
+            client.post("/v1/chat", json={"session_id": "c", "message": f"{HOLD} bye"})
+        )
+
+        async def called() -> bool:
+            return model.calls == 2
+
+        await await_until(called, timeout_s=10, what="the model call")
+        turn.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await turn
+        assert await messages(client, "c") == before
+        after = await client.post("/v1/chat", json={"session_id": "c", "message": "again"})
+        assert after.json()["history_length"] == 2  # and the session is not left busy
