@@ -3,7 +3,9 @@
 #   scripts/deploy.sh             kind cluster ${CLUSTER} if the context is kind-*, minikube if
 #                                 the context is minikube, else the image must already be there
 #   scripts/deploy.sh kind|minikube|none    choose how the image gets into the cluster
-# Each backend gets its namespace: chat-history-memory and chat-history-redis.
+# Each backend gets its namespace: chat-history-memory and chat-history-redis. The releases get
+# the chart's defaults (the files under helm/chat-history/ci/ are CI's own, never installed
+# here); VALUES=my-values.yaml scripts/deploy.sh adds values of yours to both.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -52,8 +54,10 @@ esac
 for backend in memory redis; do
   namespace="${NAMESPACE_PREFIX}-${backend}"
   values=()
-  ci_values="${REPO_ROOT}/helm/chat-history/ci/${backend}-values.yaml"
-  [[ -f "${ci_values}" ]] && values+=(--values "${ci_values}")
+  if [[ -n "${VALUES:-}" ]]; then
+    [[ -f "${VALUES}" ]] || die "VALUES=${VALUES}: no such file"
+    values+=(--values "${VALUES}")
+  fi
   log "installing release chat-history (${backend}) in namespace ${namespace}; waiting up to ${HELM_TIMEOUT}"
   "${HELM}" upgrade --install chat-history "${REPO_ROOT}/helm/chat-history" \
     --namespace "${namespace}" --create-namespace ${values[@]+"${values[@]}"} \

@@ -60,11 +60,28 @@ ensure_venv() {
     done
     [[ -n "${covered}" ]] && return 0
   done
-  log "installing chat-history[${extras}] into ${VENV} (versions pinned by constraints.txt)"
-  "${VENV}/bin/python" -m pip install --quiet --disable-pip-version-check \
-    -c "${REPO_ROOT}/constraints.txt" -e "${REPO_ROOT}[${extras}]" ||
+  log "installing chat-history[${extras}] into ${VENV} (versions pinned by constraints.txt;" \
+    "a first install takes a few minutes)"
+  "${VENV}/bin/python" -m pip install --disable-pip-version-check --progress-bar off \
+    -c "${REPO_ROOT}/constraints.txt" -e "${REPO_ROOT}[${extras}]" | pip_progress ||
     die "pip install of chat-history[${extras}] failed (see above)"
   touch "${VENV}/.installed-${extras//,/-}"
+}
+
+# pip_progress : condenses pip's stdout into a progress line every 10 packages, with the time.
+pip_progress() {
+  local line count=0 started=${SECONDS}
+  while IFS= read -r line; do
+    case "${line}" in
+      Collecting*)
+        count=$((count + 1))
+        ((count % 10 == 0)) && log "pip: ${count} packages resolved ($((SECONDS - started)) s)"
+        ;;
+      "Installing collected packages"*) log "pip: installing ${count} packages ($((SECONDS - started)) s)" ;;
+      "Successfully installed"*) log "pip: done in $((SECONDS - started)) s" ;;
+    esac
+  done
+  return 0
 }
 
 # can_apt : this machine installs Debian packages itself (root on Debian/Ubuntu with apt-get).

@@ -6,7 +6,7 @@ import socket
 from functools import lru_cache
 from typing import Literal, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = None
     openai_timeout_seconds: float = Field(default=30.0, gt=0)
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level_any_case(cls, value: object) -> object:
+        # LOG_LEVEL=info is what people type; the logging module's names are upper case.
+        return value.upper() if isinstance(value, str) else value
+
     @model_validator(mode="after")
     def _check_combinations(self) -> Self:
         # Turns are stored as (human, ai) pairs; odd caps or windows would split a turn.
@@ -97,7 +103,21 @@ class Settings(BaseSettings):
             )
 
 
+class SettingsError(ValueError):
+    """The environment holds an invalid setting; the message names each variable as it is set
+    (`HISTORY_TTL_SECONDS`, not the field `history_ttl_seconds`) and what it must be."""
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read from the environment on first use."""
-    return Settings()
+    """The process-wide settings, read from the environment on first use; SettingsError when
+    they are invalid (the replica then fails to start, saying what to fix)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            variable = "_".join(str(part) for part in error["loc"]).upper() or "settings"
+            got = f" (got {error['input']!r})" if error["loc"] else ""
+            problems.append(f"{variable}: {error['msg']}{got}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None

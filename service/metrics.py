@@ -25,7 +25,7 @@ class Metrics:
 
     def __init__(self) -> None:
         # `_created` series double the output and nothing here reads them.
-        disable_created_metrics()  # type: ignore[no-untyped-call]
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstream
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(

@@ -46,7 +46,9 @@ class BuiltinChatModel(BaseChatModel):
         if _NAME_ASKED.search(turn):
             name = _told_name(history)
             if name is None:
-                return f"I don't know your name: you haven't told me in this conversation. {seen}"
+                # Say what it sees, not what the conversation holds: the store may keep more
+                # than the window it passes to the model (HISTORY_WINDOW_MESSAGES).
+                return f"I don't know your name: it is not in the messages I was shown. {seen}"
             return f"Your name is {name}. {seen}"
         return f'You said: "{turn[:200]}". {seen}'
 
@@ -76,7 +78,8 @@ def build_model(settings: Settings) -> BaseChatModel:
     if settings.chat_model == "builtin":
         return BuiltinChatModel()
     try:
-        from langchain_openai import ChatOpenAI  # type: ignore[import-not-found,unused-ignore]
+        # The ignore: an optional extra, absent from the default install that mypy checks.
+        from langchain_openai import ChatOpenAI  # type: ignore[import-not-found,unused-ignore]  # see above
     except ImportError as exc:  # an optional extra: fail at startup, loudly
         raise RuntimeError(
             "CHAT_MODEL=openai needs the optional extra: pip install 'chat-history[openai]'"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from service.config import Settings, get_settings
+from service.config import Settings, SettingsError, get_settings
 
 
 @pytest.mark.parametrize(
@@ -67,3 +67,24 @@ def test_defaults_match_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.history_backend == "memory" and s.redis_url == "redis://localhost:6379/0"
     assert s.history_api == "message-history"  # today's path unless asked otherwise
     assert s.pod_name  # the hostname
+
+
+def test_the_startup_error_names_the_environment_variable_and_the_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HISTORY_TTL_SECONDS", "-1")
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(SettingsError) as raised:
+            get_settings()
+    finally:
+        get_settings.cache_clear()
+    assert str(raised.value) == (
+        "invalid settings: HISTORY_TTL_SECONDS: Input should be greater than or equal to 0 "
+        "(got '-1')"
+    )
+
+
+def test_the_log_level_is_read_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOG_LEVEL", "info")
+    assert Settings().log_level == "INFO"

@@ -42,3 +42,13 @@ async def test_a_real_provider_without_its_extra_fails_at_startup_with_the_fix()
     with pytest.raises(RuntimeError, match=r"pip install 'chat-history\[openai\]'"):
         async with app.router.lifespan_context(app):
             pass
+
+
+def test_without_the_name_in_view_it_says_what_it_can_see_not_that_it_was_never_told() -> None:
+    model = BuiltinChatModel()
+    window = [HumanMessage(content=f"fact {i}") for i in range(4)]
+    reply = model.reply_to([*window, HumanMessage(content="What is my name?")])
+    assert reply == (
+        "I don't know your name: it is not in the messages I was shown. "
+        "I can see 4 earlier messages."
+    )

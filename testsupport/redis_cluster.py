@@ -40,8 +40,8 @@ class LocalRedisCluster:
 
     @property
     def startup_nodes(self) -> list[ClusterNode]:
-        # redis-py leaves ClusterNode.__init__ unannotated.
-        return [ClusterNode(LOOPBACK, n.port) for n in self.nodes]  # type: ignore[no-untyped-call]
+        # The ignore: redis-py leaves ClusterNode.__init__ unannotated.
+        return [ClusterNode(LOOPBACK, n.port) for n in self.nodes]  # type: ignore[no-untyped-call]  # see above
 
     def client(self, **options: Any) -> RedisCluster:
         """A sync cluster client of its own (close it when done)."""

@@ -164,7 +164,7 @@ class RedisCheckpointSaver(RedisLeases, BaseCheckpointSaver[str]):
             while True:
                 reply = call(self._client, op.send(reply), self._on_round_trip)
         except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+            return done.value  # type: ignore[no-any-return]  # StopIteration.value is Any
 
     async def _arun(self, op: ops.Op[T]) -> T:
         if self._aclient is None:
@@ -174,7 +174,7 @@ class RedisCheckpointSaver(RedisLeases, BaseCheckpointSaver[str]):
             while True:
                 reply = await acall(self._aclient, op.send(reply), self._on_round_trip)
         except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+            return done.value  # type: ignore[no-any-return]  # StopIteration.value is Any
 
     # -- BaseCheckpointSaver, async ---------------------------------------------------------
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:

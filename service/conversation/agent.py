@@ -39,6 +39,7 @@ from langgraph.config import get_config
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
+from service.history.base import whole_tool_groups
 from service.metrics import Metrics
 
 Agent = CompiledStateGraph[Any, Any, Any, Any]
@@ -66,8 +67,9 @@ def turn_of(config: RunnableConfig) -> Turn | None:
 
 
 class TurnMiddleware(AgentMiddleware[Any, Any, Any]):
-    """The model sees the last `window_messages` messages and the new one (the thread keeps
-    them all), and the thread keeps at most `max_messages`: once a reply would exceed it, the
+    """The model sees the last `window_messages` messages (without a leading tool result cut off
+    from its call) and the new one (the thread keeps them all), and the thread keeps at most
+    `max_messages`: once a reply would exceed it, the
     oldest turn is removed in the same update as the reply. Records `history_length` (messages
     before the turn) and a model failure on the run's `Turn`."""
 
@@ -78,9 +80,13 @@ class TurnMiddleware(AgentMiddleware[Any, Any, Any]):
 
     def _prepare(self, request: ModelRequest[Any]) -> tuple[ModelRequest[Any], Turn | None]:
         turn = turn_of(get_config())
+        *history, new = request.messages  # the last one is this turn's
         if turn is not None:
-            turn.history_length = len(request.messages) - 1  # the last one is this turn's
-        return request.override(messages=request.messages[-(self.window_messages + 1) :]), turn
+            turn.history_length = len(history)
+        # As the history stores do: a window never starts with a tool result cut off from its call.
+        window = history[-self.window_messages :]
+        orphans = len(window) - len(whole_tool_groups(list(window)))
+        return request.override(messages=[*window[orphans:], new]), turn
 
     def _finish(self, messages: Sequence[AnyMessage], response: ModelResponse[Any]) -> ModelResult:
         excess = len(messages) + 1 - self.max_messages  # after the reply is added

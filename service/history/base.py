@@ -8,12 +8,22 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from langchain_core.chat_history import BaseChatMessageHistory
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import BaseMessage, ToolMessage
 
 
 class HistoryUnavailable(Exception):
     """The history store cannot be reached or refused the operation; nothing was changed
     that the caller was told about. The API maps this to 503 `history_unavailable`."""
+
+
+def whole_tool_groups(window: list[BaseMessage]) -> list[BaseMessage]:
+    """`window` without the tool results at its start whose `AIMessage` (the tool call) a window
+    or the per-session cap cut off: every chat model provider rejects an orphaned
+    `ToolMessage`, so a window never splits a tool-call group (it may hold fewer messages)."""
+    start = 0
+    while start < len(window) and isinstance(window[start], ToolMessage):
+        start += 1
+    return window[start:] if start else window
 
 
 class ChatHistory(BaseChatMessageHistory, ABC):
@@ -23,7 +33,8 @@ class ChatHistory(BaseChatMessageHistory, ABC):
     each in one store round trip whatever the history length (sync and native async twins):
 
     - `get_window(n)` / `aget_window(n)`: the last `n` messages, oldest first (the model's
-      context); `n == 0` means all of them; `[]` for an unknown session;
+      context); `n == 0` means all of them; `[]` for an unknown session; never starting with
+      a tool result cut off from its tool call (see `whole_tool_groups`);
     - `append_turn(messages)` / `aappend_turn(messages)`: append the messages atomically, apply
       the per-session cap, refresh the TTL; return how many messages were stored before.
 
@@ -46,7 +57,7 @@ class ChatHistory(BaseChatMessageHistory, ABC):
     async def aappend_turn(self, messages: Sequence[BaseMessage]) -> int: ...
 
     @property
-    def messages(self) -> list[BaseMessage]:  # type: ignore[override]
+    def messages(self) -> list[BaseMessage]:  # type: ignore[override]  # base: a plain attribute
         return self.get_window(0)
 
     async def aget_messages(self) -> list[BaseMessage]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from langchain_core.messages import BaseMessage
 
-from service.history.base import ChatHistory, HistoryStore, StoreMetric
+from service.history.base import ChatHistory, HistoryStore, StoreMetric, whole_tool_groups
 
 logger = logging.getLogger(__name__)
 
@@ -159,9 +159,9 @@ class MemoryStore(HistoryStore):
             if session is None:
                 return []
             if last is None or last >= len(session.messages):
-                return list(session.messages)
+                return whole_tool_groups(list(session.messages))
             # Indexing a deque near its ends is O(1): the window costs O(last), not O(history).
-            return [session.messages[i] for i in range(-last, 0)]
+            return whole_tool_groups([session.messages[i] for i in range(-last, 0)])
 
     def append(self, session_id: str, messages: Sequence[BaseMessage]) -> int:
         with self._lock:

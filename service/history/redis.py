@@ -12,7 +12,12 @@ import redis.asyncio as aredis
 from langchain_core.messages import BaseMessage, message_to_dict, messages_from_dict
 
 from service.config import Settings
-from service.history.base import ChatHistory, HistoryStore, HistoryUnavailable
+from service.history.base import (
+    ChatHistory,
+    HistoryStore,
+    HistoryUnavailable,
+    whole_tool_groups,
+)
 from service.history.redis_pool import WarmedPool
 
 RoundTripHook = Callable[[str], None]
@@ -25,17 +30,21 @@ def _encode(message: BaseMessage) -> bytes:
 
 
 def _decode(raw: Iterable[bytes | str]) -> list[BaseMessage]:
-    return messages_from_dict([orjson.loads(item) for item in raw])
+    return whole_tool_groups(messages_from_dict([orjson.loads(item) for item in raw]))
 
 
 class RedisChatHistory(ChatHistory):
     """A session stored as the Redis LIST `<key_prefix><session_id>`, oldest message first.
 
-    Lift-and-use: give it a `redis.asyncio.Redis` (native async methods), a `redis.Redis` (sync
-    methods), or both. Appending queues `RPUSH` (every message), `LTRIM` (keep the last
-    `max_messages`) and `EXPIRE` (sliding TTL, when `ttl_seconds` > 0) in one `MULTI`/`EXEC`
-    sent as a single round trip, so a turn is never half-written and concurrent writers never
-    interleave inside a turn. Reading the model's window is one `LRANGE -n -1`.
+    Lift-and-use: `RedisChatHistory.from_url(session_id, url)` works from sync and async code
+    alike (each client is built from the URL on first use; `close()`/`aclose()` release them).
+    To share a pool, give it a `redis.asyncio.Redis` (the async methods), a `redis.Redis` (the
+    sync ones), or both: an explicit client serves its own side only.
+
+    Appending queues `RPUSH` (every message), `LTRIM` (keep the last `max_messages`) and
+    `EXPIRE` (sliding TTL, when `ttl_seconds` > 0) in one `MULTI`/`EXEC` sent as a single round
+    trip, so a turn is never half-written and concurrent writers never interleave inside a
+    turn. Reading the model's window is one `LRANGE -n -1`.
     """
 
     def __init__(
@@ -48,17 +57,38 @@ class RedisChatHistory(ChatHistory):
         max_messages: int = 0,
         ttl_seconds: int = 0,
         on_round_trip: RoundTripHook | None = None,
+        url: str | None = None,
     ) -> None:
         super().__init__()
-        if async_client is None and client is None:
-            raise ValueError("RedisChatHistory needs async_client, client, or both")
+        if async_client is None and client is None and url is None:
+            raise ValueError("RedisChatHistory needs async_client, client, both, or a url")
         self.session_id = session_id
+        self._url = url
+        self._owned: list[redis.Redis | aredis.Redis] = []  # built here from the URL
         self.key = f"{key_prefix}{session_id}"
         self.max_messages = max_messages
         self.ttl_seconds = ttl_seconds
         self._aclient = async_client
         self._client = client
         self._on_round_trip = on_round_trip
+
+    @classmethod
+    def from_url(cls, session_id: str, url: str, **options: Any) -> RedisChatHistory:
+        """A history usable from sync and async code: both clients come from `url` on first
+        use (no I/O here). `options` are the other constructor arguments."""
+        return cls(session_id, url=url, **options)
+
+    def close(self) -> None:
+        """Close the sync client built from the URL (an explicit client is the caller's)."""
+        for client in self._owned:
+            if isinstance(client, redis.Redis):
+                client.close()
+
+    async def aclose(self) -> None:
+        """Close the async client built from the URL (an explicit client is the caller's)."""
+        for client in self._owned:
+            if isinstance(client, aredis.Redis):
+                await client.aclose()
 
     # -- plumbing ----------------------------------------------------------------------------
     @contextmanager
@@ -74,12 +104,24 @@ class RedisChatHistory(ChatHistory):
 
     def _sync(self) -> redis.Redis:
         if self._client is None:
-            raise RuntimeError("this RedisChatHistory was built without a sync `client`")
+            if self._url is None:
+                raise RuntimeError(
+                    "this RedisChatHistory was built without a sync `client`: use the a* "
+                    "methods, or build it with RedisChatHistory.from_url(...) to use both"
+                )
+            self._client = redis.Redis.from_url(self._url)
+            self._owned.append(self._client)
         return self._client
 
     def _async(self) -> aredis.Redis:
         if self._aclient is None:
-            raise RuntimeError("this RedisChatHistory was built without an `async_client`")
+            if self._url is None:
+                raise RuntimeError(
+                    "this RedisChatHistory was built without an `async_client`: use the sync "
+                    "methods, or build it with RedisChatHistory.from_url(...) to use both"
+                )
+            self._aclient = aredis.Redis.from_url(self._url)
+            self._owned.append(self._aclient)
         return self._aclient
 
     def _window_range(self, n: int) -> tuple[int, int]:

@@ -109,8 +109,8 @@ async def warm_pool(
 
 
 async def _checkout(pool: aredis.ConnectionPool) -> AbstractConnection:
-    # redis-py's deprecation decorator leaves get_connection untyped.
-    connection: AbstractConnection = await pool.get_connection()  # type: ignore[no-untyped-call]
+    # The ignore: redis-py's deprecation decorator leaves get_connection untyped.
+    connection: AbstractConnection = await pool.get_connection()  # type: ignore[no-untyped-call]  # see above
     return connection
 
 

@@ -168,3 +168,20 @@ def test_schema_is_strict_at_every_level() -> None:
 
     walk(schema, "")
     assert not loose, f"objects accepting unknown keys: {loose}"
+
+
+def notes(*sets: str) -> str:
+    args = ["install", RELEASE, str(CHART), "--dry-run=client"]
+    for value in sets:
+        args += ["--set", value]
+    done = run_helm(*args)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split("NOTES:", 1)[1]
+
+
+def test_notes_explain_how_to_get_an_image_that_comes_from_no_registry() -> None:
+    local = notes()
+    assert "The image chat-history:0.1.0 comes from no registry" in local
+    assert "kind load docker-image chat-history:0.1.0 --name" in local
+    pulled = notes("image.repository=registry.example/team/chat-history")
+    assert "comes from no registry" not in pulled

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 import redis
 from langchain.agents import create_agent
-from langchain_core.messages import HumanMessage
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Durability
@@ -109,3 +109,26 @@ async def test_a_checkpointer_turn_is_four_round_trips_whatever_the_thread_lengt
     assert not {"eval", "scan", "keys"} & {k for k, v in per_turn.items() if v}
     assert r.json()["history_length"] == min(2 * (prior_turns + 4), 1000)
     assert counted == Counter({"acquire": 5, "get": 5, "put": 5, "release": 5})  # /metrics agrees
+
+
+async def test_the_window_never_starts_with_a_tool_result_cut_off_from_its_call() -> None:
+    saver = InMemorySaver()
+    middleware = TurnMiddleware(window_messages=2, max_messages=1000)
+    agent = create_agent(FlakyModel(), tools=[], checkpointer=saver, middleware=[middleware])
+    call = {"name": "lookup", "args": {"q": "tea"}, "id": "call-1"}
+    await agent.aupdate_state(
+        config("t"),
+        {
+            "messages": [
+                HumanMessage("what tea?"),
+                AIMessage("", tool_calls=[call]),
+                ToolMessage("green", tool_call_id="call-1"),
+                AIMessage("Green tea."),
+            ]
+        },
+    )
+    turn = Turn()
+    state = await agent.ainvoke({"messages": [HumanMessage("thanks")]}, config("t", turn))
+    assert turn.history_length == 4
+    # The last 2 messages would start with the tool result: the model is shown 1 of them.
+    assert state["messages"][-1].text.endswith("I can see 1 earlier message.")

@@ -165,3 +165,42 @@ async def test_sync_interface_matches_async(
     assert texts(await history.aget_messages()) == texts(history.messages)
     history.clear()
     assert history.messages == []
+
+
+def tool_group(i: int) -> list[BaseMessage]:
+    """A turn that used a tool: question, tool call, two tool results, answer."""
+    calls = [
+        {"name": "lookup", "args": {"q": i}, "id": f"c{i}a"},
+        {"name": "lookup", "args": {"q": -i}, "id": f"c{i}b"},
+    ]
+    return [
+        HumanMessage(content=f"question {i}"),
+        AIMessage(content="", tool_calls=calls),
+        ToolMessage(content=f"result {i}a", tool_call_id=f"c{i}a"),
+        ToolMessage(content=f"result {i}b", tool_call_id=f"c{i}b"),
+        AIMessage(content=f"answer {i}"),
+    ]
+
+
+@pytest.mark.limits(history_max_messages=10, history_window_messages=4)
+async def test_a_window_never_starts_with_tool_results_cut_off_from_their_call(
+    store: HistoryStore,
+) -> None:
+    history = store.history("tools")
+    await history.aappend_turn(tool_group(1))
+    # The last 3 messages begin with a tool result whose AIMessage (the call) is cut off.
+    assert texts(await history.aget_window(3)) == ["answer 1"]
+    assert texts(await history.aget_window(4)) == ["", "result 1a", "result 1b", "answer 1"]
+    assert texts(await history.aget_window(5)) == texts(tool_group(1))
+
+
+@pytest.mark.limits(history_max_messages=8, history_window_messages=4)
+async def test_the_session_cap_never_leaves_an_orphaned_tool_result_first(
+    store: HistoryStore,
+) -> None:
+    history = store.history("capped")
+    await history.aappend_turn(tool_group(1))
+    await history.aappend_turn(tool_group(2))  # 10 messages, cap 8: the first two are dropped
+    whole = await history.aget_messages()
+    assert not isinstance(whole[0], ToolMessage)
+    assert texts(whole) == ["answer 1", *texts(tool_group(2))]

@@ -82,3 +82,24 @@ def test_the_class_needs_a_client() -> None:
         RedisChatHistory("s")
     with pytest.raises(RuntimeError, match="without a sync `client`"):
         RedisChatHistory("s", async_client=aredis.Redis()).get_window(2)
+
+
+async def test_a_history_built_from_a_url_works_from_sync_and_async_code(redis_url: str) -> None:
+    history = RedisChatHistory.from_url("both", redis_url, max_messages=10)
+    try:
+        history.add_messages([HumanMessage(content="sync hi"), AIMessage(content="sync hello")])
+        await history.aadd_messages([HumanMessage(content="async hi"), AIMessage(content="ok")])
+        assert [m.text for m in history.messages] == ["sync hi", "sync hello", "async hi", "ok"]
+        assert [m.text for m in await history.aget_messages()] == [m.text for m in history.messages]
+        assert "sync hi" in str(history)  # BaseChatMessageHistory.__str__ reads synchronously
+        await history.aclear()
+        assert history.messages == []
+    finally:
+        history.close()
+        await history.aclose()
+
+
+def test_an_explicit_async_client_says_how_to_get_sync_methods(redis_url: str) -> None:
+    history = RedisChatHistory("only-async", async_client=aredis.Redis.from_url(redis_url))
+    with pytest.raises(RuntimeError, match="from_url"):
+        _ = history.messages
