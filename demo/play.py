@@ -1,7 +1,9 @@
-"""The demo: one scripted conversation hops between replicas, once per history backend.
+"""The demo: one scripted conversation hops between replicas, once per history backend and
+memory API (LangChain's `BaseChatMessageHistory`, and a LangGraph checkpointer under
+`create_agent`), memory and Redis side by side for each API.
 
 `python -m demo [--target local|kube]` (scripts/demo.sh runs it). Every number in the
-table is measured on the run: nothing is hard-coded.
+tables is measured on the run: nothing is hard-coded.
 """
 
 from __future__ import annotations
@@ -20,11 +22,23 @@ from dataclasses import dataclass, field
 
 from hopcheck.client import Api, Turn
 from testsupport.targets import Deployment, Target, TargetUnavailable, make_target
-from testsupport.targets.base import BACKENDS, Backend
+from testsupport.targets.base import BACKENDS, HISTORY_APIS, Backend, HistoryApi
 
 NAME = "Ada"
 QUESTION = "What is my name?"
 LATENCY_TURNS = 50
+ROUND_TRIPS = re.compile(r'^chat_history_redis_round_trips_total\{op="\w+"\} ([\d.e+]+)$', re.M)
+# What keeps the history, per API and backend (the column headings).
+STORES = {
+    ("message-history", "memory"): "memory (in-process dict)",
+    ("message-history", "redis"): "redis (one LIST/session)",
+    ("checkpointer", "memory"): "memory (InMemorySaver)",
+    ("checkpointer", "redis"): "redis (RedisCheckpointSaver)",
+}
+API_TITLES = {
+    "message-history": "message-history API (BaseChatMessageHistory)",
+    "checkpointer": "checkpointer API (LangGraph create_agent)",
+}
 
 
 @dataclass
@@ -43,10 +57,12 @@ class Row:
 @dataclass
 class Result:
     backend: Backend
+    history_api: HistoryApi
     description: str = ""
     rows: dict[str, Row] = field(default_factory=dict)
     served_by: list[str] = field(default_factory=list)
     latencies_s: list[float] = field(default_factory=list)
+    round_trips_per_turn: float | None = None  # Redis only, from the replicas' /metrics
 
 
 def progress(message: str) -> None:
@@ -55,7 +71,8 @@ def progress(message: str) -> None:
 
 def play(deployment: Deployment) -> Result:
     """The scripted conversation: introduce, hop, rolling restart, store restart."""
-    result = Result(deployment.backend, deployment.description)
+    result = Result(deployment.backend, deployment.history_api, deployment.description)
+    label = f"{deployment.backend}/{deployment.history_api}"
     session = f"demo-{uuid.uuid4().hex[:12]}"
     stored = 0
 
@@ -70,7 +87,7 @@ def play(deployment: Deployment) -> Result:
 
     def ask_after(event: str, index: int, disturb: Callable[[], None] | None = None) -> None:
         if disturb is not None:
-            progress(f"{deployment.backend}: {event}")
+            progress(f"{label}: {event}")
             disturb()
         before = stored
         answer = turn(index, QUESTION)
@@ -82,16 +99,28 @@ def play(deployment: Deployment) -> Result:
     ask_after("after a store restart (SIGKILL)", 0, deployment.kill_history_store)
 
     # Latency on warm connections of a fresh session, one replica after the other.
-    progress(f"{deployment.backend}: {LATENCY_TURNS} more turns for latency")
+    progress(f"{label}: {LATENCY_TURNS} more turns for latency")
     timing = f"demo-latency-{uuid.uuid4().hex[:12]}"
     apis = [Api(endpoint) for endpoint in deployment.replicas()]
     try:
+        before = round_trips(apis)
         for i, api in zip(range(LATENCY_TURNS), itertools.cycle(apis), strict=False):
             result.latencies_s.append(api.chat(timing, f"Message {i}.").latency_s)
+        if deployment.backend == "redis":
+            result.round_trips_per_turn = (round_trips(apis) - before) / LATENCY_TURNS
     finally:
         for api in apis:
             api.close()
     return result
+
+
+def round_trips(apis: list[Api]) -> float:
+    """Redis round trips the replicas have counted so far (their /metrics, summed)."""
+    total = 0.0
+    for api in apis:
+        text = api.request("GET", "/metrics").text
+        total += sum(float(value) for value in ROUND_TRIPS.findall(text))
+    return total
 
 
 def short(name: str) -> str:
@@ -111,37 +140,50 @@ def ms(seconds: float) -> str:
 
 
 def table(target: Target, results: list[Result], elapsed_s: float) -> str:
-    by = {r.backend: r for r in results}
-    backends = [b for b in BACKENDS if b in by]
     label_width, column = 34, 32
     lines = [
         f"chat-history demo: {target.description}",
-        *(f"  {r.backend}: {r.description}" for r in results),
+        *(f"  {r.backend}, {r.history_api}: {r.description}" for r in results),
         "",
         "Turn 1 tells the name; each later turn asks it on another replica.",
-        "",
-        f"{'':{label_width}}" + "".join(f"{b:{column}}" for b in backends),
     ]
-    for event in by[backends[0]].rows:
-        cells = "".join(f"{by[b].rows[event]!s:{column}}" for b in backends)
-        lines.append(f"{event:{label_width}}{cells}")
-    latency = "".join(
-        f"{ms(statistics.median(by[b].latencies_s))} / {ms(p95(by[b].latencies_s))} ms".ljust(
-            column
+    for history_api in HISTORY_APIS:
+        by = {r.backend: r for r in results if r.history_api == history_api}
+        backends = [b for b in BACKENDS if b in by]
+        if not backends:
+            continue
+        lines += ["", API_TITLES[history_api]]
+        heads = "".join(f"{STORES[history_api, b]:{column}}" for b in backends)
+        lines.append(f"{'':{label_width}}{heads}")
+        for event in by[backends[0]].rows:
+            cells = "".join(f"{by[b].rows[event]!s:{column}}" for b in backends)
+            lines.append(f"{event:{label_width}}{cells}")
+        latency = "".join(
+            f"{ms(statistics.median(by[b].latencies_s))} / {ms(p95(by[b].latencies_s))} ms"
+            .ljust(column)
+            for b in backends
+        )  # fmt: skip
+        samples = len(by[backends[0]].latencies_s)
+        lines.append(f"{f'turn latency median / p95 (n={samples})':{label_width}}{latency}")
+        trips = "".join(
+            (f"{n:g}" if (n := by[b].round_trips_per_turn) is not None else "-").ljust(column)
+            for b in backends
         )
-        for b in backends
-    )
-    samples = len(by[backends[0]].latencies_s)
-    lines.append(f"{f'turn latency median / p95 (n={samples})':{label_width}}{latency}")
-    served = "".join(" ".join(short(s) for s in by[b].served_by).ljust(column) for b in backends)
-    lines.append(f"{'replica that served turns 1-4':{label_width}}{served}")
+        lines.append(f"{'Redis round trips per turn':{label_width}}{trips}")
+        served = "".join(
+            " ".join(short(s) for s in by[b].served_by).ljust(column) for b in backends
+        )
+        lines.append(f"{'replica that served turns 1-4':{label_width}}{served}")
     lines.append("")
     if any(re.fullmatch(r"replica-\d+-\d+", s) for r in results for s in r.served_by):
         lines.append("r0.2 = replica slot 0, second process: a restart starts a new process.")
     lines.append("The memory backend's store is each replica's heap: its store restart kills them.")
-    for b in backends:
-        kept = sum(row.seen == row.stored for row in by[b].rows.values())
-        lines.append(f"{b}: the model saw the whole conversation after {kept} of 3 events.")
+    for r in results:
+        kept = sum(row.seen == row.stored for row in r.rows.values())
+        lines.append(
+            f"{r.backend}, {r.history_api}: the model saw the whole conversation after "
+            f"{kept} of 3 events."
+        )
     lines.append(f"(measured live in {elapsed_s:.0f}s)")
     return "\n".join(line.rstrip() for line in lines)
 
@@ -171,13 +213,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     results = []
     try:
-        for backend in BACKENDS:
-            progress(f"{backend}: deploying {args.replicas} replicas on {args.target}")
-            deployment = target.deploy(backend, args.replicas)
-            try:
-                results.append(play(deployment))
-            finally:
-                deployment.close()
+        for history_api in HISTORY_APIS:
+            for backend in BACKENDS:
+                progress(
+                    f"{backend}/{history_api}: deploying {args.replicas} replicas on {args.target}"
+                )
+                deployment = target.deploy(backend, args.replicas, history_api)
+                try:
+                    results.append(play(deployment))
+                finally:
+                    deployment.close()
     except TargetUnavailable as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 2

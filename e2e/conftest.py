@@ -11,9 +11,23 @@ import pytest
 
 from hopcheck.client import Api, Endpoint
 from testsupport.targets import Deployment, Target, TargetUnavailable, make_target
-from testsupport.targets.base import BACKENDS, Backend
+from testsupport.targets.base import BACKENDS, HISTORY_APIS, Backend, HistoryApi
 
 REPORT_KEY = pytest.StashKey[list[str]]()
+
+Flavor = tuple[Backend, HistoryApi]
+# One deployment per (backend, API), one at a time: every test runs against each of them.
+FLAVORS: list[Flavor] = [(backend, api) for api in HISTORY_APIS for backend in BACKENDS]
+
+
+def flavor_id(flavor: Flavor) -> str:
+    return "-".join(flavor)
+
+
+def only(backend: Backend) -> pytest.MarkDecorator:
+    """Run a test against the deployments of `backend` only (for both APIs)."""
+    chosen = [f for f in FLAVORS if f[0] == backend]
+    return pytest.mark.parametrize("flavor", chosen, indirect=True, ids=flavor_id)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -22,18 +36,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--target", choices=("local", "kube"), default=os.environ.get("E2E_TARGET", "local"),
         help="local: processes on 127.0.0.1; kube: the current kubeconfig context",
     )  # fmt: skip
-    group.addoption("--replicas", type=int, default=3, help="chat replicas per backend")
+    group.addoption("--replicas", type=int, default=3, help="chat replicas per deployment")
     group.addoption(
         "--kube-context", default=os.environ.get("E2E_KUBE_CONTEXT"),
         help="kubeconfig context (default: the current one)",
     )  # fmt: skip
     group.addoption(
         "--kube-values", action="append", default=[],
-        help="extra values file for both releases, e.g. helm/chat-history/ci/airgap-values.yaml",
+        help="extra values file for every release, e.g. helm/chat-history/ci/airgap-values.yaml",
     )  # fmt: skip
     group.addoption(
         "--kube-set", action="append", default=[],
-        help="extra --set for both releases, e.g. image.tag=dev",
+        help="extra --set for every release, e.g. image.tag=dev",
     )  # fmt: skip
     group.addoption("--keep", action="store_true", help="keep temp dirs / namespaces for debugging")
     group.addoption(
@@ -95,21 +109,32 @@ def target(pytestconfig: pytest.Config) -> Iterator[Target]:
     chosen.close()
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> Backend:
-    param: Backend = request.param
+@pytest.fixture(scope="session", params=FLAVORS, ids=flavor_id)
+def flavor(request: pytest.FixtureRequest) -> Flavor:
+    param: Flavor = request.param
     return param
 
 
 @pytest.fixture(scope="session")
+def backend(flavor: Flavor) -> Backend:
+    return flavor[0]
+
+
+@pytest.fixture(scope="session")
+def history_api(flavor: Flavor) -> HistoryApi:
+    return flavor[1]
+
+
+@pytest.fixture(scope="session")
 def deployment(
-    target: Target, backend: Backend, pytestconfig: pytest.Config
+    target: Target, backend: Backend, history_api: HistoryApi, pytestconfig: pytest.Config
 ) -> Iterator[Deployment]:
-    """The service with `backend`, deployed once per backend and shared by the tests."""
+    """The service with `backend` and `history_api`, deployed once for each pair and shared by
+    the tests."""
     try:
-        deployed = target.deploy(backend, pytestconfig.getoption("--replicas"))
+        deployed = target.deploy(backend, pytestconfig.getoption("--replicas"), history_api)
     except TargetUnavailable as exc:
-        unavailable(pytestconfig, f"cannot deploy the {backend} backend: {exc}")
+        unavailable(pytestconfig, f"cannot deploy the {backend} backend ({history_api}): {exc}")
     yield deployed
     deployed.close()
 

@@ -1,8 +1,9 @@
 """One conversation, many replicas: in-memory history is lost, Redis history is kept.
 
-Every test runs once per backend (`[memory]`, `[redis]`) and asserts that backend's expected
-outcome, so the memory runs prove the failure the Redis runs prove fixed. Run from the repo root:
-`pytest e2e --target local` (or `--target kube`).
+Every test runs once per backend and memory API (`[memory-message-history]`,
+`[redis-message-history]`, `[memory-checkpointer]`, `[redis-checkpointer]`) and asserts that
+backend's expected outcome, the same for both APIs, so the memory runs prove the failure the
+Redis runs prove fixed. Run from the repo root: `pytest e2e --target local` (or `--target kube`).
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from e2e.conftest import ReplicaApis
+from e2e.conftest import ReplicaApis, only
 from hopcheck.client import Api, Message, Turn
 from testsupport import wait_until
 from testsupport.targets import Deployment
-from testsupport.targets.base import Backend
+from testsupport.targets.base import Backend, HistoryApi
 
 NAME = "Ada"
 INTRODUCTION = f"Hi, my name is {NAME}."
@@ -52,6 +53,18 @@ def hop(apis: ReplicaApis, session_id: str, messages: list[str]) -> list[Turn]:
 
 def names(apis: ReplicaApis) -> set[str]:
     return {endpoint.name for endpoint in apis.endpoints}
+
+
+# --- 0. what is deployed ----------------------------------------------------------------------
+
+
+def test_every_replica_runs_the_backend_and_memory_api_of_its_deployment(
+    cluster: Deployment, apis: ReplicaApis, backend: Backend, history_api: HistoryApi
+) -> None:
+    for api in apis.all:
+        info = api.info()
+        assert (info["backend"], info["history_api"]) == (backend, history_api), info
+        assert info["served_by"] == api.endpoint.name
 
 
 # --- 1. hop ---------------------------------------------------------------------------------
@@ -182,7 +195,12 @@ WRITERS = 12
 
 
 def test_concurrent_writers_on_all_replicas_lose_no_turn_with_redis_and_count_memory_loss(
-    cluster: Deployment, apis: ReplicaApis, session_id: str, backend: Backend, report: list[str]
+    cluster: Deployment,
+    apis: ReplicaApis,
+    session_id: str,
+    backend: Backend,
+    history_api: HistoryApi,
+    report: list[str],
 ) -> None:
     sessions = [f"{session_id}-{k}" for k in range(SESSIONS)]
     jobs = [
@@ -194,6 +212,7 @@ def test_concurrent_writers_on_all_replicas_lose_no_turn_with_redis_and_count_me
         turns = list(pool.map(lambda job: job[0].chat(job[1], job[2]), jobs))
     reply_to = {t.message: t.reply for t in turns}
     served_by = {t.message: t.served_by for t in turns}
+    window = int(apis[0].info()["history_window_messages"])
 
     lost = stored = 0
     for sid in sessions:
@@ -206,6 +225,11 @@ def test_concurrent_writers_on_all_replicas_lose_no_turn_with_redis_and_count_me
             assert len(humans) == len(set(humans)) and set(humans) <= sent
             replies = [content for _, content in view[1::2]]
             assert replies == [reply_to[h] for h in humans], "a reply is not next to its turn"
+            if history_api == "checkpointer":
+                # Turns on a thread run one at a time: each saw every turn stored before it.
+                for j, reply in enumerate(replies):
+                    seen = min(2 * j, window)
+                    assert reply.endswith(f"I can see {seen} earlier messages."), (j, reply)
             if backend == "redis":
                 assert set(humans) == sent, f"{api.endpoint.name} lost turns of {sid}"
             else:
@@ -217,10 +241,10 @@ def test_concurrent_writers_on_all_replicas_lose_no_turn_with_redis_and_count_me
     reads = SESSIONS * len(apis)
     acknowledged = len(turns) * len(apis)
     report.append(
-        f"{backend:6} concurrent writers: {len(turns)} turns ({SESSIONS} sessions x "
-        f"{TURNS_PER_SESSION}) over {len(apis)} replicas; reading each session from each replica "
-        f"({reads} reads) returned {stored}/{acknowledged} acknowledged turns, "
-        f"{lost} missing ({100 * lost / acknowledged:.0f}%)"
+        f"{backend:6} {history_api:15} concurrent writers: {len(turns)} turns "
+        f"({SESSIONS} sessions x {TURNS_PER_SESSION}) over {len(apis)} replicas; reading each "
+        f"session from each replica ({reads} reads) returned {stored}/{acknowledged} "
+        f"acknowledged turns, {lost} missing ({100 * lost / acknowledged:.0f}%)"
     )
     if backend == "redis":
         assert lost == 0
@@ -276,7 +300,12 @@ LB_TURNS = 8
 
 
 def test_load_balanced_session_spreads_over_pods_and_stays_whole_only_with_redis(
-    cluster: Deployment, apis: ReplicaApis, session_id: str, backend: Backend, report: list[str]
+    cluster: Deployment,
+    apis: ReplicaApis,
+    session_id: str,
+    backend: Backend,
+    history_api: HistoryApi,
+    report: list[str],
 ) -> None:
     entry = cluster.entry_point()
     if entry is None:
@@ -308,7 +337,8 @@ def test_load_balanced_session_spreads_over_pods_and_stays_whole_only_with_redis
         assert len(per_pod[reader]) < len(turns), "no pod may have served the whole session"
     full = sum(2 * i for i in range(len(turns)))
     report.append(
-        f"{backend:6} via load balancer: {len(turns)} turns served by {len(servers)} pods; "
+        f"{backend:6} {history_api:15} via load balancer: {len(turns)} turns served by "
+        f"{len(servers)} pods; "
         f"the model saw {sum(seen)}/{full} of the earlier messages "
         f"({100 * sum(seen) / full:.0f}%)"
     )
@@ -318,7 +348,7 @@ def test_load_balanced_session_spreads_over_pods_and_stays_whole_only_with_redis
 
 
 @pytest.mark.kube_only
-@pytest.mark.parametrize("backend", ["redis"], indirect=True)
+@only("redis")
 def test_helm_test_passes_for_the_redis_release(cluster: Deployment) -> None:
     passed, output = cluster.helm_test()
     assert passed, output

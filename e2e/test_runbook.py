@@ -18,12 +18,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from e2e.conftest import ReplicaApis
+from e2e.conftest import ReplicaApis, only
 from hopcheck.client import Api, Message
 from testsupport.targets import Deployment
 from testsupport.targets.base import Backend
 
-redis_only = pytest.mark.parametrize("backend", ["redis"], indirect=True)
+redis_only = only("redis")
 
 
 def run_or_skip(procedure: Callable[[], None]) -> None:

@@ -4,7 +4,8 @@ Used by the chart's `helm test` pod (and runnable anywhere) to show, from inside
 what the chart is about: the turns of one session land on different pods, and with the Redis
 backend every pod sees the whole history, while with the memory backend history is lost on a hop.
 
-    python -m hopcheck --url http://chat-history --turns 12 --backend redis
+    python -m hopcheck --url http://chat-history --turns 12 --backend redis \
+        --history-api checkpointer
 
 Exit status: 0 when the check holds, 1 when it does not (the reason is logged), 2 on bad usage.
 It ships in the service's wheel and image, so `helm test` needs no second image.
@@ -135,13 +136,21 @@ def run(args: argparse.Namespace) -> None:
         except UnexpectedResponse as exc:
             raise CheckFailed(str(exc)) from exc
         cap = int(info.get("history_max_messages", 2 * args.turns))
+        history_api = info.get("history_api", "message-history")
+        if args.history_api is not None and history_api != args.history_api:
+            raise CheckFailed(
+                f"pod {info.get('served_by')} reports history_api {history_api!r}, "
+                f"expected {args.history_api!r}"
+            )
         session_id = f"hopcheck-{uuid.uuid4().hex[:16]}"
         logger.info(
-            "hop check: %d turns of session %s through %s (%s backend), a new connection each",
+            "hop check: %d turns of session %s through %s (%s backend, %s API), a new "
+            "connection each",
             args.turns,
             session_id,
             args.url,
             args.backend,
+            history_api,
         )
         try:
             done = run_turns(api, session_id, args.turns, args.backend, cap)
@@ -173,6 +182,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         required=True,
         choices=["redis", "memory"],
         help="history backend the deployment is expected to use",
+    )
+    parser.add_argument(
+        "--history-api",
+        choices=["message-history", "checkpointer"],
+        default=None,
+        help="memory API the deployment is expected to use (/v1/info's history_api)",
     )
     parser.add_argument(
         "--min-pods",

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
     history_backend: Literal["memory", "redis"] = "memory"
+    # Which LangChain memory API keeps the conversation: `BaseChatMessageHistory` (the service
+    # loads the window and appends the turn) or a LangGraph checkpointer under `create_agent`.
+    history_api: Literal["message-history", "checkpointer"] = "message-history"
     pod_name: str = Field(default_factory=socket.gethostname, min_length=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -50,6 +53,13 @@ class Settings(BaseSettings):
     # Opened when the replica starts, before it reports ready (at most the pool's size): a
     # burst on a fresh replica then finds them open instead of opening them all at once.
     redis_warm_connections: int = Field(default=64, ge=0, le=10_000)
+
+    # Checkpointer API: per-thread turn serialization and, with Redis, the saver's retention.
+    # A lease must outlive the longest turn (the model call included): a turn that outlives it
+    # is fenced out and answers 503. It is also how long a crashed holder blocks its thread.
+    checkpoint_lease_seconds: float = Field(default=30.0, gt=0, le=3600)
+    checkpoint_lease_wait_seconds: float = Field(default=10.0, ge=0, le=600)
+    checkpoint_max_checkpoints: int = Field(default=1, ge=1, le=1000)
 
     # Chat model: the built-in offline model, or an OpenAI-compatible endpoint.
     chat_model: Literal["builtin", "openai"] = "builtin"
@@ -103,7 +113,21 @@ class Settings(BaseSettings):
             raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
         if self.chat_model == "openai" and not self.openai_model:
             raise ValueError("CHAT_MODEL=openai needs OPENAI_MODEL (e.g. gpt-4o-mini)")
+        if self.history_api == "checkpointer":
+            self._check_checkpointer()
         return self
+
+    def _check_checkpointer(self) -> None:
+        lease = self.checkpoint_lease_seconds
+        if self.history_ttl_seconds and self.history_ttl_seconds < lease:
+            # The lease lives among the thread's keys: it must not outlive them.
+            raise ValueError("HISTORY_TTL_SECONDS must be 0 or at least CHECKPOINT_LEASE_SECONDS")
+        # The OpenAI client tries twice (max_retries=1): the turn must end within the lease.
+        if self.chat_model == "openai" and lease <= 2 * self.openai_timeout_seconds:
+            raise ValueError(
+                "CHECKPOINT_LEASE_SECONDS must exceed twice OPENAI_TIMEOUT_SECONDS (a model call "
+                "is tried twice) so that a slow turn keeps its lease"
+            )
 
 
 class SettingsError(ValueError):

@@ -9,6 +9,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from service.checkpoint import ThreadBusy
+from service.conversation import ModelFailed
 from service.history import HistoryUnavailable
 
 logger = logging.getLogger(__name__)
@@ -18,7 +20,7 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "message_too_la
 
 class ApiError(Exception):
     """An error answered as `{"error": {"code", "message"}}` with `status`; raised by routes
-    for failures the HTTP contract names (422, 413, 404, 502)."""
+    for failures the HTTP contract names (422, 413, 404)."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
@@ -52,6 +54,21 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(request, 422, "invalid_request", _describe(exc))
+
+    @app.exception_handler(ModelFailed)
+    async def _model_failed(request: Request, exc: ModelFailed) -> JSONResponse:
+        logger.warning("%s", exc)
+        return error_response(request, 502, "model_error", str(exc))
+
+    @app.exception_handler(ThreadBusy)
+    async def _busy(request: Request, exc: ThreadBusy) -> JSONResponse:
+        # The store is fine but another turn held the session for the whole wait: nothing was
+        # read or written, and the same request may be sent again.
+        response = error_response(
+            request, 503, "history_unavailable", f"session busy, retry later: {exc}"
+        )
+        response.headers["Retry-After"] = "1"
+        return response
 
     @app.exception_handler(HistoryUnavailable)
     async def _unavailable(request: Request, exc: HistoryUnavailable) -> JSONResponse:

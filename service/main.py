@@ -7,13 +7,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from langchain_core.language_models import BaseChatModel
 
 from service import __version__
 from service.api import chat, health, sessions
 from service.api.deps import Runtime
 from service.config import Settings, get_settings
+from service.conversation import build_conversations
 from service.errors import install_error_handlers
-from service.history import build_store
 from service.metrics import Metrics
 from service.middleware import install_middleware
 from service.model import build_model
@@ -22,9 +23,10 @@ from service.web import install_web
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, model: BaseChatModel | None = None) -> FastAPI:
     """A new app. Settings are read when it starts (override `get_settings` in tests, or pass
-    `settings`); the store's clients are built in the lifespan and closed after it."""
+    `settings`); the store's clients are built in the lifespan and closed after it. `model`
+    replaces the one `CHAT_MODEL` names (tests pass a model that fails or stalls)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -33,20 +35,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         logging.getLogger("service").setLevel(current.log_level)
         metrics = Metrics()
-        store = build_store(current, on_round_trip=metrics.round_trip)
-        metrics.watch_store(store)
-        app.state.runtime = Runtime(current, store, build_model(current), metrics)
+        chat_model = model if model is not None else build_model(current)
+        conversations = build_conversations(current, chat_model, metrics)
+        metrics.watch_store(conversations)
+        app.state.runtime = Runtime(current, conversations, metrics)
         logger.info(
-            "replica %s ready to serve: backend=%s version=%s",
+            "replica %s ready to serve: api=%s backend=%s version=%s",
             current.pod_name,
-            store.backend,
+            conversations.api,
+            conversations.backend,
             __version__,
         )
         try:
-            await store.start()
+            await conversations.start()
             yield
         finally:
-            await store.aclose()
+            await conversations.aclose()
 
     # /docs and /openapi.json come from service.web (no CDN, counted by route); no /redoc.
     app = FastAPI(

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from service.history import HistoryStore
+from service.history.base import StoreMetric
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class ReportsSize(Protocol):
+    """A store that reports what it holds (`HistoryStore`, `Conversations`)."""
+
+    def size_metrics(self) -> list[StoreMetric]: ...
 
 
 class Metrics:
@@ -31,14 +38,14 @@ class Metrics:
         self.errors = Counter("chat_errors", "Error responses by error code.", ["code"], registry=r)
         self.history_read = Histogram(
             "chat_history_read_seconds",
-            "Time to load a session's context window.",
+            "Time to load a session's context window (checkpointer: its latest checkpoint).",
             ["backend"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.history_append = Histogram(
             "chat_history_append_seconds",
-            "Time to append a turn atomically.",
+            "Time to append a turn atomically (checkpointer: write the turn's checkpoint).",
             ["backend"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
@@ -54,7 +61,7 @@ class Metrics:
     def round_trip(self, op: str) -> None:
         self.redis_round_trips.labels(op).inc()
 
-    def watch_store(self, store: HistoryStore) -> None:
+    def watch_store(self, store: ReportsSize) -> None:
         """Export what `store` reports about itself (`size_metrics()`) at every scrape."""
         self._store_collector = _StoreCollector(store)
         self.registry.register(self._store_collector)
@@ -63,7 +70,7 @@ class Metrics:
 class _StoreCollector(Collector):
     """Reads a store's own metrics when Prometheus scrapes; knows no backend."""
 
-    def __init__(self, store: HistoryStore) -> None:
+    def __init__(self, store: ReportsSize) -> None:
         self.store = store
 
     def describe(self) -> list[Metric]:

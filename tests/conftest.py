@@ -11,6 +11,7 @@ import httpx
 import pytest
 import redis
 import redis.asyncio as aredis
+from langchain_core.language_models import BaseChatModel
 
 from service.config import Settings
 from service.main import create_app
@@ -52,10 +53,15 @@ def make_settings(backend: str, redis_url: str | None = None, **overrides: Any) 
     return Settings(**values)
 
 
+HISTORY_APIS = ("message-history", "checkpointer")
+
+
 @asynccontextmanager
-async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def app_client(
+    settings: Settings, model: BaseChatModel | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
     """An app started with its lifespan, and an HTTP client speaking ASGI to it."""
-    app = create_app(settings)
+    app = create_app(settings, model=model)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
@@ -76,11 +82,23 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture(params=HISTORY_APIS)
+def history_api(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-def backend_settings(backend: str, request: pytest.FixtureRequest) -> Settings:
-    """Settings for the parametrized backend (starting Redis only when needed)."""
+def backend_settings(backend: str, history_api: str, request: pytest.FixtureRequest) -> Settings:
+    """Settings for the parametrized backend and API (starting Redis only when needed)."""
     url = request.getfixturevalue("redis_url") if backend == "redis" else None
-    return make_settings(backend, url)
+    return make_settings(backend, url, history_api=history_api)
+
+
+def stored_sessions(client: redis.Redis, history_api: str) -> int:
+    """Sessions stored in this Redis by either API (one LIST, or one thread's `idx` key)."""
+    if history_api == "checkpointer":
+        return sum(1 for _ in client.scan_iter("chat-history:ckpt:{*}:idx", count=1000))
+    return sum(1 for _ in client.scan_iter("chat-history:*", count=1000))
 
 
 @pytest.fixture

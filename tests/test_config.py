@@ -20,6 +20,17 @@ from service.config import Settings, SettingsError, get_settings
         ({"MEMORY_MAX_MESSAGES": "100"}, "MEMORY_MAX_MESSAGES must be at least"),
         ({"REDIS_SOCKET_TIMEOUT_SECONDS": "0"}, "greater than 0"),
         ({"HISTORY_TTL_SECONDS": "-1"}, "greater than or equal to 0"),
+        ({"HISTORY_API": "langgraph"}, "history_api"),
+        (
+            {"HISTORY_API": "checkpointer", "HISTORY_TTL_SECONDS": "10"},
+            "HISTORY_TTL_SECONDS must be 0 or at least CHECKPOINT_LEASE_SECONDS",
+        ),
+        (
+            {"HISTORY_API": "checkpointer", "CHAT_MODEL": "openai", "OPENAI_MODEL": "m"},
+            "CHECKPOINT_LEASE_SECONDS must exceed twice OPENAI_TIMEOUT_SECONDS",
+        ),
+        ({"CHECKPOINT_LEASE_SECONDS": "0"}, "greater than 0"),
+        ({"CHECKPOINT_MAX_CHECKPOINTS": "0"}, "greater than or equal to 1"),
     ],
 )
 def test_bad_settings_fail_with_a_clear_message(
@@ -50,10 +61,11 @@ def test_environment_is_read_with_the_contract_names(monkeypatch: pytest.MonkeyP
 
 
 def test_defaults_match_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HISTORY_BACKEND", "REDIS_URL", "POD_NAME"):
+    for name in ("HISTORY_BACKEND", "HISTORY_API", "REDIS_URL", "POD_NAME"):
         monkeypatch.delenv(name, raising=False)
     s = Settings()
     assert s.history_backend == "memory" and s.redis_url == "redis://localhost:6379/0"
+    assert s.history_api == "message-history"  # today's path unless asked otherwise
     assert s.pod_name  # the hostname
 
 

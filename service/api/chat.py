@@ -1,20 +1,16 @@
-"""POST /v1/chat: load the window, call the model, append the turn."""
+"""POST /v1/chat: one turn of a session, whichever memory API keeps it."""
 
 from __future__ import annotations
 
-import logging
-import time
 import uuid
 
 from fastapi import APIRouter
-from langchain_core.messages import HumanMessage
 from pydantic import BaseModel, ConfigDict, StrictStr
 
-from service.api.deps import MetricsDep, ModelDep, SettingsDep, StoreDep
+from service.api.deps import ConversationsDep, MetricsDep, SettingsDep
 from service.api.session_ids import checked_session_id
 from service.errors import ApiError
 
-logger = logging.getLogger(__name__)
 router = APIRouter(tags=["chat"])
 
 
@@ -35,7 +31,10 @@ class ChatResponse(BaseModel):
 
 @router.post("/v1/chat")
 async def chat(
-    body: ChatRequest, settings: SettingsDep, store: StoreDep, model: ModelDep, metrics: MetricsDep
+    body: ChatRequest,
+    settings: SettingsDep,
+    conversations: ConversationsDep,
+    metrics: MetricsDep,
 ) -> ChatResponse:
     # Validate everything before touching the store: a rejected request stores nothing.
     if body.session_id is None:
@@ -51,26 +50,12 @@ async def chat(
             f"message has {len(body.message)} characters; limit {settings.max_message_chars}",
         )
 
-    history = store.history(session_id)
-    started = time.perf_counter()
-    window = await history.aget_window(settings.history_window_messages)
-    metrics.history_read.labels(store.backend).observe(time.perf_counter() - started)
-
-    human = HumanMessage(content=body.message)
-    try:
-        ai = await model.ainvoke([*window, human])
-    except Exception as exc:  # any provider failure: answer 502, store nothing
-        logger.warning("chat model failed: %s", type(exc).__name__)
-        raise ApiError(502, "model_error", f"the chat model failed: {type(exc).__name__}") from exc
-
-    started = time.perf_counter()
-    before = await history.aappend_turn([human, ai])
-    metrics.history_append.labels(store.backend).observe(time.perf_counter() - started)
-    metrics.turns.labels(store.backend).inc()
+    result = await conversations.turn(session_id, body.message)
+    metrics.turns.labels(conversations.backend).inc()
     return ChatResponse(
         session_id=session_id,
-        reply=ai.text,
+        reply=result.reply,
         served_by=settings.pod_name,
-        backend=store.backend,
-        history_length=before,
+        backend=conversations.backend,
+        history_length=result.history_length,
     )

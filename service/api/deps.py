@@ -6,10 +6,9 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
-from langchain_core.language_models import BaseChatModel
 
 from service.config import Settings
-from service.history import HistoryStore
+from service.conversation import Conversations
 from service.metrics import Metrics
 
 
@@ -18,8 +17,7 @@ class Runtime:
     """What one running app owns: built in the lifespan, released after it."""
 
     settings: Settings
-    store: HistoryStore
-    model: BaseChatModel
+    conversations: Conversations
     metrics: Metrics
 
 
@@ -32,12 +30,8 @@ async def get_app_settings(request: Request) -> Settings:
     return get_runtime(request).settings
 
 
-async def get_store(request: Request) -> HistoryStore:
-    return get_runtime(request).store
-
-
-async def get_model(request: Request) -> BaseChatModel:
-    return get_runtime(request).model
+async def get_conversations(request: Request) -> Conversations:
+    return get_runtime(request).conversations
 
 
 async def get_metrics(request: Request) -> Metrics:
@@ -45,6 +39,5 @@ async def get_metrics(request: Request) -> Metrics:
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
-StoreDep = Annotated[HistoryStore, Depends(get_store)]
-ModelDep = Annotated[BaseChatModel, Depends(get_model)]
+ConversationsDep = Annotated[Conversations, Depends(get_conversations)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]

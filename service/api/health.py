@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import __version__
-from service.api.deps import MetricsDep, SettingsDep, StoreDep
+from service.api.deps import ConversationsDep, MetricsDep, SettingsDep
 from service.api.session_ids import MAX_SESSION_ID_LENGTH
 from service.history import HistoryUnavailable
 
@@ -23,24 +23,26 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(settings: SettingsDep, store: StoreDep) -> JSONResponse:
+async def readyz(settings: SettingsDep, conversations: ConversationsDep) -> JSONResponse:
     """Readiness: the history store answers, so this replica can serve a turn."""
     # Bound the whole check, retries included, so it answers before the kubelet's probe times
     # out (1.5 s with the defaults; the chart's probe waits longer).
     budget = settings.redis_connect_timeout_seconds + settings.redis_socket_timeout_seconds
     try:
-        await asyncio.wait_for(store.ping(), timeout=budget)
+        await asyncio.wait_for(conversations.ping(), timeout=budget)
     except (HistoryUnavailable, TimeoutError) as exc:
         detail = str(exc) or f"no answer within {budget:.1f}s"
         return JSONResponse(
             status_code=503,
             content={
                 "error": {"code": "history_unavailable", "message": detail},
-                "checks": {"history": {"ok": False, "backend": store.backend, "error": detail}},
+                "checks": {
+                    "history": {"ok": False, "backend": conversations.backend, "error": detail}
+                },
             },
         )
     return JSONResponse(
-        {"status": "ready", "checks": {"history": {"ok": True, "backend": store.backend}}}
+        {"status": "ready", "checks": {"history": {"ok": True, "backend": conversations.backend}}}
     )
 
 
@@ -50,10 +52,11 @@ async def metrics(m: MetricsDep) -> Response:
 
 
 @router.get("/v1/info")
-async def info(settings: SettingsDep, store: StoreDep) -> dict[str, object]:
+async def info(settings: SettingsDep, conversations: ConversationsDep) -> dict[str, object]:
     return {
         "served_by": settings.pod_name,
-        "backend": store.backend,
+        "backend": conversations.backend,
+        "history_api": conversations.api,
         "version": __version__,
         "model": settings.chat_model,
         "max_message_chars": settings.max_message_chars,
@@ -63,4 +66,7 @@ async def info(settings: SettingsDep, store: StoreDep) -> dict[str, object]:
         "history_ttl_seconds": settings.history_ttl_seconds,
         "memory_max_sessions": settings.memory_max_sessions,
         "memory_max_messages": settings.memory_max_messages,
+        "checkpoint_max_checkpoints": settings.checkpoint_max_checkpoints,
+        "checkpoint_lease_seconds": settings.checkpoint_lease_seconds,
+        "checkpoint_lease_wait_seconds": settings.checkpoint_lease_wait_seconds,
     }

@@ -7,7 +7,7 @@ from typing import Literal
 from fastapi import APIRouter, Response
 from pydantic import BaseModel
 
-from service.api.deps import SettingsDep, StoreDep
+from service.api.deps import ConversationsDep, SettingsDep
 from service.api.session_ids import checked_session_id
 from service.errors import ApiError
 
@@ -27,19 +27,21 @@ class TranscriptOut(BaseModel):
 
 
 @router.get("/v1/sessions/{session_id}/messages")
-async def get_messages(session_id: str, settings: SettingsDep, store: StoreDep) -> TranscriptOut:
-    messages = await store.history(checked_session_id(session_id)).aget_messages()
+async def get_messages(
+    session_id: str, settings: SettingsDep, conversations: ConversationsDep
+) -> TranscriptOut:
+    messages = await conversations.transcript(checked_session_id(session_id))
     if not messages:
         raise ApiError(404, "session_not_found", f"no history for session {session_id!r} here")
     return TranscriptOut(
         session_id=session_id,
         served_by=settings.pod_name,
-        backend=store.backend,
+        backend=conversations.backend,
         messages=[MessageOut(type=m.type, content=m.text) for m in messages],
     )
 
 
 @router.delete("/v1/sessions/{session_id}", status_code=204)
-async def delete_session(session_id: str, store: StoreDep) -> Response:
-    await store.history(checked_session_id(session_id)).aclear()
+async def delete_session(session_id: str, conversations: ConversationsDep) -> Response:
+    await conversations.delete(checked_session_id(session_id))
     return Response(status_code=204)

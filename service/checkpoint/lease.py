@@ -58,6 +58,10 @@ class ThreadLease:
     def fence(self) -> int:
         return int(self.token.split(":", 1)[0]) if self.token else 0
 
+    @property
+    def nonce(self) -> str:
+        return self.token.split(":", 1)[1] if self.token else ""
+
     def config(self, config: RunnableConfig | None = None) -> RunnableConfig:
         """`config` (or a new one) aimed at this thread and carrying the lease, for
         `agent.invoke/ainvoke`: every checkpoint write of the turn is then fenced."""

@@ -146,11 +146,13 @@ return token
 """,
 )
 
-# ARGV: token. Deletes the lease only if it is still this token's.
+# ARGV: nonce. Deletes the lease only if it is still this acquisition's: the nonce is random
+# per acquisition, so it names the lease even when the acquirer never saw its token.
 RELEASE = Script(
     "release",
     r"""
-if redis.call('GET', LEASE) == ARGV[1] then return redis.call('DEL', LEASE) end
+local holder = redis.call('GET', LEASE)
+if holder and holder:sub(-#ARGV[1] - 1) == ':' .. ARGV[1] then return redis.call('DEL', LEASE) end
 return 0
 """,
 )

@@ -209,5 +209,5 @@ def try_acquire(s: Settings, thread_id: str, nonce: str) -> Op[str | None]:
     return bytes(token).decode() if token is not None else None
 
 
-def release(s: Settings, thread_id: str, token: str) -> Op[None]:
-    yield Eval(lua.RELEASE, s.keys(thread_id), [token])
+def release(s: Settings, thread_id: str, nonce: str) -> Op[None]:
+    yield Eval(lua.RELEASE, s.keys(thread_id), [nonce])

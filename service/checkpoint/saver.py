@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, TypeVar
@@ -93,6 +94,7 @@ class RedisCheckpointSaver(RedisLeases, BaseCheckpointSaver[str]):
         self._client = client
         self._on_round_trip = on_round_trip
         self.lease_wait_seconds = lease_wait_seconds
+        self._forgetting: set[asyncio.Task[None]] = set()
         self.settings = ops.Settings(
             prefix=key_prefix,
             keep=max_checkpoints,
@@ -146,6 +148,10 @@ class RedisCheckpointSaver(RedisLeases, BaseCheckpointSaver[str]):
             self._client.close()
 
     async def aclose(self) -> None:
+        """Stop the background releases of unknown leases, then close the async client."""
+        for task in list(self._forgetting):
+            task.cancel()
+        await asyncio.gather(*self._forgetting, return_exceptions=True)
         if self._aclient is not None:
             await self._aclient.aclose()
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -20,9 +18,7 @@ from service.history.base import (
     HistoryUnavailable,
     whole_tool_groups,
 )
-from service.history.redis_pool import warm_pool
-
-logger = logging.getLogger(__name__)
+from service.history.redis_pool import WarmedPool
 
 RoundTripHook = Callable[[str], None]
 
@@ -178,14 +174,8 @@ class RedisChatHistory(ChatHistory):
 
 
 class RedisStore(HistoryStore):
-    """Redis-backed sessions sharing one async connection pool (built by the app's lifespan).
-
-    A fresh replica's pool is warmed before the replica counts as ready: `start()` opens
-    `REDIS_WARM_CONNECTIONS` connections a few at a time, so a burst of turns on a replica
-    that has just started (scale-up, rolling restart) does not open them all at once, each
-    against the connect timeout. Until a warm-up has succeeded, `ping()` (readiness) tries it
-    again first.
-    """
+    """Redis-backed sessions sharing one async connection pool (built by the app's lifespan),
+    warmed before the replica counts as ready (`WarmedPool`)."""
 
     backend = "redis"
 
@@ -193,17 +183,9 @@ class RedisStore(HistoryStore):
         self, client: aredis.Redis, settings: Settings, on_round_trip: RoundTripHook | None = None
     ) -> None:
         self.client = client
+        self._pool = WarmedPool(client, settings)
         self._settings = settings
         self._on_round_trip = on_round_trip
-        self._warm_connections = min(
-            settings.redis_warm_connections, settings.redis_max_connections
-        )
-        self._warmed = self._warm_connections == 0
-        self._warming: asyncio.Task[None] | None = None
-        # What readiness allows a healthy Redis to take: connect, then answer.
-        self._answer_budget = (
-            settings.redis_connect_timeout_seconds + settings.redis_socket_timeout_seconds
-        )
 
     def history(self, session_id: str) -> RedisChatHistory:
         return RedisChatHistory(
@@ -216,38 +198,10 @@ class RedisStore(HistoryStore):
         )
 
     async def start(self) -> None:
-        """Warm the pool, waiting for it at most the readiness budget (connect + socket
-        timeout): a reachable Redis is warm before the first request, an unreachable one
-        delays startup by that much at most and never fails it."""
-        if not self._warmed:
-            await asyncio.wait([self._warm_in_background()], timeout=self._answer_budget)
-
-    def _warm_in_background(self) -> asyncio.Task[None]:
-        if self._warming is None or self._warming.done():
-            self._warming = asyncio.create_task(self._warm(), name="redis-pool-warm-up")
-        return self._warming
-
-    async def _warm(self) -> None:
-        try:
-            await warm_pool(self.client.connection_pool, self._warm_connections)
-        except Exception as exc:  # a warm-up is an optimisation: it must never break startup
-            logger.info("Redis pool not warmed (readiness will retry): %s", exc)
-        else:
-            self._warmed = True
+        await self._pool.start()
 
     async def ping(self) -> None:
-        """Return when Redis answers and the pool is warm; raise `HistoryUnavailable` otherwise."""
-        if not self._warmed:
-            # asyncio.wait: a probe that gives up does not cancel the warm-up it waited for.
-            await asyncio.wait([self._warm_in_background()])
-        try:
-            await self.client.ping()
-        except redis.RedisError as exc:
-            raise HistoryUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
+        await self._pool.ping()
 
     async def aclose(self) -> None:
-        if self._warming is not None:
-            self._warming.cancel()
-            await asyncio.wait([self._warming])
-        await self.client.aclose()
-        await self.client.connection_pool.disconnect()
+        await self._pool.aclose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import redis
@@ -12,6 +13,9 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
 
 from service.config import Settings
+from service.history.base import HistoryUnavailable
+
+logger = logging.getLogger(__name__)
 
 # Connections opened at once. Every connect races its own connect timeout, but the event loop
 # completes connects one after another: opening 50 together under CPU contention took up to
@@ -108,3 +112,64 @@ async def _checkout(pool: aredis.ConnectionPool) -> AbstractConnection:
     # The ignore: redis-py's deprecation decorator leaves get_connection untyped.
     connection: AbstractConnection = await pool.get_connection()  # type: ignore[no-untyped-call]  # see above
     return connection
+
+
+class WarmedPool:
+    """The lifecycle of the process's one client, whichever API uses it: warmed at start, pinged
+    by readiness, closed at shutdown.
+
+    A fresh replica's pool is warmed before the replica counts as ready: `start()` opens
+    `REDIS_WARM_CONNECTIONS` connections a few at a time, so a burst of turns on a replica that
+    has just started (scale-up, rolling restart) does not open them all at once, each against
+    the connect timeout. Until a warm-up has succeeded, `ping()` (readiness) tries it again
+    first.
+    """
+
+    def __init__(self, client: aredis.Redis, settings: Settings) -> None:
+        self.client = client
+        self._warm_connections = min(
+            settings.redis_warm_connections, settings.redis_max_connections
+        )
+        self._warmed = self._warm_connections == 0
+        self._warming: asyncio.Task[None] | None = None
+        # What readiness allows a healthy Redis to take: connect, then answer.
+        self._answer_budget = (
+            settings.redis_connect_timeout_seconds + settings.redis_socket_timeout_seconds
+        )
+
+    async def start(self) -> None:
+        """Warm the pool, waiting for it at most the readiness budget (connect + socket
+        timeout): a reachable Redis is warm before the first request, an unreachable one
+        delays startup by that much at most and never fails it."""
+        if not self._warmed:
+            await asyncio.wait([self._warm_in_background()], timeout=self._answer_budget)
+
+    def _warm_in_background(self) -> asyncio.Task[None]:
+        if self._warming is None or self._warming.done():
+            self._warming = asyncio.create_task(self._warm(), name="redis-pool-warm-up")
+        return self._warming
+
+    async def _warm(self) -> None:
+        try:
+            await warm_pool(self.client.connection_pool, self._warm_connections)
+        except Exception as exc:  # a warm-up is an optimisation: it must never break startup
+            logger.info("Redis pool not warmed (readiness will retry): %s", exc)
+        else:
+            self._warmed = True
+
+    async def ping(self) -> None:
+        """Return when Redis answers and the pool is warm; raise `HistoryUnavailable` otherwise."""
+        if not self._warmed:
+            # asyncio.wait: a probe that gives up does not cancel the warm-up it waited for.
+            await asyncio.wait([self._warm_in_background()])
+        try:
+            await self.client.ping()
+        except redis.RedisError as exc:
+            raise HistoryUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
+
+    async def aclose(self) -> None:
+        if self._warming is not None:
+            self._warming.cancel()
+            await asyncio.wait([self._warming])
+        await self.client.aclose()
+        await self.client.connection_pool.disconnect()

@@ -1,4 +1,4 @@
-"""The HTTP contract of DESIGN.md, for both backends."""
+"""The HTTP contract of DESIGN.md, for both backends and both memory APIs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,19 @@ import httpx
 import pytest
 import redis
 
+from tests.conftest import app_client, make_settings
+
 SERVED_BY = {"memory": "memory-test", "redis": "redis-test"}
+# What a memory replica reports holding, per API.
+MEMORY_SESSIONS = {
+    "message-history": "chat_history_memory_sessions",
+    "checkpointer": "chat_checkpoint_memory_threads",
+}
+# Redis round trips of one turn, per API (the checkpointer: lease, read, write, release).
+TURN_ROUND_TRIPS = {
+    "message-history": {"read": 1, "append": 1},
+    "checkpointer": {"acquire": 1, "get": 1, "put": 1, "release": 1},
+}
 
 
 async def chat(
@@ -101,12 +113,15 @@ async def test_window_bounds_what_the_model_sees(client: httpx.AsyncClient) -> N
     assert "I can see 20 earlier messages." in last["reply"]
 
 
-async def test_probes_info_and_unknown_routes(client: httpx.AsyncClient, backend: str) -> None:
+async def test_probes_info_and_unknown_routes(
+    client: httpx.AsyncClient, backend: str, history_api: str
+) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["checks"]["history"]["ok"] is True
     info = (await client.get("/v1/info")).json()
     assert info["served_by"] == SERVED_BY[backend] and info["backend"] == backend
+    assert info["history_api"] == history_api
     assert info["max_message_chars"] == 16_000 and info["history_window_messages"] == 20
     missing = await client.get("/nope")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
@@ -116,7 +131,7 @@ async def test_probes_info_and_unknown_routes(client: httpx.AsyncClient, backend
 
 
 async def test_metrics_count_turns_errors_and_latency(
-    client: httpx.AsyncClient, backend: str
+    client: httpx.AsyncClient, backend: str, history_api: str
 ) -> None:
     await chat(client, "hi", "m")
     await client.post("/v1/chat", json={"message": ""})
@@ -127,10 +142,14 @@ async def test_metrics_count_turns_errors_and_latency(
     assert f'chat_history_append_seconds_count{{backend="{backend}"}} 1.0' in text
     assert 'chat_http_requests_total{method="POST",route="/v1/chat",status="200"} 1.0' in text
     if backend == "redis":
-        assert 'chat_history_redis_round_trips_total{op="read"} 1.0' in text
-        assert 'chat_history_redis_round_trips_total{op="append"} 1.0' in text
+        for op, count in TURN_ROUND_TRIPS[history_api].items():
+            assert f'chat_history_redis_round_trips_total{{op="{op}"}} {count:.1f}' in text
+        assert text.count("chat_history_redis_round_trips_total{") == len(
+            TURN_ROUND_TRIPS[history_api]
+        )
     else:
-        assert "chat_history_memory_sessions 1.0" in text
+        assert f"{MEMORY_SESSIONS[history_api]} 1.0" in text
+    if (backend, history_api) == ("memory", "message-history"):
         assert "chat_history_memory_messages 2.0" in text
 
 
@@ -168,6 +187,7 @@ BAD_INPUT = [
 async def test_bad_input_is_rejected_with_the_error_body_and_stores_nothing(
     client: httpx.AsyncClient,
     backend: str,
+    history_api: str,
     payload: bytes,
     status: int,
     code: str,
@@ -185,7 +205,7 @@ async def test_bad_input_is_rejected_with_the_error_body_and_stores_nothing(
     if backend == "redis":
         assert redis.Redis.from_url(request.getfixturevalue("redis_url")).dbsize() == 0
     else:
-        assert "chat_history_memory_sessions 0.0" in metrics
+        assert f"{MEMORY_SESSIONS[history_api]} 0.0" in metrics
 
 
 async def test_a_message_at_the_limit_is_accepted(client: httpx.AsyncClient) -> None:
@@ -213,3 +233,18 @@ async def test_every_allowed_session_id_character_works(client: httpx.AsyncClien
     sid = "Az09._:@-" + "x" * 119  # exactly 128
     await chat(client, "hi", sid)
     assert (await client.get(f"/v1/sessions/{sid}/messages")).status_code == 200
+
+
+async def test_the_cap_keeps_the_newest_whole_turns_and_the_window_bounds_the_model(
+    backend: str, history_api: str, request: pytest.FixtureRequest
+) -> None:
+    url = request.getfixturevalue("redis_url") if backend == "redis" else None
+    settings = make_settings(
+        backend, url, history_api=history_api, history_max_messages=6, history_window_messages=2
+    )
+    async with app_client(settings) as client:
+        turns = [await chat(client, f"m{i}", "cap") for i in range(5)]
+        assert [t["history_length"] for t in turns] == [0, 2, 4, 6, 6]
+        assert all(t["reply"].endswith(" I can see 2 earlier messages.") for t in turns[1:])
+        body = (await client.get("/v1/sessions/cap/messages")).json()
+        assert [m["content"] for m in body["messages"][::2]] == ["m2", "m3", "m4"]

@@ -1,4 +1,5 @@
-"""A replica that has just started (scale-up, rolling restart) takes a burst without a 503."""
+"""A replica that has just started (scale-up, rolling restart) takes a burst without a 503, in
+both APIs (they share the pool and its warm-up)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 import httpx
 import redis
 
-from tests.conftest import app_client, make_settings, wait_ready
+from tests.conftest import app_client, make_settings, stored_sessions, wait_ready
 from testsupport import RedisServer
 
 BURST = 50
@@ -27,15 +28,19 @@ async def burst(client: httpx.AsyncClient, prefix: str) -> list[tuple[str, int, 
     return [(prefix, r.status_code, r.text) for r in results if r.status_code != 200]
 
 
-async def test_a_freshly_started_replica_answers_a_burst_of_fifty_turns(redis_url: str) -> None:
+async def test_a_freshly_started_replica_answers_a_burst_of_fifty_turns(
+    redis_url: str, history_api: str
+) -> None:
     failures = []
     for start in range(STARTS):
         # A new app each time: a new lifespan, a new (cold) connection pool.
-        async with app_client(make_settings("redis", redis_url)) as client:
+        settings = make_settings("redis", redis_url, history_api=history_api)
+        async with app_client(settings) as client:
             await wait_ready(client)
             failures += await burst(client, f"start{start}")
     assert failures == []
-    assert redis.Redis.from_url(redis_url).dbsize() == STARTS * BURST  # every turn stored
+    with redis.Redis.from_url(redis_url) as server:
+        assert stored_sessions(server, history_api) == STARTS * BURST  # every turn stored
 
 
 def chat_clients(url: str) -> int:
@@ -50,9 +55,9 @@ def connections_opened(url: str) -> int:
 
 
 async def test_a_started_replica_holds_its_warm_connections_and_a_burst_opens_none(
-    redis_url: str,
+    redis_url: str, history_api: str
 ) -> None:
-    async with app_client(make_settings("redis", redis_url)) as client:
+    async with app_client(make_settings("redis", redis_url, history_api=history_api)) as client:
         assert chat_clients(redis_url) == 64  # REDIS_WARM_CONNECTIONS, the whole pool
         await wait_ready(client)
         before = connections_opened(redis_url)
@@ -72,11 +77,11 @@ async def test_warming_is_bounded_by_the_pool_and_can_be_turned_off(redis_url: s
 
 
 async def test_a_replica_starts_while_redis_is_down_and_warms_once_it_is_back(
-    own_redis: RedisServer,
+    own_redis: RedisServer, history_api: str
 ) -> None:
     own_redis.stop()
     started = time.monotonic()
-    async with app_client(make_settings("redis", own_redis.url)) as client:
+    async with app_client(make_settings("redis", own_redis.url, history_api=history_api)) as client:
         assert time.monotonic() - started < 2  # the failed warm-up delays startup, briefly
         assert (await client.get("/healthz")).status_code == 200
         ready = await client.get("/readyz")
@@ -88,11 +93,11 @@ async def test_a_replica_starts_while_redis_is_down_and_warms_once_it_is_back(
 
 
 async def test_after_a_redis_restart_the_first_burst_reconnects_without_a_503(
-    own_redis: RedisServer,
+    own_redis: RedisServer, history_api: str
 ) -> None:
     # Every pooled connection dies with Redis: the next burst meets a pool that must reopen
     # them all, the cold-start burst again. The pool paces those connects too.
-    async with app_client(make_settings("redis", own_redis.url)) as client:
+    async with app_client(make_settings("redis", own_redis.url, history_api=history_api)) as client:
         await wait_ready(client)
         failures = []
         for restart in range(RESTARTS):
@@ -102,4 +107,5 @@ async def test_after_a_redis_restart_the_first_burst_reconnects_without_a_503(
             failures += await burst(client, f"restart{restart}")
         assert failures == []
         with own_redis.client() as server:
-            assert server.dbsize() == RESTARTS * BURST  # every turn stored, none twice
+            # every turn stored, none twice
+            assert stored_sessions(server, history_api) == RESTARTS * BURST

@@ -1,4 +1,5 @@
-"""Redis down: a clear 503 fast, not-ready, alive; Redis back: recovery with no restart."""
+"""Redis down: a clear 503 fast, not-ready, alive; Redis back: recovery with no restart (both
+APIs)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from testsupport import RedisServer
 
 
 async def test_redis_outage_is_a_fast_503_and_the_service_recovers_alone(
-    own_redis: RedisServer,
+    own_redis: RedisServer, history_api: str
 ) -> None:
-    async with app_client(make_settings("redis", own_redis.url)) as client:
+    async with app_client(make_settings("redis", own_redis.url, history_api=history_api)) as client:
         ok = await client.post("/v1/chat", json={"session_id": "o", "message": "my name is Ada"})
         assert ok.status_code == 200
 
@@ -40,8 +41,10 @@ async def test_redis_outage_is_a_fast_503_and_the_service_recovers_alone(
         assert 'chat_errors_total{code="history_unavailable"} 3.0' in metrics
 
 
-async def test_a_hung_redis_times_out_within_two_seconds(own_redis: RedisServer) -> None:
-    settings = make_settings("redis", own_redis.url)
+async def test_a_hung_redis_times_out_within_two_seconds(
+    own_redis: RedisServer, history_api: str
+) -> None:
+    settings = make_settings("redis", own_redis.url, history_api=history_api)
     async with app_client(settings) as client:
         assert (
             await client.post("/v1/chat", json={"session_id": "h", "message": "x"})
@@ -63,10 +66,10 @@ async def test_a_hung_redis_times_out_within_two_seconds(own_redis: RedisServer)
 
 
 async def test_a_full_redis_refuses_the_turn_with_503_and_keeps_what_it_has(
-    own_redis: RedisServer,
+    own_redis: RedisServer, history_api: str
 ) -> None:
     server = own_redis.client()
-    async with app_client(make_settings("redis", own_redis.url)) as client:
+    async with app_client(make_settings("redis", own_redis.url, history_api=history_api)) as client:
         ok = await client.post("/v1/chat", json={"session_id": "full", "message": "first"})
         assert ok.status_code == 200
         used = int(server.info("memory")["used_memory"])

@@ -30,6 +30,7 @@ NOT_A_DEFAULT = {
 RENDERS = {
     "defaults": (),
     "memory": ("history.backend=memory",),
+    "checkpointer": ("history.api=checkpointer",),
     "openai": (
         "chat.model=openai",
         "chat.openai.model=gpt-4o-mini",

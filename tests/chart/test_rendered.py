@@ -335,3 +335,22 @@ def test_fullname_follows_the_release_name(render: Render) -> None:
     # through fullnameOverride, which the same helper applies.
     names = {m["metadata"]["name"] for m in render(None, "fullnameOverride=demo")}
     assert {"demo", "demo-redis", "demo-test-hopcheck"} <= names
+
+
+def test_the_memory_api_reaches_the_service_and_the_hop_check(render: Render) -> None:
+    def rendered(*sets: str) -> tuple[dict[str, str], list[str]]:
+        manifests = render(None, *sets)
+        test_pod = one(manifests, "Pod", f"{RELEASE}-test-hopcheck")
+        return one(manifests, "ConfigMap", RELEASE)["data"], test_pod["spec"]["containers"][0][
+            "command"
+        ]
+
+    config, command = rendered()
+    assert config["HISTORY_API"] == "message-history"
+    assert not [k for k in config if k.startswith("CHECKPOINT_")]
+    assert command[command.index("--history-api") + 1] == "message-history"
+
+    config, command = rendered("history.api=checkpointer", "history.checkpointer.leaseSeconds=45")
+    assert config["HISTORY_API"] == "checkpointer"
+    assert (config["CHECKPOINT_LEASE_SECONDS"], config["CHECKPOINT_MAX_CHECKPOINTS"]) == ("45", "1")
+    assert command[command.index("--history-api") + 1] == "checkpointer"

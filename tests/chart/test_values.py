@@ -22,6 +22,14 @@ BAD_VALUES = {
         "history:\n  backend: postgres\n",
         "at '/history/backend': value must be one of 'memory', 'redis'",
     ),
+    "unknown_api": (
+        "history:\n  api: langgraph\n",
+        "at '/history/api': value must be one of 'message-history', 'checkpointer'",
+    ),
+    "zero_lease": (
+        "history:\n  checkpointer:\n    leaseSeconds: 0\n",
+        "at '/history/checkpointer/leaseSeconds'",
+    ),
     "unknown_top_level_key": ("replicas: 3\n", "additional properties 'replicas' not allowed"),
     "misspelled_nested_key": (
         "redis:\n  persistance:\n    size: 1Gi\n",
@@ -56,6 +64,14 @@ BAD_COMBINATIONS = {
     "openai_without_model": (
         "chat:\n  model: openai\n",
         "chat.model=openai needs chat.openai.model",
+    ),
+    "ttl_below_the_lease": (
+        "history:\n  api: checkpointer\n  ttlSeconds: 10\n",
+        "history.ttlSeconds (10) must be 0 or at least history.checkpointer.leaseSeconds (30)",
+    ),
+    "lease_shorter_than_a_slow_model_call": (
+        "history:\n  api: checkpointer\nchat:\n  model: openai\n  openai:\n    model: m\n",
+        "history.checkpointer.leaseSeconds (30) must exceed twice chat.openai.timeoutSeconds (30",
     ),
 }
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,7 +23,9 @@ from service.checkpoint import (
     ThreadLease,
 )
 from service.checkpoint.layout import ThreadKeys
+from service.history import HistoryUnavailable
 from tests.checkpoint.conftest import SaverFactory, make_agent, say, thread
+from testsupport import RedisServer, await_until
 
 TURNS = 50
 
@@ -166,3 +170,28 @@ def test_a_lease_config_keeps_the_callers_config_and_adds_the_thread_and_token()
     assert base == {"recursion_limit": 5, "configurable": {"user": "u"}}
     assert lease.fence == 7
     assert ThreadLease("t").config() == {"configurable": {"thread_id": "t"}}
+
+
+async def test_a_lease_whose_acquire_got_no_reply_is_released_once_redis_answers(
+    own_redis: RedisServer, saver_on: Callable[..., RedisCheckpointSaver]
+) -> None:
+    """A hung Redis runs an acquire when it resumes, after its caller gave up: that lease would
+    block the thread for the whole lease time. The saver releases it in the background."""
+    saver = saver_on(own_redis.url, timeout_seconds=0.3)  # lease_seconds: 30
+    keys = ThreadKeys("chat-history:ckpt:", "t")
+    async with saver.alease("warm"):
+        pass  # the server knows the scripts now, as it does once a replica has served a turn
+    own_redis.process.send(signal.SIGSTOP)
+    try:
+        with pytest.raises(HistoryUnavailable, match="Timeout"):
+            await saver.aacquire_lease("t", wait_seconds=0)
+    finally:
+        own_redis.process.send(signal.SIGCONT)
+    with own_redis.client() as server:
+
+        async def released() -> bool:
+            return server.get(keys.key("fence")) == b"1" and not server.exists(keys.key("lease"))
+
+        await await_until(released, timeout_s=5, what="the acquire to run and its lease to go")
+    async with saver.alease("t", wait_seconds=0) as lease:
+        assert lease.fence == 2

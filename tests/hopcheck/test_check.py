@@ -10,13 +10,16 @@ from pathlib import Path
 import pytest
 
 from hopcheck.check import main as hopcheck_main
+from tests.conftest import HISTORY_APIS
 from testsupport import Nginx, RedisServer, Replica, free_port
 
 
 @contextmanager
-def replicas(workdir: Path, count: int, backend: str, redis_url: str = "") -> Iterator[str]:
+def replicas(
+    workdir: Path, count: int, backend: str, history_api: str, redis_url: str = ""
+) -> Iterator[str]:
     """`count` replicas of the service behind a round-robin balancer; yields its URL."""
-    settings = {"HISTORY_BACKEND": backend, "LOG_LEVEL": "WARNING"}
+    settings = {"HISTORY_BACKEND": backend, "HISTORY_API": history_api, "LOG_LEVEL": "WARNING"}
     if redis_url:
         settings["REDIS_URL"] = redis_url
     with ExitStack() as stack:
@@ -32,21 +35,26 @@ def replicas(workdir: Path, count: int, backend: str, redis_url: str = "") -> It
         yield balancer.url
 
 
+@pytest.fixture(scope="module", params=HISTORY_APIS)
+def history_api(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def redis_replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def redis_replicas(tmp_path_factory: pytest.TempPathFactory, history_api: str) -> Iterator[str]:
     workdir = tmp_path_factory.mktemp("hop-redis")
     server = RedisServer(workdir)
     server.start()
     try:
-        with replicas(workdir, 3, "redis", server.url) as url:
+        with replicas(workdir, 3, "redis", history_api, server.url) as url:
             yield url
     finally:
         server.stop()
 
 
 @pytest.fixture(scope="module")
-def memory_replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with replicas(tmp_path_factory.mktemp("hop-memory"), 3, "memory") as url:
+def memory_replicas(tmp_path_factory: pytest.TempPathFactory, history_api: str) -> Iterator[str]:
+    with replicas(tmp_path_factory.mktemp("hop-memory"), 3, "memory", history_api) as url:
         yield url
 
 
@@ -57,19 +65,28 @@ def check(url: str, backend: str, *extra: str) -> int:
 
 
 def test_redis_replicas_pass_every_pod_sees_the_whole_history(
-    redis_replicas: str, capsys: pytest.CaptureFixture[str]
+    redis_replicas: str, history_api: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert check(redis_replicas, "redis") == 0
+    assert check(redis_replicas, "redis", "--history-api", history_api) == 0
     out = capsys.readouterr().out
+    assert f"(redis backend, {history_api} API)" in out
     assert "OK: 3 pods served the turns" in out
     assert "every pod saw the whole history" in out
 
 
 def test_memory_replicas_pass_by_showing_the_loss(
-    memory_replicas: str, capsys: pytest.CaptureFixture[str]
+    memory_replicas: str, history_api: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert check(memory_replicas, "memory") == 0
+    assert check(memory_replicas, "memory", "--history-api", history_api) == 0
     assert "history lost on" in capsys.readouterr().out
+
+
+def test_replicas_of_the_other_api_fail_the_check_with_the_reason(
+    redis_replicas: str, history_api: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = "checkpointer" if history_api == "message-history" else "message-history"
+    assert check(redis_replicas, "redis", "--history-api", other) == 1
+    assert f"reports history_api {history_api!r}, expected {other!r}" in capsys.readouterr().out
 
 
 def test_memory_replicas_fail_the_redis_check_with_the_reason(

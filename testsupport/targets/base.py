@@ -10,6 +10,8 @@ from hopcheck.client import Endpoint
 
 Backend = Literal["memory", "redis"]
 BACKENDS: tuple[Backend, ...] = ("memory", "redis")
+HistoryApi = Literal["message-history", "checkpointer"]
+HISTORY_APIS: tuple[HistoryApi, ...] = ("message-history", "checkpointer")
 
 
 class TargetUnavailable(RuntimeError):
@@ -17,13 +19,15 @@ class TargetUnavailable(RuntimeError):
 
 
 class Deployment(abc.ABC):
-    """The chat service deployed with one history backend, and the ways to disturb it.
+    """The chat service deployed with one history backend and memory API (`HISTORY_API`), and
+    the ways to disturb it.
 
     Every method returns only once the deployment has settled: replicas that were (re)started
     answer /readyz with 200, except while the store is stopped on purpose.
     """
 
     backend: Backend
+    history_api: HistoryApi
     replica_count: int
     description: str
 
@@ -126,7 +130,9 @@ class Target(abc.ABC):
     description: str
 
     @abc.abstractmethod
-    def deploy(self, backend: Backend, replicas: int) -> Deployment: ...
+    def deploy(
+        self, backend: Backend, replicas: int, history_api: HistoryApi = "message-history"
+    ) -> Deployment: ...
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -1,6 +1,6 @@
-"""The `kube` target: the chart installed per backend on the current kubeconfig context.
+"""The `kube` target: the chart installed per backend and API on the current kubeconfig context.
 
-Each backend gets a fresh namespace (`helm upgrade --install --wait`). Each pod is reached on
+Each (backend, API) gets a fresh namespace (`helm upgrade --install --wait`). Each pod is reached on
 its own through the API server (a port-forward made with the Kubernetes Python client, relayed
 from a local port); the load-balanced entry point is the API server's proxy to the chat
 Service, which picks a ready endpoint per request. Disruptions are what an operator does: pod
@@ -28,7 +28,7 @@ from typing import Any
 
 from hopcheck.client import Endpoint
 from testsupport import REPO_ROOT, find_tool, wait_until
-from testsupport.targets.base import Backend, Deployment, Target, TargetUnavailable
+from testsupport.targets.base import Backend, Deployment, HistoryApi, Target, TargetUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -150,10 +150,18 @@ def _shutdown(sock: Any, how: int = socket.SHUT_RDWR) -> None:
 class KubeDeployment(Deployment):
     """One Helm release of the chart in its own namespace."""
 
-    def __init__(self, target: KubeTarget, backend: Backend, namespace: str, replicas: int):
+    def __init__(
+        self,
+        target: KubeTarget,
+        backend: Backend,
+        namespace: str,
+        replicas: int,
+        history_api: HistoryApi,
+    ) -> None:
         from kubernetes import client
 
         self.backend = backend
+        self.history_api = history_api
         self.replica_count = replicas
         self.namespace = namespace
         self.description = f"release {RELEASE} in namespace {namespace}, {replicas} pods"
@@ -542,10 +550,13 @@ class KubeTarget(Target):
             headers["Authorization"] = token
         return {"verify": context, "headers": headers}
 
-    def deploy(self, backend: Backend, replicas: int) -> Deployment:
+    def deploy(
+        self, backend: Backend, replicas: int, history_api: HistoryApi = "message-history"
+    ) -> Deployment:
         from kubernetes import client
 
-        namespace = f"chat-e2e-{self.run_id}-{backend}"
+        short_api = {"message-history": "mh", "checkpointer": "ckpt"}[history_api]
+        namespace = f"chat-e2e-{self.run_id}-{backend}-{short_api}"
         core = client.CoreV1Api(self.api_client)
         core.create_namespace(
             client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace, labels=MANAGED_BY))
@@ -558,7 +569,10 @@ class KubeTarget(Target):
             args += ["--values", str(ci_values)]
         for values in self.values_files:
             args += ["--values", values]
-        args += ["--set", f"history.backend={backend}", "--set", f"replicaCount={replicas}"]
+        args += [
+            "--set", f"history.backend={backend}", "--set", f"history.api={history_api}",
+            "--set", f"replicaCount={replicas}",
+        ]  # fmt: skip
         for value in self.set_values:
             args += ["--set", value]
         started = time.monotonic()
@@ -568,7 +582,7 @@ class KubeTarget(Target):
                 f"helm {' '.join(args)} failed after {time.monotonic() - started:.0f}s:\n"
                 f"{result.stdout}{result.stderr}\n{self._pod_summary(namespace)}"
             )
-        deployment = KubeDeployment(self, backend, namespace, replicas)
+        deployment = KubeDeployment(self, backend, namespace, replicas, history_api)
         self._deployments.append(deployment)
         return deployment
 

@@ -27,7 +27,7 @@ from testsupport import (
     free_port,
     wait_until,
 )
-from testsupport.targets.base import Backend, Deployment, Target, TargetUnavailable
+from testsupport.targets.base import Backend, Deployment, HistoryApi, Target, TargetUnavailable
 
 START_TIMEOUT_S = 30.0
 
@@ -51,10 +51,13 @@ class _Slot:
 
 
 class LocalDeployment(Deployment):
-    """`replica_count` uvicorn processes with one backend; fixed ports per replica slot."""
+    """`replica_count` uvicorn processes with one backend and API; fixed ports per replica slot."""
 
-    def __init__(self, backend: Backend, replicas: int, workdir: Path) -> None:
+    def __init__(
+        self, backend: Backend, replicas: int, workdir: Path, history_api: HistoryApi
+    ) -> None:
         self.backend = backend
+        self.history_api = history_api
         self.replica_count = replicas
         self.workdir = workdir
         self.store: RedisServer | None = None
@@ -99,6 +102,7 @@ class LocalDeployment(Deployment):
     def _settings(self) -> dict[str, str]:
         settings = {
             "HISTORY_BACKEND": self.backend,
+            "HISTORY_API": self.history_api,
             "REDIS_URL": self._redis_url,
             "LOG_LEVEL": "WARNING",
         }
@@ -270,10 +274,12 @@ class LocalTarget(Target):
         self.description = "local processes on 127.0.0.1"
         self._deployments: list[LocalDeployment] = []
 
-    def deploy(self, backend: Backend, replicas: int) -> Deployment:
-        workdir = Path(tempfile.mkdtemp(prefix=f"{backend}-", dir=self.workdir))
+    def deploy(
+        self, backend: Backend, replicas: int, history_api: HistoryApi = "message-history"
+    ) -> Deployment:
+        workdir = Path(tempfile.mkdtemp(prefix=f"{backend}-{history_api}-", dir=self.workdir))
         try:
-            deployment = LocalDeployment(backend, replicas, workdir)
+            deployment = LocalDeployment(backend, replicas, workdir, history_api)
         except MissingTool as exc:
             raise TargetUnavailable(
                 f"{exc} (scripts/demo.sh installs it on Debian as root)"

@@ -170,6 +170,17 @@ set. Included once, from the chat Deployment.
 {{- if and (eq .Values.chat.model "openai") (not .Values.chat.openai.model) }}
 {{- fail "chat.model=openai needs chat.openai.model (e.g. gpt-4o-mini)" }}
 {{- end }}
+{{- if eq .Values.history.api "checkpointer" }}
+{{- $lease := float64 .Values.history.checkpointer.leaseSeconds }}
+{{- $ttl := float64 .Values.history.ttlSeconds }}
+{{- if and (gt $ttl 0.0) (lt $ttl $lease) }}
+{{- fail (printf "history.ttlSeconds (%v) must be 0 or at least history.checkpointer.leaseSeconds (%v): a thread's lease must not outlive the thread" .Values.history.ttlSeconds .Values.history.checkpointer.leaseSeconds) }}
+{{- end }}
+{{- $modelTime := mulf 2.0 (float64 .Values.chat.openai.timeoutSeconds) }}
+{{- if and (eq .Values.chat.model "openai") (le $lease $modelTime) }}
+{{- fail (printf "history.checkpointer.leaseSeconds (%v) must exceed twice chat.openai.timeoutSeconds (%v; a model call is tried twice), or a slow turn loses its lease and stores nothing" .Values.history.checkpointer.leaseSeconds .Values.chat.openai.timeoutSeconds) }}
+{{- end }}
+{{- end }}
 {{- if include "chat-history.redis.enabled" . }}
 {{- $limit := dig "limits" "memory" "" .Values.redis.resources }}
 {{- if not $limit }}

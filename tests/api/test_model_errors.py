@@ -1,0 +1,88 @@
+"""A failed model call answers 502 `model_error` and stores nothing, in every API and backend;
+neither does a turn cancelled before its model answered."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+import redis
+
+from service.config import Settings
+from tests.api.models import FAIL, HOLD, FlakyModel
+from tests.conftest import app_client, make_settings, stored_sessions
+from testsupport import await_until
+
+
+@pytest.fixture
+async def flaky_client(backend_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with app_client(backend_settings, FlakyModel()) as client:
+        yield client
+
+
+async def messages(client: httpx.AsyncClient, session_id: str) -> list[tuple[str, str]]:
+    r = await client.get(f"/v1/sessions/{session_id}/messages")
+    if r.status_code == 404:
+        return []
+    return [(m["type"], m["content"]) for m in r.json()["messages"]]
+
+
+async def test_a_failed_model_call_is_a_502_and_leaves_the_session_unchanged(
+    flaky_client: httpx.AsyncClient, backend: str, history_api: str, request: pytest.FixtureRequest
+) -> None:
+    ok = await flaky_client.post("/v1/chat", json={"session_id": "s", "message": "my name is Ada"})
+    assert ok.status_code == 200
+    before = await messages(flaky_client, "s")
+
+    failed = await flaky_client.post("/v1/chat", json={"session_id": "s", "message": f"{FAIL} hi"})
+    assert failed.status_code == 502, failed.text
+    assert failed.json()["error"] == {
+        "code": "model_error",
+        "message": "the chat model failed: RuntimeError",
+    }
+    assert failed.headers["x-served-by"]
+    assert await messages(flaky_client, "s") == before  # no orphan human message
+
+    after = await flaky_client.post(
+        "/v1/chat", json={"session_id": "s", "message": "what is my name?"}
+    )
+    assert after.json()["history_length"] == 2
+    assert after.json()["reply"] == "Your name is Ada. I can see 2 earlier messages."
+
+    # A session whose first turn fails does not come into existence.
+    first = await flaky_client.post("/v1/chat", json={"session_id": "new", "message": FAIL})
+    assert first.status_code == 502
+    assert (await flaky_client.get("/v1/sessions/new/messages")).status_code == 404
+    if backend == "redis":
+        with redis.Redis.from_url(request.getfixturevalue("redis_url")) as server:
+            assert stored_sessions(server, history_api) == 1
+    metrics = (await flaky_client.get("/metrics")).text
+    assert 'chat_errors_total{code="model_error"} 2.0' in metrics
+    assert f'chat_turns_total{{backend="{backend}"}} 2.0' in metrics
+
+
+async def test_a_turn_cancelled_during_its_model_call_stores_nothing(
+    backend: str, history_api: str, request: pytest.FixtureRequest
+) -> None:
+    """What a shutdown that outlasts the grace period does to a turn in flight."""
+    url = request.getfixturevalue("redis_url") if backend == "redis" else None
+    model = FlakyModel()
+    async with app_client(make_settings(backend, url, history_api=history_api), model) as client:
+        await client.post("/v1/chat", json={"session_id": "c", "message": "my name is Ada"})
+        before = await messages(client, "c")
+        turn = asyncio.create_task(
+            client.post("/v1/chat", json={"session_id": "c", "message": f"{HOLD} bye"})
+        )
+
+        async def called() -> bool:
+            return model.calls == 2
+
+        await await_until(called, timeout_s=10, what="the model call")
+        turn.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await turn
+        assert await messages(client, "c") == before
+        after = await client.post("/v1/chat", json={"session_id": "c", "message": "again"})
+        assert after.json()["history_length"] == 2  # and the session is not left busy
