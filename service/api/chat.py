@@ -43,6 +43,12 @@ async def chat(
         session_id = checked_session_id(body.session_id)
     if not body.message.strip():
         raise ApiError(422, "invalid_request", "message must not be empty")
+    try:
+        body.message.encode("utf-8")
+    except UnicodeEncodeError:  # JSON allows "\ud800"; no store or model can take it
+        raise ApiError(
+            422, "invalid_request", "message must be valid Unicode text (a lone surrogate is not)"
+        ) from None
     if len(body.message) > settings.max_message_chars:
         raise ApiError(
             413,

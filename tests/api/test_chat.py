@@ -174,6 +174,10 @@ BAD_INPUT = [
     pytest.param(body(session_id="a\x00b", message="x"), 422, BAD, id="id-nul"),
     pytest.param(body(session_id="a\nb", message="x"), 422, BAD, id="id-newline"),
     pytest.param(body(session_id="caf\u00e9", message="x"), 422, BAD, id="id-non-ascii"),
+    pytest.param(body(session_id=".", message="x"), 422, BAD, id="id-dot"),
+    pytest.param(body(session_id="..", message="x"), 422, BAD, id="id-dotdot"),
+    pytest.param(body(session_id="victim", message="\ud800"), 422, BAD, id="lone-surrogate"),
+    pytest.param(body(session_id="victim", message="a\udfffb"), 422, BAD, id="lone-low-surrogate"),
     pytest.param(
         body(session_id="victim", message="x" * 16_001), 413, "message_too_large", id="big"
     ),
