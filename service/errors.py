@@ -75,7 +75,7 @@ def install_error_handlers(app: FastAPI) -> None:
         # Never fall back to memory: the client must know its turn was not stored.
         logger.warning("history store unavailable: %s", exc)
         return error_response(
-            request, 503, "history_unavailable", f"history store unavailable: {exc}"
+            request, 503, "history_unavailable", f"history store unavailable: {exc.public}"
         )
 
     @app.exception_handler(HTTPException)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
@@ -13,6 +14,7 @@ from service.api.deps import ConversationsDep, MetricsDep, SettingsDep
 from service.api.session_ids import MAX_SESSION_ID_LENGTH
 from service.history import HistoryUnavailable
 
+logger = logging.getLogger(__name__)
 router = APIRouter(tags=["ops"])
 
 
@@ -31,7 +33,10 @@ async def readyz(settings: SettingsDep, conversations: ConversationsDep) -> JSON
     try:
         await asyncio.wait_for(conversations.ping(), timeout=budget)
     except (HistoryUnavailable, TimeoutError) as exc:
-        detail = str(exc) or f"no answer within {budget:.1f}s"
+        # The answer may reach anyone who can reach the pod: name no internal address.
+        public = exc.public if isinstance(exc, HistoryUnavailable) else ""
+        detail = public or f"no answer within {budget:.1f}s"
+        logger.debug("not ready: %s", exc or detail)  # the detail, address included
         return JSONResponse(
             status_code=503,
             content={

@@ -33,9 +33,9 @@ def _round_trip(op: str, hook: RoundTripHook | None) -> Iterator[None]:
     except redis.ResponseError as exc:
         if str(exc).startswith(("FENCED", "LEASED")):
             raise LeaseLost(str(exc).split(" script:")[0]) from exc
-        raise HistoryUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
+        raise HistoryUnavailable.from_redis(exc) from exc
     except (redis.RedisError, RedisClusterException) as exc:  # the latter: e.g. no slot owner
-        raise HistoryUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
+        raise HistoryUnavailable.from_redis(exc) from exc
     finally:
         if hook is not None:
             hook(op)

@@ -13,7 +13,21 @@ from langchain_core.messages import BaseMessage, ToolMessage
 
 class HistoryUnavailable(Exception):
     """The history store cannot be reached or refused the operation; nothing was changed
-    that the caller was told about. The API maps this to 503 `history_unavailable`."""
+    that the caller was told about. The API maps this to 503 `history_unavailable`.
+
+    `str(exc)` is the detail, for logs (it may name the store's address); `public` is what a
+    client may be told, and never names an internal address.
+    """
+
+    def __init__(self, detail: str, public: str | None = None) -> None:
+        super().__init__(detail)
+        self.public = detail if public is None else public
+
+    @classmethod
+    def from_redis(cls, exc: BaseException) -> HistoryUnavailable:
+        """A redis-py error: its message (often `host:port`) for the logs, its type for clients."""
+        kind = type(exc).__name__
+        return cls(f"redis: {kind}: {exc}", public=f"redis: {kind}")
 
 
 def whole_tool_groups(window: list[BaseMessage]) -> list[BaseMessage]:

@@ -97,7 +97,7 @@ class RedisChatHistory(ChatHistory):
         try:
             yield
         except redis.RedisError as exc:
-            raise HistoryUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
+            raise HistoryUnavailable.from_redis(exc) from exc
         finally:
             if self._on_round_trip is not None:
                 self._on_round_trip(op)

@@ -165,7 +165,7 @@ class WarmedPool:
         try:
             await self.client.ping()
         except redis.RedisError as exc:
-            raise HistoryUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
+            raise HistoryUnavailable.from_redis(exc) from exc
 
     async def aclose(self) -> None:
         if self._warming is not None:

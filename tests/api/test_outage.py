@@ -27,6 +27,9 @@ async def test_redis_outage_is_a_fast_503_and_the_service_recovers_alone(
         ready = await client.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["checks"]["history"]["ok"] is False
+        for answer in (r, ready):  # DESIGN.md: no error message reveals an internal address
+            assert "127.0.0.1" not in answer.text and str(own_redis.port) not in answer.text
+        assert r.json()["error"]["message"] == "history store unavailable: redis: ConnectionError"
         assert (await client.get("/healthz")).status_code == 200
         assert (await client.get("/v1/sessions/o/messages")).status_code == 503
         assert (await client.delete("/v1/sessions/o")).status_code == 503
