@@ -14,7 +14,8 @@ whose model has not answered.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +67,19 @@ def turn_of(config: RunnableConfig) -> Turn | None:
     return turn if isinstance(turn, Turn) else None
 
 
+@contextmanager
+def _recording(turn: Turn | None) -> Iterator[None]:
+    """Record on `turn` how its model call ended: answered, or the error it raised (re-raised)."""
+    try:
+        yield
+    except Exception as exc:
+        if turn is not None:
+            turn.model_error = exc
+        raise
+    if turn is not None:
+        turn.answered = True
+
+
 class TurnMiddleware(AgentMiddleware[Any, Any, Any]):
     """The model sees the last `window_messages` messages (without a leading tool result cut off
     from its call) and the new one (the thread keeps them all), and the thread keeps at most
@@ -102,14 +116,8 @@ class TurnMiddleware(AgentMiddleware[Any, Any, Any]):
         handler: Callable[[ModelRequest[Any]], ModelResponse[Any]],
     ) -> ModelResult:
         windowed, turn = self._prepare(request)
-        try:
+        with _recording(turn):
             response = handler(windowed)
-        except Exception as exc:
-            if turn is not None:
-                turn.model_error = exc
-            raise
-        if turn is not None:
-            turn.answered = True
         return self._finish(request.messages, response)
 
     async def awrap_model_call(
@@ -118,14 +126,8 @@ class TurnMiddleware(AgentMiddleware[Any, Any, Any]):
         handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]],
     ) -> ModelResult:
         windowed, turn = self._prepare(request)
-        try:
+        with _recording(turn):
             response = await handler(windowed)
-        except Exception as exc:
-            if turn is not None:
-                turn.model_error = exc
-            raise
-        if turn is not None:
-            turn.answered = True
         return self._finish(request.messages, response)
 
 
