@@ -33,8 +33,7 @@ RUN /opt/venv/bin/pip install --only-binary=:all: -c constraints.txt -r requirem
 # leave the venv (the image runs, it does not install), and bytecode is compiled here because
 # the running container's root filesystem is read-only.
 COPY pyproject.toml README.m[d] /src/
-COPY service/ /src/service/
-COPY hopcheck/ /src/hopcheck/
+COPY chat_history_k8s/ /src/chat_history_k8s/
 RUN touch README.md \
     && /opt/venv/bin/pip install --no-deps . \
     && /opt/venv/bin/pip uninstall --yes --quiet pip setuptools \
@@ -52,8 +51,12 @@ ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp
+# `uvicorn service.main:app` (DESIGN.md's start command) works here too: the shim (service/)
+# sits in the working directory, outside the venv, so the wheel never installs a `service` package.
+COPY service/ /app/service/
+WORKDIR /app
 USER ${UID}:${UID}
 EXPOSE 8000
 # Exec form: uvicorn is PID 1 and gets SIGTERM directly; it then drains in-flight requests for
 # up to 20 s (the chart's terminationGracePeriodSeconds is longer than preStop + that).
-CMD ["uvicorn", "service.main:app", "--host", "0.0.0.0", "--port", "8000", "--timeout-graceful-shutdown", "20"]
+CMD ["uvicorn", "chat_history_k8s.main:app", "--host", "0.0.0.0", "--port", "8000", "--timeout-graceful-shutdown", "20"]

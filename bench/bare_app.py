@@ -8,7 +8,7 @@ import uuid
 
 from fastapi import FastAPI
 
-from service.api.chat import ChatRequest, ChatResponse  # the service's own models
+from chat_history_k8s.api.chat import ChatRequest, ChatResponse  # the service's own models
 
 app = FastAPI(title="bare")
 

@@ -58,7 +58,7 @@ from bench.checkpointers import (
     user_text,
 )
 from bench.counting import WireStats, acounted
-from service.checkpoint import RedisCheckpointSaver
+from chat_history_k8s.checkpoint import RedisCheckpointSaver
 from testsupport import PostgresServer, Process, ProcessError, wait_until
 
 PEERS = ("redis", "memory", "sqlite", "postgres", "redis_delta", "history")

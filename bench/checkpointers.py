@@ -35,11 +35,11 @@ from langgraph.graph.message import _messages_delta_reducer
 from langgraph.graph.state import CompiledStateGraph
 
 from bench.counting import WireStats, acounted
-from service.checkpoint import RedisCheckpointSaver
-from service.checkpoint.layout import ThreadKeys
-from service.config import Settings
-from service.history.redis import RedisChatHistory
-from service.model import BuiltinChatModel
+from chat_history_k8s.checkpoint import RedisCheckpointSaver
+from chat_history_k8s.checkpoint.layout import ThreadKeys
+from chat_history_k8s.config import Settings
+from chat_history_k8s.history.redis import RedisChatHistory
+from chat_history_k8s.model import BuiltinChatModel
 
 Agent = CompiledStateGraph[Any, Any, Any, Any]
 

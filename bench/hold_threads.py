@@ -26,9 +26,9 @@ from bench.checkpointers import (
     thread_config,
     user_text,
 )
-from service.config import Settings
-from service.history.memory import MemoryStore
-from service.model import BuiltinChatModel
+from chat_history_k8s.config import Settings
+from chat_history_k8s.history.memory import MemoryStore
+from chat_history_k8s.model import BuiltinChatModel
 
 
 async def hold(kind: str, threads: int, turns: int) -> tuple[int, int]:

@@ -30,7 +30,11 @@ LABELS = {
     "redis": "service, HISTORY_BACKEND=redis",
     "bare": "bare FastAPI endpoint (ceiling)",
 }
-APPS = {"memory": "service.main:app", "redis": "service.main:app", "bare": "bench.bare_app:app"}
+APPS = {
+    "memory": "chat_history_k8s.main:app",
+    "redis": "chat_history_k8s.main:app",
+    "bare": "bench.bare_app:app",
+}
 WRK_SCRIPT = Path(__file__).parent / "wrk" / "chat.lua"
 # Histories are capped so that every run, whatever its length, sees the same per-turn work.
 SERVICE_ENV = {"HISTORY_MAX_MESSAGES": "100", "HISTORY_WINDOW_MESSAGES": "20"}

@@ -3,8 +3,8 @@
 - Redis: sessions written by `RedisChatHistory.append_turn` (the service's encoding), then
   `MEMORY USAGE <key> SAMPLES 0` (exact) and the `used_memory` delta, per message, against the
   payload (the message text) and the encoded JSON.
-- Memory backend: two real replicas (`uvicorn service.main:app`, HISTORY_BACKEND=memory), one
-  with its bounds tight enough to bind and one with them lifted, filled over HTTP by wrk with
+- Memory backend: two real replicas (`uvicorn chat_history_k8s.main:app`, HISTORY_BACKEND=memory),
+  one with its bounds tight enough to bind and one with them lifted, filled over HTTP by wrk with
   the same turns; resident memory (VmRSS) and held messages (from /metrics) after 10k and 100k
   messages offered.
 """
@@ -23,7 +23,7 @@ import httpx
 from bench import bench_redis
 from bench.http_bench import wrk
 from bench.store_bench import make_pair
-from service.history.redis import RedisChatHistory
+from chat_history_k8s.history.redis import RedisChatHistory
 from testsupport import RedisServer, Replica
 
 

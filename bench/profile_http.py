@@ -29,17 +29,17 @@ from testsupport import LOOPBACK, free_port, wait_until
 BREAKDOWN = (
     (
         "whole ASGI app (ServedByMiddleware and everything inside)",
-        "service/middleware.py",
+        "chat_history_k8s/middleware.py",
         "__call__",
     ),
-    ("  the chat handler", "service/api/chat.py", "chat"),
-    ("    history read (aget_window)", "service/history/", "aget_window"),
+    ("  the chat handler", "chat_history_k8s/api/chat.py", "chat"),
+    ("    history read (aget_window)", "chat_history_k8s/history/", "aget_window"),
     (
         "    model.ainvoke (built-in model + callback machinery)",
         "language_models/chat_models.py",
         "ainvoke",
     ),
-    ("    history append (aappend_turn)", "service/history/", "aappend_turn"),
+    ("    history append (aappend_turn)", "chat_history_k8s/history/", "aappend_turn"),
     ("    metrics (prometheus observe/inc)", "prometheus_client/metrics.py", "observe"),
     ("  response serialisation", "fastapi/routing.py", "serialize_response"),
 )
@@ -65,10 +65,10 @@ def _http_category(func: tuple[str, int, str]) -> str:
         return "prometheus_client"
     if "langsmith" in where or "callbacks" in where or "tracers" in where:
         return "langchain callbacks/tracing"
-    if "language_models" in where or "service/model.py" in where:
+    if "language_models" in where or "chat_history_k8s/model.py" in where:
         return "chat model (built-in model + BaseChatModel machinery)"
-    if "/service/" in where:
-        return "service/ itself (handler, middleware, history classes)"
+    if "/chat_history_k8s/" in where:
+        return "chat_history_k8s/ itself (handler, middleware, history classes)"
     category = _category(func)
     return "other (builtins, interpreter)" if category.startswith("other") else category
 
@@ -78,8 +78,8 @@ def profile(
 ) -> tuple[dict[str, Any], pstats.Stats]:
     """Serve one replica in this process under cProfile while wrk drives it; a summary and
     the raw statistics."""
-    from service.config import Settings
-    from service.main import create_app
+    from chat_history_k8s.config import Settings
+    from chat_history_k8s.main import create_app
 
     server = bench_redis(workdir / f"redis-profile-{backend}") if backend == "redis" else None
     try:

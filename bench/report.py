@@ -14,7 +14,7 @@ from bench.checkpoint_bench import CheckpointResults
 from bench.http_bench import HttpResults
 from bench.memory_bench import MemoryResults
 from bench.store_bench import StoreResults
-from service.config import Settings
+from chat_history_k8s.config import Settings
 
 PLOT_NAME = "benchmarks-store.png"
 

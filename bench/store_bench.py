@@ -39,7 +39,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, messag
 
 from bench import bench_redis
 from bench.counting import WireStats, calls_delta, command_calls, counted
-from service.history.redis import RedisChatHistory
+from chat_history_k8s.history.redis import RedisChatHistory
 from testsupport import LOOPBACK, RedisServer, require_tool
 
 WINDOW = 20  # the service's HISTORY_WINDOW_MESSAGES default
@@ -116,7 +116,7 @@ def make_pair(i: int) -> list[BaseMessage]:
 
 
 def encode_ours(message: BaseMessage) -> bytes:
-    # Same encoding as service.history.redis (compact JSON, UTF-8).
+    # Same encoding as chat_history_k8s.history.redis (compact JSON, UTF-8).
     return json.dumps(message_to_dict(message), ensure_ascii=False, separators=(",", ":")).encode()
 
 
@@ -375,7 +375,7 @@ _CATEGORIES = (
     ("pydantic (message validation, model_dump)", ("pydantic",)),
     ("langchain-core messages (to/from dict)", ("langchain_core",)),
     ("JSON encode/decode", ("json",)),
-    ("RedisChatHistory itself", ("/service/",)),
+    ("RedisChatHistory itself", ("/chat_history_k8s/",)),
 )
 
 
@@ -415,11 +415,15 @@ def profile_ours(server: RedisServer, length: int, turns: int) -> dict[str, Any]
         return float(sum(v[3] for f, v in raw.items() if file_part in f[0] and f[2] == func_name))
 
     per_turn_us = {
-        "get_window": cumulative("service/history/redis.py", "get_window"),
+        "get_window": cumulative("chat_history_k8s/history/redis.py", "get_window"),
         "  LRANGE (redis-py, wire)": cumulative("redis/commands/core.py", "lrange"),
-        "  decode (json + messages_from_dict)": cumulative("service/history/redis.py", "_decode"),
-        "append_turn": cumulative("service/history/redis.py", "append_turn"),
-        "  encode (message_to_dict + json)": cumulative("service/history/redis.py", "_encode"),
+        "  decode (json + messages_from_dict)": cumulative(
+            "chat_history_k8s/history/redis.py", "_decode"
+        ),
+        "append_turn": cumulative("chat_history_k8s/history/redis.py", "append_turn"),
+        "  encode (message_to_dict + json)": cumulative(
+            "chat_history_k8s/history/redis.py", "_encode"
+        ),
         "  pipeline execute (redis-py, wire)": cumulative("redis/client.py", "execute"),
     }
     top = sorted(raw.items(), key=lambda kv: kv[1][2], reverse=True)[:12]

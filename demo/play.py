@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hopcheck.client import Api, Turn
+from chat_history_k8s.hopcheck.client import Api, Turn
 from testsupport.targets import Deployment, Target, TargetUnavailable, make_target
 from testsupport.targets.base import BACKENDS, HISTORY_APIS, Backend, HistoryApi
 

@@ -9,7 +9,7 @@ from typing import NoReturn
 
 import pytest
 
-from hopcheck.client import Api, Endpoint
+from chat_history_k8s.hopcheck.client import Api, Endpoint
 from testsupport.targets import Deployment, Target, TargetUnavailable, make_target
 from testsupport.targets.base import BACKENDS, HISTORY_APIS, Backend, HistoryApi
 

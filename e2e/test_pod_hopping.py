@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from chat_history_k8s.hopcheck.client import Api, Message, Turn
 from e2e.conftest import ReplicaApis, only
-from hopcheck.client import Api, Message, Turn
 from testsupport import wait_until
 from testsupport.targets import Deployment
 from testsupport.targets.base import Backend, HistoryApi

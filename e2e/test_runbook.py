@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from chat_history_k8s.hopcheck.client import Api, Message
 from e2e.conftest import ReplicaApis, only
-from hopcheck.client import Api, Message
 from testsupport.targets import Deployment
 from testsupport.targets.base import Backend
 

@@ -80,7 +80,7 @@ log "built ${IMAGE} in ${build_seconds}s (${cached_steps} steps from cache${IMAG
 user=$(docker image inspect --format '{{ .Config.User }}' "${IMAGE}")
 [[ "${user}" == "${UID_EXPECTED}:${UID_EXPECTED}" ]] || die "image user is '${user}', expected ${UID_EXPECTED}:${UID_EXPECTED} (the chart's runAsUser)"
 cmd=$(docker image inspect --format '{{ json .Config.Cmd }}' "${IMAGE}")
-[[ "${cmd}" == '["uvicorn","service.main:app",'* && "${cmd}" == *'"--timeout-graceful-shutdown"'* ]] ||
+[[ "${cmd}" == '["uvicorn","chat_history_k8s.main:app",'* && "${cmd}" == *'"--timeout-graceful-shutdown"'* ]] ||
   die "CMD is ${cmd}: expected exec-form uvicorn with --timeout-graceful-shutdown"
 compilers=$(docker run --rm --network none --entrypoint sh "${IMAGE}" -c \
   'for c in gcc cc c++ g++ clang make; do command -v "$c"; done; true')
@@ -134,7 +134,9 @@ redis_pid=$!
 export REDISCLI_AUTH="${password}"
 wait_for 10 "redis-server" redis-cli -p "${redis_port}" ping
 
-# Host networking reaches the loopback-only Redis; the port is the only change to the CMD.
+# Host networking reaches the loopback-only Redis; the port is the only change to the CMD, and
+# the app is named as DESIGN.md's start command names it (`service.main:app`, the shim), so the
+# shim is proven in the image too.
 docker run -d --name "${RUN_ID}-redis" --network host "${hardened[@]}" \
   -e HISTORY_BACKEND=redis -e "REDIS_URL=redis://127.0.0.1:${redis_port}/0" \
   -e "REDIS_PASSWORD=${password}" -e POD_NAME=image-check-redis "${IMAGE}" \
@@ -160,7 +162,7 @@ stored=$(redis-cli -p "${redis_port}" llen "chat-history:image-check")
 [[ "${stored}" == "4" ]] || die "Redis holds ${stored} messages for the session, expected 4"
 compgen -G "${work}/redis/appendonlydir/*.aof" >/dev/null || die "Redis wrote no AOF under ${work}/redis"
 # The chart's `helm test` command, from this image (one replica here, so one pod suffices).
-docker run --rm --network host "${hardened[@]}" "${IMAGE}" python -m hopcheck \
+docker run --rm --network host "${hardened[@]}" "${IMAGE}" python -m chat_history_k8s.hopcheck \
   --url "${base}" --turns 4 --backend redis --min-pods 1 >"${work}/hopcheck.log" 2>&1 ||
   { cat "${work}/hopcheck.log" >&2; die "the hop check from the image failed"; }
 stop_redis

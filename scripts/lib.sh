@@ -60,11 +60,11 @@ ensure_venv() {
     done
     [[ -n "${covered}" ]] && return 0
   done
-  log "installing chat-history[${extras}] into ${VENV} (versions pinned by constraints.txt;" \
+  log "installing chat-history-k8s[${extras}] into ${VENV} (versions pinned by constraints.txt;" \
     "a first install takes a few minutes)"
   "${VENV}/bin/python" -m pip install --disable-pip-version-check --progress-bar off \
     -c "${REPO_ROOT}/constraints.txt" -e "${REPO_ROOT}[${extras}]" | pip_progress ||
-    die "pip install of chat-history[${extras}] failed (see above)"
+    die "pip install of chat-history-k8s[${extras}] failed (see above)"
   touch "${VENV}/.installed-${extras//,/-}"
 }
 

@@ -1,8 +1,7 @@
-"""chat-history: a stateless LangChain chat service whose history lives outside the process."""
+"""Compatibility shim: `uvicorn service.main:app` (the start command in DESIGN.md) keeps working.
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("chat-history")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0+source"
+The service's code lives in `chat_history_k8s`, an import name that cannot collide with someone
+else's `service` package. This shim is not part of the wheel: it works from a checkout of this
+repository (uvicorn puts the working directory on `sys.path`) and from the image, whose working
+directory holds it. New code imports `chat_history_k8s`.
+"""

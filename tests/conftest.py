@@ -13,8 +13,8 @@ import redis
 import redis.asyncio as aredis
 from langchain_core.language_models import BaseChatModel
 
-from service.config import Settings
-from service.main import create_app
+from chat_history_k8s.config import Settings
+from chat_history_k8s.main import create_app
 from testsupport import RedisServer, await_until
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from service.config import Settings, SettingsError, get_settings
+from chat_history_k8s.config import Settings, SettingsError, get_settings
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import json
 
 from starlette.types import Message
 
-from service.main import create_app
+from chat_history_k8s.main import create_app
 from tests.conftest import app_client, make_settings
 
 LIMIT = 16_000 * 6 + 4096  # the default MAX_MESSAGE_CHARS in the worst encoding, + 4 KiB

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 
-from service.main import create_app
-from service.model import BuiltinChatModel
+from chat_history_k8s.main import create_app
+from chat_history_k8s.model import BuiltinChatModel
 from tests.conftest import make_settings
 
 
@@ -39,7 +39,7 @@ def test_it_is_deterministic_and_names_in_assistant_turns_do_not_count() -> None
 
 async def test_a_real_provider_without_its_extra_fails_at_startup_with_the_fix() -> None:
     app = create_app(make_settings("memory", chat_model="openai", openai_model="gpt-4o-mini"))
-    with pytest.raises(RuntimeError, match=r"pip install 'chat-history\[openai\]'"):
+    with pytest.raises(RuntimeError, match=r"pip install -e '\.\[openai\]'"):
         async with app.router.lifespan_context(app):
             pass
 

@@ -36,7 +36,7 @@ class Replica:
         workdir: Path,
         settings: Mapping[str, str],
         *,
-        app: str = "service.main:app",
+        app: str = "chat_history_k8s.main:app",
         graceful_shutdown_s: int = 20,
         access_log: bool = True,
     ) -> None:

@@ -10,7 +10,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 from pydantic import ConfigDict, Field
 
-from service.model import BuiltinChatModel
+from chat_history_k8s.model import BuiltinChatModel
 
 FAIL = "[fail]"
 STALL = "[stall]"

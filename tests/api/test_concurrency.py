@@ -16,7 +16,7 @@ import httpx
 import pytest
 import redis
 
-from service.checkpoint.layout import ThreadKeys
+from chat_history_k8s.checkpoint.layout import ThreadKeys
 from tests.api.models import HOLD, STALL, FlakyModel
 from tests.api.test_replicas import replicas
 from tests.conftest import app_client, make_settings

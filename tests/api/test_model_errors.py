@@ -10,7 +10,7 @@ import httpx
 import pytest
 import redis
 
-from service.config import Settings
+from chat_history_k8s.config import Settings
 from tests.api.models import FAIL, HOLD, FlakyModel
 from tests.conftest import app_client, make_settings, stored_sessions
 from testsupport import await_until

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter
 
-from service.config import Settings
+from chat_history_k8s.config import Settings
 from tests.chart.conftest import CHART, RELEASE, Manifest, Render, one
 
 DIFFERS = re.compile(r"^\s*## @differs-from-service (\S.*)$")

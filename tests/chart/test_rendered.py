@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from service.config import Settings
+from chat_history_k8s.config import Settings
 from tests.chart.conftest import (
     CI_VALUES,
     RELEASE,
@@ -309,7 +309,7 @@ def test_hop_check_pod_uses_the_service_image_through_the_service(
     (container,) = pod["spec"]["containers"]
     assert container["image"] == chat["image"]
     command = container["command"]
-    assert command[:3] == ["python", "-m", "hopcheck"]
+    assert command[:3] == ["python", "-m", "chat_history_k8s.hopcheck"]
     assert command[command.index("--url") + 1] == f"http://{RELEASE}:80"
     assert command[command.index("--backend") + 1] == backend_of(values_file)
     assert int(command[command.index("--min-pods") + 1]) >= 2

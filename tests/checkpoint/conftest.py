@@ -14,8 +14,8 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 
-from service.checkpoint import RedisCheckpointSaver
-from service.model import BuiltinChatModel
+from chat_history_k8s.checkpoint import RedisCheckpointSaver
+from chat_history_k8s.model import BuiltinChatModel
 from testsupport import LocalRedisCluster
 
 Agent = CompiledStateGraph[Any, Any, Any, Any]

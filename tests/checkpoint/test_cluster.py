@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.crc import key_slot
 
-from service.checkpoint import RedisCheckpointSaver
+from chat_history_k8s.checkpoint import RedisCheckpointSaver
 from tests.checkpoint.conftest import make_agent, say, thread
 from testsupport import LocalRedisCluster
 

@@ -19,7 +19,7 @@ from langgraph.checkpoint.conformance.spec import (
     test_put_writes,
 )
 
-from service.checkpoint import RedisCheckpointSaver
+from chat_history_k8s.checkpoint import RedisCheckpointSaver
 
 # How many tests the installed suite has: a capability that ran fewer was not fully judged.
 SUITE_SIZE = sum(

@@ -9,8 +9,8 @@ import pytest
 import redis
 import redis.asyncio as aredis
 
-from service.checkpoint import LeaseLost, RedisCheckpointSaver, ThreadBusy
-from service.history import HistoryUnavailable
+from chat_history_k8s.checkpoint import LeaseLost, RedisCheckpointSaver, ThreadBusy
+from chat_history_k8s.history import HistoryUnavailable
 from tests.checkpoint.conftest import make_agent, say, thread
 from testsupport import RedisServer
 

@@ -17,7 +17,7 @@ from langchain_core.messages import (
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base.id import uuid6
 
-from service.checkpoint import RedisCheckpointSaver
+from chat_history_k8s.checkpoint import RedisCheckpointSaver
 
 INVALID_CALL: Any = {
     "name": "bad", "args": "{oops", "id": "call2", "error": "bad JSON", "type": "invalid_tool_call",

@@ -10,8 +10,14 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from service.checkpoint import RedisCheckpointSaver
-from service.checkpoint.layout import ThreadKeys, index_pattern, tag, thread_of_index_key, untag
+from chat_history_k8s.checkpoint import RedisCheckpointSaver
+from chat_history_k8s.checkpoint.layout import (
+    ThreadKeys,
+    index_pattern,
+    tag,
+    thread_of_index_key,
+    untag,
+)
 from tests.checkpoint.conftest import SaverFactory, make_agent, say, thread, user_text
 
 ODD_IDS = ["", "%", "%7D", "a}b", "{x}", "}{", "ünïcode", "a:b|c", "*?[x]\\"]

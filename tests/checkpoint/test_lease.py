@@ -15,15 +15,15 @@ import pytest
 import redis
 from langchain_core.messages import BaseMessage
 
-from service.checkpoint import (
+from chat_history_k8s.checkpoint import (
     LEASE_CONFIG_KEY,
     LeaseLost,
     RedisCheckpointSaver,
     ThreadBusy,
     ThreadLease,
 )
-from service.checkpoint.layout import ThreadKeys
-from service.history import HistoryUnavailable
+from chat_history_k8s.checkpoint.layout import ThreadKeys
+from chat_history_k8s.history import HistoryUnavailable
 from tests.checkpoint.conftest import SaverFactory, make_agent, say, thread
 from testsupport import RedisServer, await_until
 

@@ -8,7 +8,7 @@ import time
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
-from service.checkpoint import LocalThreadLocks, ThreadBusy
+from chat_history_k8s.checkpoint import LocalThreadLocks, ThreadBusy
 from tests.checkpoint.conftest import make_agent, say, thread
 from tests.checkpoint.test_lease import assert_whole_turns
 

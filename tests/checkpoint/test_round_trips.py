@@ -6,7 +6,7 @@ from collections import Counter
 
 import redis
 
-from service.checkpoint import lua
+from chat_history_k8s.checkpoint import lua
 from tests.checkpoint.conftest import SaverFactory, make_agent, say, user_text
 from tests.conftest import commandstats
 

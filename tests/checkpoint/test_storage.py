@@ -12,8 +12,8 @@ from langgraph.checkpoint.base import ChannelVersions
 from langgraph.checkpoint.base.id import uuid6
 from langgraph.checkpoint.memory import InMemorySaver
 
-from service.checkpoint import RedisCheckpointSaver
-from service.checkpoint.layout import ThreadKeys
+from chat_history_k8s.checkpoint import RedisCheckpointSaver
+from chat_history_k8s.checkpoint.layout import ThreadKeys
 from tests.checkpoint.conftest import (
     SaverFactory,
     make_agent,

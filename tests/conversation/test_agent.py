@@ -14,8 +14,8 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Durability
 
-from service.conversation.agent import TURN_CONFIG_KEY, CommitGate, Turn, TurnMiddleware
-from service.metrics import Metrics
+from chat_history_k8s.conversation.agent import TURN_CONFIG_KEY, CommitGate, Turn, TurnMiddleware
+from chat_history_k8s.metrics import Metrics
 from tests.api.models import FAIL, FlakyModel
 from tests.conftest import app_client, commandstats, make_settings
 

@@ -6,14 +6,14 @@ from typing import Any
 
 from langgraph.checkpoint.memory import InMemorySaver
 
-from service.checkpoint import LocalThreadLocks, RedisCheckpointSaver
-from service.conversation import build_conversations
-from service.conversation.checkpointer import CheckpointerConversations
-from service.conversation.message_history import MessageHistoryConversations
-from service.history.memory import MemoryStore
-from service.history.redis import RedisStore
-from service.metrics import Metrics
-from service.model import BuiltinChatModel
+from chat_history_k8s.checkpoint import LocalThreadLocks, RedisCheckpointSaver
+from chat_history_k8s.conversation import build_conversations
+from chat_history_k8s.conversation.checkpointer import CheckpointerConversations
+from chat_history_k8s.conversation.message_history import MessageHistoryConversations
+from chat_history_k8s.history.memory import MemoryStore
+from chat_history_k8s.history.redis import RedisStore
+from chat_history_k8s.metrics import Metrics
+from chat_history_k8s.model import BuiltinChatModel
 from tests.conftest import make_settings
 
 

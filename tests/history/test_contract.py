@@ -17,8 +17,8 @@ from langchain_core.messages import (
     ToolMessage,
 )
 
-from service.history import ChatHistory, HistoryStore, build_store
-from service.history.redis import RedisChatHistory, RedisStore
+from chat_history_k8s.history import ChatHistory, HistoryStore, build_store
+from chat_history_k8s.history.redis import RedisChatHistory, RedisStore
 from tests.conftest import make_settings
 
 

@@ -9,8 +9,8 @@ import httpx
 from langchain_core.messages import AIMessage, HumanMessage
 from prometheus_client import generate_latest
 
-from service.history.memory import MemoryStore
-from service.metrics import Metrics
+from chat_history_k8s.history.memory import MemoryStore
+from chat_history_k8s.metrics import Metrics
 from tests.conftest import app_client, make_settings
 
 

@@ -10,8 +10,8 @@ import redis
 import redis.asyncio as aredis
 from langchain_core.messages import AIMessage, HumanMessage
 
-from service.history import HistoryUnavailable, build_store
-from service.history.redis import RedisChatHistory
+from chat_history_k8s.history import HistoryUnavailable, build_store
+from chat_history_k8s.history.redis import RedisChatHistory
 from tests.conftest import app_client, commandstats, make_settings
 
 

@@ -10,7 +10,7 @@ import pytest
 import redis
 import redis.asyncio as aredis
 
-from service.history.redis_pool import CONNECT_CONCURRENCY, build_async_client, warm_pool
+from chat_history_k8s.history.redis_pool import CONNECT_CONCURRENCY, build_async_client, warm_pool
 from tests.conftest import make_settings
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hopcheck.check import main as hopcheck_main
+from chat_history_k8s.hopcheck.check import main as hopcheck_main
 from tests.conftest import HISTORY_APIS
 from testsupport import Nginx, RedisServer, Replica, free_port
 

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from service.config import Settings
-from service.web import docs, page
+from chat_history_k8s.config import Settings
+from chat_history_k8s.web import docs, page
 from tests.conftest import app_client, make_settings
 from testsupport import REPO_ROOT
 
@@ -105,7 +105,7 @@ def test_every_page_file_ships_in_the_wheel() -> None:
     """pyproject's package data covers every file the page routes serve (setuptools leaves
     out non-Python files it is not told about, and the image installs the wheel)."""
     config = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
-    patterns = config["tool"]["setuptools"]["package-data"]["service.web"]
+    patterns = config["tool"]["setuptools"]["package-data"]["chat_history_k8s.web"]
     for name in ("index.html", *page.FILES):
         assert any(fnmatch(f"static/{name}", p) for p in patterns), name
     assert sorted(p.name for p in page.STATIC.iterdir()) == sorted(["index.html", *page.FILES])

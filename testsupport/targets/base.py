@@ -6,7 +6,7 @@ import abc
 from pathlib import Path
 from typing import Literal
 
-from hopcheck.client import Endpoint
+from chat_history_k8s.hopcheck.client import Endpoint
 
 Backend = Literal["memory", "redis"]
 BACKENDS: tuple[Backend, ...] = ("memory", "redis")

@@ -26,7 +26,7 @@ from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
-from hopcheck.client import Endpoint
+from chat_history_k8s.hopcheck.client import Endpoint
 from testsupport import REPO_ROOT, find_tool, wait_until
 from testsupport.targets.base import Backend, Deployment, HistoryApi, Target, TargetUnavailable
 

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import redis
 
-from hopcheck.client import Api, Endpoint
+from chat_history_k8s.hopcheck.client import Api, Endpoint
 from testsupport import (
-    REPO_ROOT,
     MissingTool,
     Nginx,
     RedisServer,
@@ -265,7 +264,7 @@ class LocalTarget(Target):
     name = "local"
 
     def __init__(self, keep: bool = False) -> None:
-        if importlib.util.find_spec("service") is None or not (REPO_ROOT / "service").is_dir():
+        if importlib.util.find_spec("chat_history_k8s") is None:
             raise TargetUnavailable(
                 "the service package is not importable: pip install -e . in this Python"
             )

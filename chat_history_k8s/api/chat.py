@@ -1,0 +1,67 @@
+"""POST /v1/chat: one turn of a session, whichever memory API keeps it."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, StrictStr
+
+from chat_history_k8s.api.deps import ConversationsDep, MetricsDep, SettingsDep
+from chat_history_k8s.api.session_ids import checked_session_id
+from chat_history_k8s.errors import ApiError
+
+router = APIRouter(tags=["chat"])
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    session_id: StrictStr | None = None
+    message: StrictStr
+
+
+class ChatResponse(BaseModel):
+    session_id: str
+    reply: str
+    served_by: str
+    backend: str
+    history_length: int
+
+
+@router.post("/v1/chat")
+async def chat(
+    body: ChatRequest,
+    settings: SettingsDep,
+    conversations: ConversationsDep,
+    metrics: MetricsDep,
+) -> ChatResponse:
+    # Validate everything before touching the store: a rejected request stores nothing.
+    if body.session_id is None:
+        session_id = str(uuid.uuid4())
+    else:
+        session_id = checked_session_id(body.session_id)
+    if not body.message.strip():
+        raise ApiError(422, "invalid_request", "message must not be empty")
+    try:
+        body.message.encode("utf-8")
+    except UnicodeEncodeError:  # JSON allows "\ud800"; no store or model can take it
+        raise ApiError(
+            422, "invalid_request", "message must be valid Unicode text (a lone surrogate is not)"
+        ) from None
+    if len(body.message) > settings.max_message_chars:
+        raise ApiError(
+            413,
+            "message_too_large",
+            f"message has {len(body.message)} characters; limit {settings.max_message_chars}",
+        )
+
+    result = await conversations.turn(session_id, body.message)
+    metrics.turns.labels(conversations.backend).inc()
+    return ChatResponse(
+        session_id=session_id,
+        reply=result.reply,
+        served_by=settings.pod_name,
+        backend=conversations.backend,
+        history_length=result.history_length,
+    )

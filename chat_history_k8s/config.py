@@ -1,0 +1,150 @@
+"""Settings, read once from the environment (and validated) when the app starts."""
+
+from __future__ import annotations
+
+import re
+import socket
+from functools import lru_cache
+from typing import Literal, Self
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# An origin as browsers send it: scheme://host[:port], the host a name, IPv4 or [IPv6].
+_ORIGIN = re.compile(r"https?://(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(:[0-9]{1,5})?")
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; the environment variable is the field name in upper case.
+
+    Cross-field rules are checked here so a bad deployment fails at startup, not at the first
+    request. `docs/configuration.md` documents each field.
+    """
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    history_backend: Literal["memory", "redis"] = "memory"
+    # Which LangChain memory API keeps the conversation: `BaseChatMessageHistory` (the service
+    # loads the window and appends the turn) or a LangGraph checkpointer under `create_agent`.
+    history_api: Literal["message-history", "checkpointer"] = "message-history"
+    pod_name: str = Field(default_factory=socket.gethostname, min_length=1)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # Shared history limits (both backends behave the same way).
+    history_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=0)
+    history_max_messages: int = Field(default=1000, ge=2, le=1_000_000)
+    history_window_messages: int = Field(default=20, ge=2, le=10_000)
+    max_message_chars: int = Field(default=16_000, ge=1, le=1_000_000)
+
+    # Memory backend.
+    memory_max_sessions: int = Field(default=10_000, ge=1)
+    memory_max_messages: int = Field(default=200_000, ge=2)
+
+    # Redis backend. Timeouts and retries are explicit: redis-py's defaults changed across
+    # major versions, and a chat turn must fail fast (503) rather than hang on a dead store.
+    redis_url: str = "redis://localhost:6379/0"
+    redis_password: SecretStr | None = None
+    redis_key_prefix: str = Field(default="chat-history:", min_length=1)
+    redis_socket_timeout_seconds: float = Field(default=1.0, gt=0, le=30)
+    redis_connect_timeout_seconds: float = Field(default=0.5, gt=0, le=30)
+    redis_retries: int = Field(default=2, ge=0, le=10)
+    redis_retry_backoff_seconds: float = Field(default=0.05, ge=0, le=5)
+    redis_max_connections: int = Field(default=64, ge=1, le=10_000)
+    # Opened when the replica starts, before it reports ready (at most the pool's size): a
+    # burst on a fresh replica then finds them open instead of opening them all at once.
+    redis_warm_connections: int = Field(default=64, ge=0, le=10_000)
+
+    # Checkpointer API: per-thread turn serialization and, with Redis, the saver's retention.
+    # A lease must outlive the longest turn (the model call included): a turn that outlives it
+    # is fenced out and answers 503. It is also how long a crashed holder blocks its thread.
+    checkpoint_lease_seconds: float = Field(default=30.0, gt=0, le=3600)
+    checkpoint_lease_wait_seconds: float = Field(default=10.0, ge=0, le=600)
+    checkpoint_max_checkpoints: int = Field(default=1, ge=1, le=1000)
+
+    # Chat model: the built-in offline model, or an OpenAI-compatible endpoint.
+    chat_model: Literal["builtin", "openai"] = "builtin"
+    openai_model: str | None = None
+    openai_base_url: str | None = None
+    openai_api_key: SecretStr | None = None
+    openai_timeout_seconds: float = Field(default=30.0, gt=0)
+
+    # Browsers (chat_history_k8s/web): the origins whose pages may call this API (CORS) and
+    # that this service's page may call (its Content-Security-Policy), e.g. the other release in the
+    # page's side-by-side mode. Empty: same origin only, no CORS header at all.
+    cors_allow_origins: str = ""
+
+    @field_validator("cors_allow_origins")
+    @classmethod
+    def _origins_exactly(cls, value: str) -> str:
+        # Exact origins only: a wildcard or a path would never match, or match too much.
+        origins = [o.strip().rstrip("/").lower() for o in value.split(",") if o.strip()]
+        for origin in origins:
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin: list scheme://host[:port] items, comma "
+                    "separated (e.g. http://localhost:8080); no wildcard, no path"
+                )
+        return ",".join(origins)
+
+    @property
+    def cors_origins(self) -> tuple[str, ...]:
+        """CORS_ALLOW_ORIGINS as a tuple (empty when unset)."""
+        return tuple(self.cors_allow_origins.split(",")) if self.cors_allow_origins else ()
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level_any_case(cls, value: object) -> object:
+        # LOG_LEVEL=info is what people type; the logging module's names are upper case.
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Self:
+        # Turns are stored as (human, ai) pairs; odd caps or windows would split a turn.
+        for name in ("history_max_messages", "history_window_messages"):
+            if getattr(self, name) % 2:
+                raise ValueError(f"{name.upper()} must be even so that turns stay whole")
+        if self.memory_max_messages < self.history_max_messages:
+            raise ValueError("MEMORY_MAX_MESSAGES must be at least HISTORY_MAX_MESSAGES")
+        if self.history_window_messages > self.history_max_messages:
+            raise ValueError("HISTORY_WINDOW_MESSAGES must not exceed HISTORY_MAX_MESSAGES")
+        if self.history_backend == "redis" and not self.redis_url.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
+        if self.chat_model == "openai" and not self.openai_model:
+            raise ValueError("CHAT_MODEL=openai needs OPENAI_MODEL (e.g. gpt-4o-mini)")
+        if self.history_api == "checkpointer":
+            self._check_checkpointer()
+        return self
+
+    def _check_checkpointer(self) -> None:
+        lease = self.checkpoint_lease_seconds
+        if self.history_ttl_seconds and self.history_ttl_seconds < lease:
+            # The lease lives among the thread's keys: it must not outlive them.
+            raise ValueError("HISTORY_TTL_SECONDS must be 0 or at least CHECKPOINT_LEASE_SECONDS")
+        # The OpenAI client tries twice (max_retries=1): the turn must end within the lease.
+        if self.chat_model == "openai" and lease <= 2 * self.openai_timeout_seconds:
+            raise ValueError(
+                "CHECKPOINT_LEASE_SECONDS must exceed twice OPENAI_TIMEOUT_SECONDS (a model call "
+                "is tried twice) so that a slow turn keeps its lease"
+            )
+
+
+class SettingsError(ValueError):
+    """The environment holds an invalid setting; the message names each variable as it is set
+    (`HISTORY_TTL_SECONDS`, not the field `history_ttl_seconds`) and what it must be."""
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use; SettingsError when
+    they are invalid (the replica then fails to start, saying what to fix)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            variable = "_".join(str(part) for part in error["loc"]).upper() or "settings"
+            got = f" (got {error['input']!r})" if error["loc"] else ""
+            problems.append(f"{variable}: {error['msg']}{got}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None

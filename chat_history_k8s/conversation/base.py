@@ -1,0 +1,66 @@
+"""The contract of a conversation store: what the chat and session routes need, whichever
+LangChain memory API (`HISTORY_API`) and backend (`HISTORY_BACKEND`) keep the conversation."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from langchain_core.messages import BaseMessage
+
+from chat_history_k8s.history.base import StoreMetric
+
+
+class ModelFailed(Exception):
+    """The chat model failed; the turn stored nothing. The API answers 502 `model_error`."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(f"the chat model failed: {type(cause).__name__}")
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    """What a turn answers: the model's reply, and how many messages the session held before."""
+
+    reply: str
+    history_length: int
+
+
+class Conversations(ABC):
+    """Sessions (`session_id` = a LangGraph `thread_id`) and their turns, over one store.
+
+    - `turn(session_id, text)`: the model sees the last `HISTORY_WINDOW_MESSAGES` messages and
+      the new one; the turn (human + AI) is stored whole or not at all: on `ModelFailed` or
+      `HistoryUnavailable` the session is unchanged. Concurrent turns on one session never lose
+      a turn.
+    - `transcript(session_id)`: every stored message, oldest first; `[]` for an unknown session.
+    - `delete(session_id)`: forget the session; idempotent.
+    - `ping()`: return when the store answers, else raise `HistoryUnavailable` (readiness).
+
+    Lifecycle: `start()` once the event loop runs, `aclose()` when the app stops. Constructors
+    do no I/O. `size_metrics()` is read by `/metrics` on every scrape: cheap, no I/O.
+    """
+
+    api: str
+    backend: str
+
+    @abstractmethod
+    async def turn(self, session_id: str, text: str) -> TurnResult: ...
+
+    @abstractmethod
+    async def transcript(self, session_id: str) -> list[BaseMessage]: ...
+
+    @abstractmethod
+    async def delete(self, session_id: str) -> None: ...
+
+    @abstractmethod
+    async def ping(self) -> None: ...
+
+    async def start(self) -> None:  # noqa: B027 - a no-op is the right default
+        """Begin warm-up or background upkeep; never fails because the store is unreachable."""
+
+    async def aclose(self) -> None:  # noqa: B027 - a no-op is the right default
+        """Release connections and stop upkeep; unusable afterwards."""
+
+    def size_metrics(self) -> list[StoreMetric]:
+        return []
