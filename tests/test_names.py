@@ -33,7 +33,6 @@ def test_the_wheel_installs_one_top_level_package(tmp_path: Path) -> None:
             "pip",
             "wheel",
             "--no-deps",
-            
             "-q",
             "-w",
             str(tmp_path),
