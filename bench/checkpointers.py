@@ -40,6 +40,7 @@ from chat_history_k8s.checkpoint.layout import ThreadKeys
 from chat_history_k8s.config import Settings
 from chat_history_k8s.history.redis import RedisChatHistory
 from chat_history_k8s.model import BuiltinChatModel
+from testsupport.inmemory_saver import inmemory_bytes, inmemory_thread_bytes
 
 Agent = CompiledStateGraph[Any, Any, Any, Any]
 
@@ -99,26 +100,6 @@ class DeltaState(AgentState[Any]):
 
 def thread_config(thread: str) -> RunnableConfig:
     return {"configurable": {"thread_id": thread}}
-
-
-def inmemory_thread_bytes(saver: InMemorySaver, thread: str) -> int:
-    """The serialized bytes an InMemorySaver holds for `thread` (checkpoints with their
-    metadata, pending writes, channel blobs): what its dicts keep alive, objects not counted."""
-    total = sum(
-        len(cp[1]) + len(md[1])
-        for checkpoints in saver.storage.get(thread, {}).values()
-        for cp, md, _ in checkpoints.values()
-    )
-    total += sum(
-        len(w[2][1]) for key, writes in saver.writes.items() if key[0] == thread
-        for w in writes.values()
-    )  # fmt: skip
-    return total + sum(len(blob[1]) for key, blob in saver.blobs.items() if key[0] == thread)
-
-
-def inmemory_bytes(saver: InMemorySaver) -> int:
-    """inmemory_thread_bytes over every thread."""
-    return sum(inmemory_thread_bytes(saver, thread) for thread in list(saver.storage))
 
 
 # -- peers -------------------------------------------------------------------------------------

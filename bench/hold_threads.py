@@ -21,7 +21,6 @@ from langchain_core.messages import HumanMessage
 
 from bench.checkpointers import (
     WINDOW,
-    inmemory_bytes,
     make_agent,
     thread_config,
     user_text,
@@ -29,6 +28,7 @@ from bench.checkpointers import (
 from chat_history_k8s.config import Settings
 from chat_history_k8s.history.memory import MemoryStore
 from chat_history_k8s.model import BuiltinChatModel
+from testsupport.inmemory_saver import inmemory_bytes
 
 
 async def hold(kind: str, threads: int, turns: int) -> tuple[int, int]:

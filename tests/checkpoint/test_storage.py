@@ -22,6 +22,7 @@ from tests.checkpoint.conftest import (
     thread,
     user_text,
 )
+from testsupport.inmemory_saver import inmemory_bytes
 
 
 async def put(
@@ -37,18 +38,6 @@ async def put(
         "updated_channels": None,
     }  # fmt: skip
     return await saver.aput(config, checkpoint, {"source": "loop", "step": 0}, new)
-
-
-def inmemory_bytes(saver: InMemorySaver) -> int:
-    """The serialized bytes an InMemorySaver holds (its checkpoints, writes and blobs)."""
-    total = sum(
-        len(cp[1]) + len(md[1])
-        for namespaces in saver.storage.values()
-        for checkpoints in namespaces.values()
-        for cp, md, _ in checkpoints.values()
-    )
-    total += sum(len(w[2][1]) for writes in saver.writes.values() for w in writes.values())
-    return total + sum(len(blob[1]) for blob in saver.blobs.values())
 
 
 async def test_a_put_keeps_the_newest_k_checkpoints_and_only_what_they_reference(
