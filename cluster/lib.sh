@@ -60,6 +60,18 @@ pid_alive() { # pid_alive <name>: the process recorded in $PIDS/<name>.pid runs
     [[ -f "$f" ]] && kill -0 "$(cat "$f")" 2>/dev/null
 }
 
+# close_inherited_fds: closes every file descriptor above 2 of the calling (sub)shell. A daemon
+# started under `flock LOCKFILE script` would otherwise inherit the lock's descriptor and hold
+# the lock for as long as it runs (dockerd started by the image stage would block every later
+# `flock /tmp/chat-history-docker.lock ...`). Call it in the subshell that then execs the daemon.
+close_inherited_fds() {
+    local fd
+    for fd in /proc/"$BASHPID"/fd/*; do
+        fd="${fd##*/}"
+        if ((fd > 2)); then eval "exec ${fd}>&-" 2>/dev/null || true; fi
+    done
+}
+
 # start_bg <name> <command...>: run a component in the background with a PID file and a log.
 start_bg() {
     local name="$1"
@@ -74,7 +86,10 @@ start_bg() {
     # setsid: a component outlives the shell that started it, in a session of its own. The
     # inner shell writes its own PID, then execs the component, so the PID file is exact.
     # shellcheck disable=SC2016 # $$ and $@ belong to the inner shell
-    setsid sh -c 'echo $$ >"$0"; exec "$@"' "$PIDS/$name.pid" "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+    (
+        close_inherited_fds
+        exec setsid sh -c 'echo $$ >"$0"; exec "$@"' "$PIDS/$name.pid" "$@"
+    ) >>"$LOGS/$name.log" 2>&1 </dev/null &
     wait_for 5 "$name PID file" test -s "$PIDS/$name.pid"
 }
 
@@ -112,15 +127,19 @@ ensure_dockerd() {
             '[ttrpc]' "  address = \"$sock.ttrpc\"" >"$DOCKERD_STATE/containerd.toml"
         log "starting dockerd's containerd (log: $DOCKERD_STATE/containerd.log)"
         # shellcheck disable=SC2016 # $$ and $@ belong to the inner shell
-        setsid sh -c 'echo $$ >"$0"; exec "$@"' "$DOCKERD_STATE/containerd.pid" \
-            containerd --config "$DOCKERD_STATE/containerd.toml" \
-            >>"$DOCKERD_STATE/containerd.log" 2>&1 </dev/null &
+        (
+            close_inherited_fds
+            exec setsid sh -c 'echo $$ >"$0"; exec "$@"' "$DOCKERD_STATE/containerd.pid" \
+                containerd --config "$DOCKERD_STATE/containerd.toml"
+        ) >>"$DOCKERD_STATE/containerd.log" 2>&1 </dev/null &
         wait_for 30 "dockerd's containerd" ctr -a "$sock" version ||
             die "containerd for dockerd did not start: see $DOCKERD_STATE/containerd.log"
     fi
     log "starting dockerd (log: $DOCKERD_STATE/dockerd.log)"
-    setsid dockerd --containerd "$sock" --pidfile "$DOCKERD_STATE/dockerd.pid" \
-        >>"$DOCKERD_STATE/dockerd.log" 2>&1 </dev/null &
+    (
+        close_inherited_fds
+        exec setsid dockerd --containerd "$sock" --pidfile "$DOCKERD_STATE/dockerd.pid"
+    ) >>"$DOCKERD_STATE/dockerd.log" 2>&1 </dev/null &
     wait_for 60 dockerd docker info || die "dockerd did not start: see $DOCKERD_STATE/dockerd.log"
 }
 
