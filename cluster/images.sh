@@ -4,7 +4,12 @@
 #   coredns FROM scratch, the coredns binary from build.sh
 #   redis   Debian bookworm's redis-server on a debootstrap rootfs; uid/gid 999, port 6379,
 #           WORKDIR /data, works with a read-only root filesystem and a writable /data.
+#   nginx   Debian bookworm's nginx-light and curl on a debootstrap rootfs, for compose.yaml
+#           (NGINX_IMAGE): nginx and curl on PATH like the official nginx image; compose.yaml
+#           runs it as uid 101 with its own config.
 # Each image carries a cache-key label, so a second run only checks labels.
+#   cluster/images.sh               redis, pause and coredns (what the cluster needs)
+#   cluster/images.sh redis nginx   only these (scripts/compose-check.sh)
 # Prints the image tags, one a line.
 set -euo pipefail
 
@@ -63,17 +68,58 @@ redis_image() {
         "$tar" "$REDIS_IMAGE" >/dev/null
 }
 
+# Debian's nginx starts as root and logs to files; compose.yaml runs it as uid 101 (the official
+# image's nginx user) with a config that writes only to /tmp, and stops it with SIGQUIT (docker
+# import cannot set STOPSIGNAL). Nothing of the package's own
+# configuration is used, so its site is removed.
+customize_nginx() {
+    local root="$1"
+    rm -f "$root/etc/nginx/sites-enabled/default"
+}
+
+nginx_image() {
+    local tar key
+    tar="$(rootfs_tar nginx customize_nginx nginx-light curl)"
+    key="$(basename "$tar" .tar)"
+    [[ "$(image_key "$NGINX_IMAGE")" == "$key" ]] && return 0
+    log "docker import $NGINX_IMAGE"
+    docker import \
+        --change 'EXPOSE 80' \
+        --change 'CMD ["nginx", "-g", "daemon off;"]' \
+        --change "LABEL org.chat-history.key=$key" \
+        "$tar" "$NGINX_IMAGE" >/dev/null
+}
+
 main() {
     need_root
+    (($#)) || set -- redis pause coredns
     ensure_dockerd
-    local start=$SECONDS
-    redis_image
-    need_bins pause coredns
-    scratch_image "$PAUSE_IMAGE" "$CACHE_BIN/pause" 'USER 65535:65535' 'ENTRYPOINT ["/pause"]'
-    scratch_image "$COREDNS_IMAGE" "$CACHE_BIN/coredns" 'USER 65534:65534' \
-        'EXPOSE 5353 5353/udp' 'ENTRYPOINT ["/coredns"]'
+    local start=$SECONDS image
+    for image in "$@"; do
+        case "$image" in
+            redis)
+                redis_image
+                echo "$REDIS_IMAGE"
+                ;;
+            nginx)
+                nginx_image
+                echo "$NGINX_IMAGE"
+                ;;
+            pause)
+                need_bins pause
+                scratch_image "$PAUSE_IMAGE" "$CACHE_BIN/pause" 'USER 65535:65535' 'ENTRYPOINT ["/pause"]'
+                echo "$PAUSE_IMAGE"
+                ;;
+            coredns)
+                need_bins coredns
+                scratch_image "$COREDNS_IMAGE" "$CACHE_BIN/coredns" 'USER 65534:65534' \
+                    'EXPOSE 5353 5353/udp' 'ENTRYPOINT ["/coredns"]'
+                echo "$COREDNS_IMAGE"
+                ;;
+            *) die "unknown image $image: use pause, coredns, redis or nginx" ;;
+        esac
+    done
     log "images ready in $((SECONDS - start))s"
-    printf '%s\n' "$PAUSE_IMAGE" "$COREDNS_IMAGE" "$REDIS_IMAGE"
 }
 
 main "$@"

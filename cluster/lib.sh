@@ -32,6 +32,8 @@ shopt -s inherit_errexit
 : "${BASE_IMAGE:=chat-history/base:bookworm}"
 # The name helm/chat-history/ci/airgap-values.yaml uses.
 : "${REDIS_IMAGE:=chat-history-redis:ci}"
+# compose.yaml's load balancer without a registry (cluster/images.sh nginx).
+: "${NGINX_IMAGE:=chat-history-nginx:ci}"
 # The kubelet's containerd (CRI on); dockerd keeps its own containerd elsewhere.
 : "${CONTAINERD_SOCK:=/run/containerd/containerd.sock}"
 : "${DOCKERD_STATE:=/var/lib/chat-history/dockerd}"

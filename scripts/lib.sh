@@ -11,6 +11,9 @@ export REPO_ROOT
 : "${CHAT_HISTORY_CACHE:=/var/cache/chat-history}"
 # The one helm every script uses; scripts/tools.sh builds it.
 : "${HELM_VERSION:=v4.3.1}"
+# The docker compose scripts/compose-check.sh uses; scripts/tools.sh builds it (its go.mod's Go
+# version must not be newer than the Go on the machine).
+: "${COMPOSE_VERSION:=v5.6.0}"
 
 # The speaking script as the log shows it: "test" for scripts/test.sh, "cluster/up" for
 # cluster/up.sh.

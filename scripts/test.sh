@@ -3,9 +3,10 @@
 # each stage's duration and the total. Each stage is a script of its own that also runs alone
 # (and installs what it needs); this file only lists them.
 #   CHAT_HISTORY_SKIP_CLUSTER=1  skip the real-Kubernetes stage on purpose;
-#   CHAT_HISTORY_SKIP_IMAGE=1    skip the image stage on purpose. Without them, these two stages
-#                                are skipped (with the reason) only when this machine cannot run
-#                                them: not root, or no Debian/Ubuntu apt-get to install with.
+#   CHAT_HISTORY_SKIP_IMAGE=1    skip the image stage on purpose;
+#   CHAT_HISTORY_SKIP_COMPOSE=1  skip the compose stage on purpose. Without them, these three
+#                                stages are skipped (with the reason) only when this machine cannot
+#                                run them: not root, or no Debian/Ubuntu apt-get to install with.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -53,6 +54,8 @@ stage lint ./scripts/lint.sh
 stage chart ./scripts/chart-check.sh
 stage unit ./scripts/unit.sh
 optional_stage image image_blocker ./scripts/image-check.sh
+# compose.yaml for real, on the image the stage above built (same docker daemon, same needs).
+optional_stage compose image_blocker ./scripts/compose-check.sh
 # --require-target: a suite that could not deploy fails here, it does not pass as skipped.
 stage e2e ./scripts/e2e.sh --target local --require-target -p no:cacheprovider
 stage bench ./scripts/bench.sh --smoke

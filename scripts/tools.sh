@@ -1,18 +1,29 @@
 #!/usr/bin/env bash
-# Install the pinned command-line tools the chart checks need into $REPO_ROOT/.tools/bin, and keep
-# a copy in $CHAT_HISTORY_CACHE/tools so other clones on this machine (and cluster/build.sh) reuse
-# it. Idempotent: a tool whose pinned version is already there is not rebuilt.
-#   scripts/tools.sh     then run .tools/bin/helm (the chart scripts call this first)
-# The pin (HELM_VERSION) lives in scripts/lib.sh.
+# Install pinned command-line tools into $REPO_ROOT/.tools/bin, and keep a copy in
+# $CHAT_HISTORY_CACHE/tools so other clones on this machine (and cluster/build.sh) reuse it.
+# Idempotent: a tool whose pinned version is already there is not rebuilt. Both are built from
+# source with Go (no binary download), the first time in a few minutes.
+#   scripts/tools.sh            helm: .tools/bin/helm (the chart scripts call this first)
+#   scripts/tools.sh compose    Docker Compose v2 or later: .tools/bin/docker-compose, run
+#                               standalone (scripts/compose-check.sh calls this)
+#   scripts/tools.sh helm compose
+# The pins (HELM_VERSION, COMPOSE_VERSION) live in scripts/lib.sh.
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 TOOLS_BIN="${REPO_ROOT}/.tools/bin"
-HELM_MODULE="helm.sh/helm/${HELM_VERSION%%.*}"
-CACHED_HELM="${CHAT_HISTORY_CACHE}/tools/helm-${HELM_VERSION}"
 
 mkdir -p "${TOOLS_BIN}"
+
+# cache_copy NAME CACHED : the machine-wide copy of .tools/bin/NAME, when the cache directory is
+# writable (it is for root).
+cache_copy() {
+  local name="$1" cached="$2"
+  if [[ ! -x "${cached}" ]] && mkdir -p "${CHAT_HISTORY_CACHE}/tools" 2>/dev/null; then
+    cp "${TOOLS_BIN}/${name}" "${cached}.partial" && mv "${cached}.partial" "${cached}"
+  fi
+}
 
 # helm prints e.g. "v4.3.1+g<sha>"; compare the tag only.
 installed_helm_version() {
@@ -20,22 +31,64 @@ installed_helm_version() {
   "${TOOLS_BIN}/helm" version --template '{{ .Version }}' 2>/dev/null | sed 's/+.*//'
 }
 
-if [[ "$(installed_helm_version)" == "${HELM_VERSION}" ]]; then
-  log "helm ${HELM_VERSION} already installed"
-elif [[ -x "${CACHED_HELM}" ]]; then
-  cp "${CACHED_HELM}" "${TOOLS_BIN}/helm"
-  log "helm ${HELM_VERSION} copied from ${CACHED_HELM}"
-else
-  require go "install Go >= 1.26 (https://go.dev/doc/install); helm is built with go install"
-  log "building helm ${HELM_VERSION} with go install (first time takes a few minutes)"
-  # The version is injected the way helm's Makefile does, so `helm version` reports the tag
-  # rather than the default "v4.x-dev" string.
-  GOBIN="${TOOLS_BIN}" CGO_ENABLED=0 GOTOOLCHAIN=local go install -trimpath \
-    -ldflags "-s -w -X ${HELM_MODULE}/internal/version.version=${HELM_VERSION} -X ${HELM_MODULE}/internal/version.gitTreeState=clean" \
-    "${HELM_MODULE}/cmd/helm@${HELM_VERSION}"
-  log "helm $("${TOOLS_BIN}/helm" version --short)"
-fi
-# The machine-wide copy, when the cache directory is writable (it is for root).
-if [[ ! -x "${CACHED_HELM}" ]] && mkdir -p "${CHAT_HISTORY_CACHE}/tools" 2>/dev/null; then
-  cp "${TOOLS_BIN}/helm" "${CACHED_HELM}.partial" && mv "${CACHED_HELM}.partial" "${CACHED_HELM}"
-fi
+install_helm() {
+  local module="helm.sh/helm/${HELM_VERSION%%.*}"
+  local cached="${CHAT_HISTORY_CACHE}/tools/helm-${HELM_VERSION}"
+  if [[ "$(installed_helm_version)" == "${HELM_VERSION}" ]]; then
+    log "helm ${HELM_VERSION} already installed"
+  elif [[ -x "${cached}" ]]; then
+    cp "${cached}" "${TOOLS_BIN}/helm"
+    log "helm ${HELM_VERSION} copied from ${cached}"
+  else
+    require go "install Go >= 1.26 (https://go.dev/doc/install); helm is built with go install"
+    log "building helm ${HELM_VERSION} with go install (first time takes a few minutes)"
+    # The version is injected the way helm's Makefile does, so `helm version` reports the tag
+    # rather than the default "v4.x-dev" string.
+    GOBIN="${TOOLS_BIN}" CGO_ENABLED=0 GOTOOLCHAIN=local go install -trimpath \
+      -ldflags "-s -w -X ${module}/internal/version.version=${HELM_VERSION} -X ${module}/internal/version.gitTreeState=clean" \
+      "${module}/cmd/helm@${HELM_VERSION}"
+    log "helm $("${TOOLS_BIN}/helm" version --short)"
+  fi
+  cache_copy helm "${cached}"
+}
+
+# `docker-compose version --short` prints e.g. "5.6.0".
+installed_compose_version() {
+  [[ -x "${TOOLS_BIN}/docker-compose" ]] || return 0
+  printf 'v%s\n' "$("${TOOLS_BIN}/docker-compose" version --short 2>/dev/null)"
+}
+
+install_compose() {
+  local module="github.com/docker/compose/${COMPOSE_VERSION%%.*}"
+  local cached="${CHAT_HISTORY_CACHE}/tools/docker-compose-${COMPOSE_VERSION}" src
+  if [[ "$(installed_compose_version)" == "${COMPOSE_VERSION}" ]]; then
+    log "docker compose ${COMPOSE_VERSION} already installed"
+  elif [[ -x "${cached}" ]]; then
+    cp "${cached}" "${TOOLS_BIN}/docker-compose"
+    log "docker compose ${COMPOSE_VERSION} copied from ${cached}"
+  else
+    require go "install Go >= 1.26 (https://go.dev/doc/install); docker compose is built with go build"
+    log "building docker compose ${COMPOSE_VERSION} with go build (first time takes a few minutes)"
+    # `go install module@version` refuses Compose: its go.mod has `exclude` directives. So the
+    # module's source is downloaded (checksummed by the Go module proxy and sum database) and
+    # built as the main module, the way its Makefile does, version injected.
+    src="$(cd / && go mod download -json "${module}@${COMPOSE_VERSION}" |
+      sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')"
+    [[ -d "${src}" ]] || die "go mod download ${module}@${COMPOSE_VERSION} failed (see above)"
+    (cd "${src}" && CGO_ENABLED=0 GOTOOLCHAIN=local go build -trimpath \
+      -ldflags "-s -w -X ${module}/internal.Version=${COMPOSE_VERSION}" \
+      -o "${TOOLS_BIN}/docker-compose" ./cmd) ||
+      die "go build of docker compose ${COMPOSE_VERSION} failed (it needs the Go its go.mod names)"
+    log "$("${TOOLS_BIN}/docker-compose" version)"
+  fi
+  cache_copy docker-compose "${cached}"
+}
+
+(($#)) || set -- helm
+for tool in "$@"; do
+  case "${tool}" in
+    helm) install_helm ;;
+    compose) install_compose ;;
+    *) die "unknown tool ${tool}: use helm or compose" ;;
+  esac
+done
