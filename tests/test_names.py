@@ -49,3 +49,14 @@ def test_the_wheel_installs_one_top_level_package(tmp_path: Path) -> None:
     # The page's files and the hop check ship inside it.
     assert "chat_history_k8s/web/static/index.html" in names
     assert "chat_history_k8s/hopcheck/__main__.py" in names
+
+
+def test_the_version_is_the_installed_distributions() -> None:
+    """/v1/info and the OpenAPI document report it; a stale distribution name would make it
+    "0.0.0+source" everywhere, the image included."""
+    from importlib.metadata import version
+
+    import chat_history_k8s
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    assert chat_history_k8s.__version__ == version("chat-history-k8s") == project["version"]
