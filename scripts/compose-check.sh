@@ -3,9 +3,10 @@
 #
 #  1. docker compose (scripts/tools.sh compose), a docker daemon, and the images without a
 #     registry: the chat image from the Dockerfile on the debootstrap base (as image-check.sh
-#     builds it: all cached after that stage), Redis and nginx from Debian's packages
-#     (cluster/images.sh redis nginx), handed to compose as CHAT_IMAGE, REDIS_IMAGE and
-#     NGINX_IMAGE, as an air-gapped user would; nothing is pulled (--pull never);
+#     builds it: all cached after that stage), then `docker compose build` of it (BASE_IMAGE
+#     passed through, one build for the 6 replicas, from that cache); Redis and nginx from
+#     Debian's packages (cluster/images.sh redis nginx); handed to compose as CHAT_IMAGE,
+#     REDIS_IMAGE and NGINX_IMAGE, as an air-gapped user would; nothing is pulled (--pull never);
 #  2. `docker compose up -d --wait`: 8 containers healthy, each non-root, read-only root
 #     filesystem, all capabilities dropped, no-new-privileges;
 #  3. through nginx: the web page at / and its script; one conversation through the Redis port
@@ -22,6 +23,8 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 : "${IMAGE:=chat-history:ci}"
+# What `docker compose build` makes (compose labels its builds, so not the image stage's tag).
+: "${COMPOSE_IMAGE:=chat-history:compose-check}"
 PROJECT="chat-history-compose-check-$$"
 COMPOSE_BIN="${REPO_ROOT}/.tools/bin/docker-compose"
 
@@ -83,18 +86,30 @@ docker build --network=host --build-arg "BASE_IMAGE=${base_image}" -t "${IMAGE}"
 # The cluster's own REDIS_IMAGE name must not come from this shell: compose reads the same one.
 mapfile -t images < <(env -u REDIS_IMAGE -u NGINX_IMAGE "${REPO_ROOT}/cluster/images.sh" redis nginx)
 ((${#images[@]} == 2)) || die "cluster/images.sh redis nginx printed '${images[*]}'"
-images_seconds=$((SECONDS - started))
 
-# ---- 2. up -----------------------------------------------------------------------------------
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
-unset CORS_ALLOW_ORIGINS HISTORY_API BASE_IMAGE
-export CHAT_IMAGE="${IMAGE}" REDIS_IMAGE="${images[0]}" NGINX_IMAGE="${images[1]}"
+unset CORS_ALLOW_ORIGINS HISTORY_API
+export CHAT_IMAGE="${COMPOSE_IMAGE}" REDIS_IMAGE="${images[0]}" NGINX_IMAGE="${images[1]}"
+export BASE_IMAGE="${base_image}"
 REDIS_PASSWORD="$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
 CHAT_PORT="$(free_port)"
 CHAT_MEMORY_PORT="$(free_port)"
 export REDIS_PASSWORD CHAT_PORT CHAT_MEMORY_PORT BIND_ADDRESS=127.0.0.1
+
+log "docker compose build (CHAT_IMAGE=${CHAT_IMAGE} BASE_IMAGE=${BASE_IMAGE})"
+compose build >"${work}/compose-build.log" 2>&1 ||
+  { tail -n 40 "${work}/compose-build.log" >&2; die "docker compose build failed"; }
+builders=$(compose config --format json | python3 -c \
+  'import json, sys; print(sum("build" in s for s in json.load(sys.stdin)["services"].values()))')
+((builders == 1)) || die "${builders} services build the chat image, expected one (chat-redis-1)"
+# BASE_IMAGE reached the build: the image starts with the base's layer.
+base_layer=$(docker image inspect --format '{{ index .RootFS.Layers 0 }}' "${base_image}")
+[[ "$(docker image inspect --format '{{ index .RootFS.Layers 0 }}' "${CHAT_IMAGE}")" == "${base_layer}" ]] ||
+  die "${CHAT_IMAGE} is not built on ${base_image}: BASE_IMAGE did not reach docker compose build"
+images_seconds=$((SECONDS - started))
+# ---- 2. up -----------------------------------------------------------------------------------
 log "docker compose -p ${PROJECT} up -d --wait (CHAT_IMAGE=${CHAT_IMAGE}" \
   "REDIS_IMAGE=${REDIS_IMAGE} NGINX_IMAGE=${NGINX_IMAGE}; ports ${CHAT_PORT}, ${CHAT_MEMORY_PORT})"
 up_started=${SECONDS}
