@@ -69,9 +69,8 @@ redis_image() {
 }
 
 # Debian's nginx starts as root and logs to files; compose.yaml runs it as uid 101 (the official
-# image's nginx user) with a config that writes only to /tmp, and stops it with SIGQUIT (docker
-# import cannot set STOPSIGNAL). Nothing of the package's own
-# configuration is used, so its site is removed.
+# image's nginx user) with a config of its own that writes only to /tmp, and stops it with
+# SIGQUIT (docker import cannot set STOPSIGNAL). The package's default site is never used.
 customize_nginx() {
     local root="$1"
     rm -f "$root/etc/nginx/sites-enabled/default"
