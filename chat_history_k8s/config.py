@@ -53,6 +53,14 @@ class Settings(BaseSettings):
     # Opened when the replica starts, before it reports ready (at most the pool's size): a
     # burst on a fresh replica then finds them open instead of opening them all at once.
     redis_warm_connections: int = Field(default=64, ge=0, le=10_000)
+    # Which Redis: one server, the primary a set of Sentinels names, or a Redis Cluster.
+    redis_mode: Literal["standalone", "sentinel", "cluster"] = "standalone"
+    redis_sentinels: str = ""  # host:port,host:port,... (sentinel mode)
+    redis_sentinel_master: str = ""  # the name the Sentinels monitor the primary under
+    redis_sentinel_password: SecretStr | None = None  # the Sentinels' own requirepass
+    # A turn is acknowledged once this many replicas have its write (WAIT, same round trip).
+    redis_wait_replicas: int = Field(default=0, ge=0, le=100)
+    redis_wait_timeout_seconds: float = Field(default=0.5, gt=0, le=30)
 
     # Checkpointer API: per-thread turn serialization and, with Redis, the saver's retention.
     # A lease must outlive the longest turn (the model call included): a turn that outlives it
@@ -111,11 +119,46 @@ class Settings(BaseSettings):
             ("redis://", "rediss://", "unix://")
         ):
             raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
+        if self.history_backend == "redis":
+            self._check_redis_mode()
         if self.chat_model == "openai" and not self.openai_model:
             raise ValueError("CHAT_MODEL=openai needs OPENAI_MODEL (e.g. gpt-4o-mini)")
         if self.history_api == "checkpointer":
             self._check_checkpointer()
         return self
+
+    def _check_redis_mode(self) -> None:
+        if self.redis_mode == "sentinel":
+            if not self.redis_sentinel_master:
+                raise ValueError("REDIS_MODE=sentinel needs REDIS_SENTINEL_MASTER (e.g. mymaster)")
+            self.sentinel_addresses  # noqa: B018 - parsed here so a bad list fails at startup
+        elif self.redis_mode == "cluster" and self.redis_url.startswith("unix://"):
+            raise ValueError("REDIS_MODE=cluster needs a redis:// or rediss:// REDIS_URL")
+        if self.redis_wait_replicas and (
+            self.redis_wait_timeout_seconds >= self.redis_socket_timeout_seconds
+        ):
+            raise ValueError(
+                "REDIS_WAIT_TIMEOUT_SECONDS must be less than REDIS_SOCKET_TIMEOUT_SECONDS "
+                "(WAIT's answer must come before the socket gives up)"
+            )
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """REDIS_SENTINELS as (host, port) pairs; ValueError saying what is wrong."""
+        addresses = []
+        for item in (part.strip() for part in self.redis_sentinels.split(",")):
+            if not item:
+                continue
+            host, _, port = item.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(
+                    f"REDIS_SENTINELS: {item!r} is not host:port (list them comma separated, "
+                    "e.g. sentinel-0:26379,sentinel-1:26379)"
+                )
+            addresses.append((host.strip("[]"), int(port)))
+        if not addresses:
+            raise ValueError("REDIS_MODE=sentinel needs REDIS_SENTINELS (host:port,host:port,...)")
+        return addresses
 
     def _check_checkpointer(self) -> None:
         lease = self.checkpoint_lease_seconds

@@ -2,7 +2,9 @@
 SHA with a fallback when the server lost them, errors mapped to the project's domain errors.
 
 The hook sees one call per EVALSHA, EVAL or DEL: each is one round trip. A SCAN (admin calls
-only) is reported once, however many cursor pages and nodes it took."""
+only) is reported once, however many cursor pages and nodes it took. With `wait.replicas` > 0,
+a script that keeps data is sent with `WAIT` after it, in the same round trip
+(chat_history_k8s/history/redis_wait.py)."""
 
 from __future__ import annotations
 
@@ -11,16 +13,23 @@ from contextlib import contextmanager
 from typing import Any
 
 import redis
-import redis.asyncio as aredis
 from redis.exceptions import NoScriptError, RedisClusterException
 
 from chat_history_k8s.checkpoint.lease import LeaseLost
-from chat_history_k8s.checkpoint.ops import Call, Delete, Scan
+from chat_history_k8s.checkpoint.ops import Call, Delete, Eval, Scan
 from chat_history_k8s.history.base import HistoryUnavailable
 from chat_history_k8s.history.redis import RoundTripHook
+from chat_history_k8s.history.redis_pool import AsyncClient
+from chat_history_k8s.history.redis_wait import (
+    Command,
+    WaitFor,
+    asend_together,
+    raise_first_error,
+    send_together,
+)
 
 SyncClient = redis.Redis | redis.cluster.RedisCluster
-AsyncClient = aredis.Redis | aredis.cluster.RedisCluster
+NO_WAIT = WaitFor()
 
 
 @contextmanager
@@ -41,7 +50,27 @@ def _round_trip(op: str, hook: RoundTripHook | None) -> Iterator[None]:
             hook(op)
 
 
-def call(client: SyncClient, c: Call, hook: RoundTripHook | None) -> Any:
+def _script(c: Eval, command: str) -> Command:
+    name = c.script.sha if command == "EVALSHA" else c.script.source
+    return (command, name, len(c.keys), *c.keys, *c.args)
+
+
+def _waited(replies: list[Any], wait: WaitFor) -> Any:
+    raise_first_error(replies[:1])  # NOSCRIPT included: the caller sends the source
+    return wait.check(replies)[0]
+
+
+def call(client: SyncClient, c: Call, hook: RoundTripHook | None, wait: WaitFor = NO_WAIT) -> Any:
+    if isinstance(c, Eval) and c.script.keeps_data and wait.replicas:
+        if not isinstance(client, redis.Redis):
+            raise TypeError("wait_replicas needs a standalone sync client (or the async one)")
+        for command in ("EVALSHA", "EVAL"):
+            try:
+                with _round_trip(c.script.name, hook):
+                    replies = send_together(client, [_script(c, command), *wait.command()])
+                    return _waited(replies, wait)
+            except NoScriptError:
+                continue  # a restarted or failed-over server: EVAL sends the source
     if isinstance(c, Delete):
         with _round_trip("delete", hook):
             return client.delete(*c.keys)
@@ -57,7 +86,17 @@ def call(client: SyncClient, c: Call, hook: RoundTripHook | None) -> Any:
         return client.eval(c.script.source, len(c.keys), *c.keys, *c.args)
 
 
-async def acall(client: AsyncClient, c: Call, hook: RoundTripHook | None) -> Any:
+async def acall(
+    client: AsyncClient, c: Call, hook: RoundTripHook | None, wait: WaitFor = NO_WAIT
+) -> Any:
+    if isinstance(c, Eval) and c.script.keeps_data and wait.replicas:
+        for command in ("EVALSHA", "EVAL"):
+            try:
+                with _round_trip(c.script.name, hook):
+                    commands = [_script(c, command), *wait.command()]
+                    return _waited(await asend_together(client, c.keys[0], commands), wait)
+            except NoScriptError:
+                continue  # a restarted or failed-over server: EVAL sends the source
     if isinstance(c, Delete):
         with _round_trip("delete", hook):
             return await client.delete(*c.keys)

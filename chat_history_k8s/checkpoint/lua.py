@@ -117,11 +117,13 @@ end
 
 @dataclass(frozen=True)
 class Script:
-    """A script's source and the SHA1 that EVALSHA names it by."""
+    """A script's source and the SHA1 that EVALSHA names it by. `keeps_data`: it stores a
+    conversation's data, so with `wait_replicas` its reply waits for the replicas (WAIT)."""
 
     name: str
     body: str
     writes: bool = True
+    keeps_data: bool = False
     source: str = field(init=False)
     sha: str = field(init=False)
 
@@ -175,6 +177,7 @@ retain(ns, tonumber(ARGV[3]))
 touch(tonumber(ARGV[2]))
 return 1
 """,
+    keeps_data=True,
 )
 
 # ARGV: token, ttl, keep, ns, checkpoint id, then (task_id\0idx, write, replace) triples.
@@ -196,6 +199,7 @@ end
 touch(tonumber(ARGV[2]))
 return 1
 """,
+    keeps_data=True,
 )
 
 # ARGV: ns, checkpoint id or '' for the newest. Returns fetch()'s reply or nil.
@@ -294,4 +298,5 @@ retain_all(tonumber(ARGV[2]))
 touch(tonumber(ARGV[1]))
 return 1
 """,
+    keeps_data=True,
 )

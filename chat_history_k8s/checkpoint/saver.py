@@ -23,9 +23,11 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from chat_history_k8s.checkpoint import ops
-from chat_history_k8s.checkpoint.clients import AsyncClient, SyncClient, acall, call
+from chat_history_k8s.checkpoint.clients import SyncClient, acall, call
 from chat_history_k8s.checkpoint.leasing import RedisLeases
 from chat_history_k8s.history.redis import RoundTripHook
+from chat_history_k8s.history.redis_pool import AsyncClient
+from chat_history_k8s.history.redis_wait import WaitFor
 
 T = TypeVar("T")
 
@@ -64,6 +66,10 @@ class RedisCheckpointSaver(RedisLeases, BaseCheckpointSaver[str]):
       lease, so a turn still running on it cannot bring it back.
     - **Failures** of the store raise `HistoryUnavailable` (a subclass for the above); a refused
       or failed script has written nothing.
+    - **Acknowledged by replicas**: with `wait_replicas` > 0 every script that keeps data
+      (`put`, `put_writes`, `copy_thread`) is followed by `WAIT` in the same round trip; fewer
+      replicas than that within `wait_timeout_seconds` raise `ReplicasBehind` (the write stays
+      on the primary: its outcome is unknown, as after a timeout).
 
     Channel versions are strings `<counter>.<random>` like `InMemorySaver`'s, so two forks of a
     thread never overwrite each other's blobs.
@@ -81,6 +87,8 @@ class RedisCheckpointSaver(RedisLeases, BaseCheckpointSaver[str]):
         lease_wait_seconds: float = 10.0,
         on_round_trip: RoundTripHook | None = None,
         serde: SerializerProtocol | None = None,
+        wait_replicas: int = 0,
+        wait_timeout_seconds: float = 0.5,
     ) -> None:
         super().__init__(serde=serde)
         if async_client is None and client is None:
@@ -93,6 +101,7 @@ class RedisCheckpointSaver(RedisLeases, BaseCheckpointSaver[str]):
         self._aclient = async_client
         self._client = client
         self._on_round_trip = on_round_trip
+        self._wait = WaitFor.seconds(wait_replicas, wait_timeout_seconds)
         self.lease_wait_seconds = lease_wait_seconds
         self._forgetting: set[asyncio.Task[None]] = set()
         self.settings = ops.Settings(
@@ -162,7 +171,7 @@ class RedisCheckpointSaver(RedisLeases, BaseCheckpointSaver[str]):
         reply: Any = None
         try:
             while True:
-                reply = call(self._client, op.send(reply), self._on_round_trip)
+                reply = call(self._client, op.send(reply), self._on_round_trip, self._wait)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]  # StopIteration.value is Any
 
@@ -172,7 +181,7 @@ class RedisCheckpointSaver(RedisLeases, BaseCheckpointSaver[str]):
         reply: Any = None
         try:
             while True:
-                reply = await acall(self._aclient, op.send(reply), self._on_round_trip)
+                reply = await acall(self._aclient, op.send(reply), self._on_round_trip, self._wait)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]  # StopIteration.value is Any
 

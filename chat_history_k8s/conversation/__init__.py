@@ -45,6 +45,8 @@ def build_conversations(
             lease_seconds=settings.checkpoint_lease_seconds,
             lease_wait_seconds=settings.checkpoint_lease_wait_seconds,
             on_round_trip=metrics.round_trip,
+            wait_replicas=settings.redis_wait_replicas,
+            wait_timeout_seconds=settings.redis_wait_timeout_seconds,
         )
         return conversations(
             backend="redis",

@@ -10,6 +10,7 @@ import orjson
 import redis
 import redis.asyncio as aredis
 from langchain_core.messages import BaseMessage, message_to_dict, messages_from_dict
+from redis.exceptions import RedisClusterException
 
 from chat_history_k8s.config import Settings
 from chat_history_k8s.history.base import (
@@ -18,7 +19,14 @@ from chat_history_k8s.history.base import (
     HistoryUnavailable,
     whole_tool_groups,
 )
-from chat_history_k8s.history.redis_pool import WarmedPool
+from chat_history_k8s.history.redis_pool import AsyncClient, WarmedPool
+from chat_history_k8s.history.redis_wait import (
+    Command,
+    WaitFor,
+    asend_together,
+    raise_first_error,
+    send_together,
+)
 
 RoundTripHook = Callable[[str], None]
 
@@ -44,20 +52,25 @@ class RedisChatHistory(ChatHistory):
     Appending queues `RPUSH` (every message), `LTRIM` (keep the last `max_messages`) and
     `EXPIRE` (sliding TTL, when `ttl_seconds` > 0) in one `MULTI`/`EXEC` sent as a single round
     trip, so a turn is never half-written and concurrent writers never interleave inside a
-    turn. Reading the model's window is one `LRANGE -n -1`.
+    turn. With `wait_replicas` > 0, `WAIT` follows `EXEC` in that same round trip and an append
+    that fewer replicas acknowledged raises `ReplicasBehind` (the write stays on the primary).
+    Reading the model's window is one `LRANGE -n -1`. The async client may be a
+    `redis.asyncio.RedisCluster`: a session is one key, so one slot.
     """
 
     def __init__(
         self,
         session_id: str,
         *,
-        async_client: aredis.Redis | None = None,
+        async_client: AsyncClient | None = None,
         client: redis.Redis | None = None,
         key_prefix: str = "chat-history:",
         max_messages: int = 0,
         ttl_seconds: int = 0,
         on_round_trip: RoundTripHook | None = None,
         url: str | None = None,
+        wait_replicas: int = 0,
+        wait_timeout_seconds: float = 0.5,
     ) -> None:
         super().__init__()
         if async_client is None and client is None and url is None:
@@ -71,6 +84,7 @@ class RedisChatHistory(ChatHistory):
         self._aclient = async_client
         self._client = client
         self._on_round_trip = on_round_trip
+        self.wait = WaitFor.seconds(wait_replicas, wait_timeout_seconds)
 
     @classmethod
     def from_url(cls, session_id: str, url: str, **options: Any) -> RedisChatHistory:
@@ -96,7 +110,7 @@ class RedisChatHistory(ChatHistory):
         """One round trip to Redis: counted, and its failures raised as `HistoryUnavailable`."""
         try:
             yield
-        except redis.RedisError as exc:
+        except (redis.RedisError, RedisClusterException) as exc:
             raise HistoryUnavailable.from_redis(exc) from exc
         finally:
             if self._on_round_trip is not None:
@@ -113,7 +127,7 @@ class RedisChatHistory(ChatHistory):
             self._owned.append(self._client)
         return self._client
 
-    def _async(self) -> aredis.Redis:
+    def _async(self) -> AsyncClient:
         if self._aclient is None:
             if self._url is None:
                 raise RuntimeError(
@@ -127,12 +141,22 @@ class RedisChatHistory(ChatHistory):
     def _window_range(self, n: int) -> tuple[int, int]:
         return (-n if n else 0, -1)
 
-    def _queue_append(self, pipe: Any, messages: Sequence[BaseMessage]) -> None:
-        pipe.rpush(self.key, *[_encode(m) for m in messages])
+    def _append_commands(self, messages: Sequence[BaseMessage]) -> list[Command]:
+        """MULTI, RPUSH, LTRIM, EXPIRE, EXEC (queued explicitly, so that WAIT can follow EXEC
+        in the same round trip), then WAIT when replicas must acknowledge."""
+        commands: list[Command] = [("MULTI",), ("RPUSH", self.key, *map(_encode, messages))]
         if self.max_messages:
-            pipe.ltrim(self.key, -self.max_messages, -1)
+            commands.append(("LTRIM", self.key, -self.max_messages, -1))
         if self.ttl_seconds:
-            pipe.expire(self.key, self.ttl_seconds)
+            commands.append(("EXPIRE", self.key, self.ttl_seconds))
+        return [*commands, ("EXEC",), *self.wait.command()]
+
+    def _stored_before(self, replies: list[Any], appended: int) -> int:
+        written = replies[: len(replies) - len(self.wait.command())]
+        raise_first_error(written)  # e.g. EXECABORT: nothing was written
+        self.wait.check(replies)
+        # RPUSH answers the length after the push and before the trim.
+        return int(written[-1][0]) - appended
 
     # -- async (what the service uses) -------------------------------------------------------
     async def aget_window(self, n: int) -> list[BaseMessage]:
@@ -144,11 +168,8 @@ class RedisChatHistory(ChatHistory):
         if not messages:
             return 0
         with self._round_trip("append"):
-            async with self._async().pipeline(transaction=True) as pipe:
-                self._queue_append(pipe, messages)
-                results = await pipe.execute()
-        # RPUSH answers the length after the push and before the trim.
-        return int(results[0]) - len(messages)
+            replies = await asend_together(self._async(), self.key, self._append_commands(messages))
+            return self._stored_before(replies, len(messages))
 
     async def aclear(self) -> None:
         with self._round_trip("clear"):
@@ -163,10 +184,9 @@ class RedisChatHistory(ChatHistory):
     def append_turn(self, messages: Sequence[BaseMessage]) -> int:
         if not messages:
             return 0
-        with self._round_trip("append"), self._sync().pipeline(transaction=True) as pipe:
-            self._queue_append(pipe, messages)
-            results = pipe.execute()
-        return int(results[0]) - len(messages)
+        with self._round_trip("append"):
+            replies = send_together(self._sync(), self._append_commands(messages))
+            return self._stored_before(replies, len(messages))
 
     def clear(self) -> None:
         with self._round_trip("clear"):
@@ -180,7 +200,7 @@ class RedisStore(HistoryStore):
     backend = "redis"
 
     def __init__(
-        self, client: aredis.Redis, settings: Settings, on_round_trip: RoundTripHook | None = None
+        self, client: AsyncClient, settings: Settings, on_round_trip: RoundTripHook | None = None
     ) -> None:
         self.client = client
         self._pool = WarmedPool(client, settings)
@@ -195,6 +215,8 @@ class RedisStore(HistoryStore):
             max_messages=self._settings.history_max_messages,
             ttl_seconds=self._settings.history_ttl_seconds,
             on_round_trip=self._on_round_trip,
+            wait_replicas=self._settings.redis_wait_replicas,
+            wait_timeout_seconds=self._settings.redis_wait_timeout_seconds,
         )
 
     async def start(self) -> None:

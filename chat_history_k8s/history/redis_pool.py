@@ -1,4 +1,5 @@
-"""The process's one Redis connection pool: how it is built, paced and warmed."""
+"""The process's one Redis client, in the mode `REDIS_MODE` names (one server, the primary that
+Sentinels name, or a Redis Cluster): how it is built, paced, warmed and checked."""
 
 from __future__ import annotations
 
@@ -10,12 +11,16 @@ import redis
 import redis.asyncio as aredis
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry as AsyncRetry
+from redis.asyncio.sentinel import SentinelConnectionPool, SentinelManagedConnection
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisClusterException
 
 from chat_history_k8s.config import Settings
 from chat_history_k8s.history.base import HistoryUnavailable
 
 logger = logging.getLogger(__name__)
+
+AsyncClient = aredis.Redis | aredis.RedisCluster
 
 # Connections opened at once. Every connect races its own connect timeout, but the event loop
 # completes connects one after another: opening 50 together under CPU contention took up to
@@ -57,29 +62,95 @@ class PacedConnectionPool(aredis.BlockingConnectionPool):
             self._connecting.release()
 
 
-def build_async_client(settings: Settings) -> aredis.Redis:
-    """One pooled async client per process, every timeout and retry taken from settings.
+class SentinelPrimaryConnection(SentinelManagedConnection):
+    """A connection to the primary that the Sentinels name *now*: every socket (re)connect asks
+    them, including the reconnects of redis-py's own command retries.
+
+    redis-py (checked with 8.1) asks the Sentinels only in `connect()`; a command retried after
+    a connection error reconnects through `connect_check_health()` to the address it had, so
+    after a failover every retry of that command knocks on the dead (or demoted) primary
+    (redis-py #3874, #3560). Asking in `_connect`, the one place every path goes through, makes
+    the retry itself reach the new primary. A demoted primary's `READONLY` reply already
+    disconnects (redis-py turns it into a `ConnectionError`), so that path reconnects here too.
+    """
+
+    async def _connect_retry(self) -> None:
+        if self._reader:
+            return  # already connected
+        # _connect asks the Sentinels: asking here as well would ask twice per connect.
+        await self.connect_check_health(
+            check_health=self.connection_pool.check_connection, retry_socket_connect=False
+        )
+
+    async def _connect(self) -> None:
+        self.host, self.port = await self.connection_pool.get_master_address()
+        await super()._connect()  # type: ignore[no-untyped-call]  # untyped in redis-py
+
+
+class PacedSentinelPool(SentinelConnectionPool, PacedConnectionPool):
+    """`PacedConnectionPool` (bounded, paced connects) whose connections go to the primary the
+    Sentinels name; idle connections to a former primary are closed when the address changes."""
+
+
+def _retry(settings: Settings, retries: int | None = None) -> AsyncRetry:
+    return AsyncRetry(
+        ExponentialBackoff(cap=1.0, base=settings.redis_retry_backoff_seconds),
+        settings.redis_retries if retries is None else retries,
+        supported_errors=(redis.ConnectionError,),
+    )
+
+
+def build_async_client(settings: Settings) -> AsyncClient:
+    """One pooled async client per process for `REDIS_MODE`, every timeout and retry taken from
+    settings. Does no I/O.
 
     Only connection errors are retried: a write that timed out may have been applied, and
     retrying it could store the turn twice; the caller gets a 503 and may resend the turn.
+    (redis-py's cluster client also retries timeouts, and follows failovers that way.)
     """
-    pool = PacedConnectionPool.from_url(
-        settings.redis_url,
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    options: dict[str, Any] = {
+        "password": password,
+        "socket_timeout": settings.redis_socket_timeout_seconds,
+        "socket_connect_timeout": settings.redis_connect_timeout_seconds,
+        "health_check_interval": 0,  # no hidden PINGs: they would add round trips to a turn
+    }
+    if settings.redis_mode == "cluster":
+        return aredis.RedisCluster.from_url(
+            settings.redis_url,
+            max_connections=settings.redis_max_connections,  # per node
+            retry=_retry(settings),
+            **options,
+        )
+    pooled: dict[str, Any] = options | {
         # Waiting for a turn to connect: the same budget as one command (connect + reply).
-        connect_wait=settings.redis_connect_timeout_seconds + settings.redis_socket_timeout_seconds,
-        password=settings.redis_password.get_secret_value() if settings.redis_password else None,
-        max_connections=settings.redis_max_connections,
-        timeout=settings.redis_connect_timeout_seconds,  # wait for a free pooled connection
-        socket_timeout=settings.redis_socket_timeout_seconds,
-        socket_connect_timeout=settings.redis_connect_timeout_seconds,
-        retry=AsyncRetry(
-            ExponentialBackoff(cap=1.0, base=settings.redis_retry_backoff_seconds),
-            settings.redis_retries,
-            supported_errors=(redis.ConnectionError,),
-        ),
-        retry_on_timeout=False,
-        health_check_interval=0,  # no hidden PINGs: they would add round trips to a turn
-    )
+        "connect_wait": settings.redis_connect_timeout_seconds
+        + settings.redis_socket_timeout_seconds,
+        "max_connections": settings.redis_max_connections,
+        "timeout": settings.redis_connect_timeout_seconds,  # wait for a free pooled connection
+        "retry": _retry(settings),
+        "retry_on_timeout": False,
+    }
+    if settings.redis_mode == "sentinel":
+        sentinel_password = settings.redis_sentinel_password
+        sentinels = aredis.Sentinel(  # type: ignore[no-untyped-call]  # untyped in redis-py
+            settings.sentinel_addresses,
+            sentinel_kwargs={
+                "password": sentinel_password.get_secret_value() if sentinel_password else None,
+                "socket_timeout": settings.redis_socket_timeout_seconds,
+                "socket_connect_timeout": settings.redis_connect_timeout_seconds,
+                # One try per Sentinel: discovery moves on to the next one itself.
+                "retry": _retry(settings, retries=0),
+            },
+        )
+        pool: aredis.ConnectionPool = PacedSentinelPool(  # type: ignore[no-untyped-call]  # untyped in redis-py
+            settings.redis_sentinel_master,
+            sentinels,
+            connection_class=SentinelPrimaryConnection,
+            **pooled,
+        )
+    else:
+        pool = PacedConnectionPool.from_url(settings.redis_url, **pooled)
     return aredis.Redis(connection_pool=pool)
 
 
@@ -125,11 +196,14 @@ class WarmedPool:
     first.
     """
 
-    def __init__(self, client: aredis.Redis, settings: Settings) -> None:
+    def __init__(self, client: AsyncClient, settings: Settings) -> None:
         self.client = client
+        # A cluster client's warm-up is learning the slots (its pools are per node).
         self._warm_connections = min(
             settings.redis_warm_connections, settings.redis_max_connections
         )
+        if isinstance(client, aredis.RedisCluster):
+            self._warm_connections = 1
         self._warmed = self._warm_connections == 0
         self._warming: asyncio.Task[None] | None = None
         # What readiness allows a healthy Redis to take: connect, then answer.
@@ -151,7 +225,10 @@ class WarmedPool:
 
     async def _warm(self) -> None:
         try:
-            await warm_pool(self.client.connection_pool, self._warm_connections)
+            if isinstance(self.client, aredis.RedisCluster):
+                await self.client.initialize()
+            else:
+                await warm_pool(self.client.connection_pool, self._warm_connections)
         except Exception as exc:  # a warm-up is an optimisation: it must never break startup
             logger.info("Redis pool not warmed (readiness will retry): %s", exc)
         else:
@@ -163,8 +240,12 @@ class WarmedPool:
             # asyncio.wait: a probe that gives up does not cancel the warm-up it waited for.
             await asyncio.wait([self._warm_in_background()])
         try:
-            await self.client.ping()
-        except redis.RedisError as exc:
+            if isinstance(self.client, aredis.RedisCluster):
+                # Ready when every primary answers: then every session's slot can be served.
+                await self.client.ping(target_nodes=aredis.RedisCluster.PRIMARIES)
+            else:
+                await self.client.ping()
+        except (redis.RedisError, RedisClusterException) as exc:
             raise HistoryUnavailable.from_redis(exc) from exc
 
     async def aclose(self) -> None:
@@ -172,4 +253,5 @@ class WarmedPool:
             self._warming.cancel()
             await asyncio.wait([self._warming])
         await self.client.aclose()
-        await self.client.connection_pool.disconnect()
+        if isinstance(self.client, aredis.Redis):
+            await self.client.connection_pool.disconnect()
