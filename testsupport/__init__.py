@@ -1,5 +1,5 @@
 """Local process machinery shared by tests/, e2e/, bench/ and demo/: free ports, child
-processes that die with their parent, `redis-server` (alone or as a local Redis Cluster), nginx,
+processes that die with their parent, `redis-server` (alone, as a local Redis Cluster, or Sentinel-managed), nginx,
 uvicorn replicas, a PostgreSQL server (the benchmarks' peer), polling, and the lookup of the
 tools the repository builds (helm, kubectl).
 
@@ -22,12 +22,14 @@ from testsupport.procs import (
 )
 from testsupport.redis import RedisServer
 from testsupport.redis_cluster import LocalRedisCluster
+from testsupport.redis_sentinel import LocalSentinel
 from testsupport.replicas import Replica, service_env
 
 __all__ = [
     "LOOPBACK",
     "REPO_ROOT",
     "LocalRedisCluster",
+    "LocalSentinel",
     "MissingTool",
     "Nginx",
     "PostgresServer",

@@ -24,6 +24,7 @@ STOP_TIMEOUT_S = 15.0
 _HOW_TO_GET = {
     "redis-server": "apt-get install redis-server",
     "redis-cli": "apt-get install redis-tools",
+    "redis-sentinel": "apt-get install redis-sentinel",
     "redis-benchmark": "apt-get install redis-tools",
     "nginx": "apt-get install nginx-light",
     "wrk": "apt-get install wrk",

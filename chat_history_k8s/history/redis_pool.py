@@ -254,4 +254,8 @@ class WarmedPool:
             await asyncio.wait([self._warming])
         await self.client.aclose()
         if isinstance(self.client, aredis.Redis):
-            await self.client.connection_pool.disconnect()
+            pool = self.client.connection_pool
+            await pool.disconnect()
+            if isinstance(pool, SentinelConnectionPool):  # its clients of the Sentinels
+                for sentinel in pool.sentinel_manager.sentinels:
+                    await sentinel.aclose()

@@ -1,0 +1,219 @@
+"""REDIS_MODE=sentinel on real redis-server + redis-sentinel processes (1 primary, 2 replicas,
+3 Sentinels, quorum 2), both APIs: turns reach the new primary after a failover with no
+restart, and REDIS_WAIT_REPLICAS makes an acknowledgement mean "on a replica too" without an
+extra round trip."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import redis
+import redis.asyncio as aredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.asyncio.sentinel import SentinelManagedConnection
+from redis.backoff import NoBackoff
+
+from chat_history_k8s.config import Settings
+from chat_history_k8s.history.redis_pool import PacedSentinelPool, SentinelPrimaryConnection
+from tests.conftest import app_client, commandstats, make_settings, wait_ready
+from testsupport import LocalSentinel, wait_until
+
+PASSWORD = "data-secret"
+SENTINEL_PASSWORD = "sentinel-secret"
+RECOVERY_S = 10.0  # the issue's bound on the longest run of failed turns
+
+
+@pytest.fixture(scope="module")
+def sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSentinel]:
+    managed = LocalSentinel(
+        tmp_path_factory.mktemp("sentinel"), password=PASSWORD, sentinel_password=SENTINEL_PASSWORD
+    )
+    managed.start()
+    yield managed
+    managed.stop()
+
+
+@pytest.fixture
+def healthy(sentinel: LocalSentinel) -> LocalSentinel:
+    """Every node up, the data emptied."""
+    for node in sentinel.nodes:
+        if not node.running:
+            sentinel.restart_as_replica(node)
+    sentinel.wait_settled()
+    with sentinel.primary().client() as client:
+        client.flushall()
+    return sentinel
+
+
+def sentinel_settings(sentinel: LocalSentinel, history_api: str, **overrides: Any) -> Settings:
+    return make_settings(
+        "redis", history_api=history_api, redis_mode="sentinel",
+        redis_sentinels=sentinel.addresses, redis_sentinel_master=sentinel.master,
+        redis_password=PASSWORD, redis_sentinel_password=SENTINEL_PASSWORD, **overrides,
+    )  # fmt: skip
+
+
+async def turn(client: httpx.AsyncClient, session: str, message: str) -> httpx.Response:
+    return await client.post("/v1/chat", json={"session_id": session, "message": message})
+
+
+async def messages(client: httpx.AsyncClient, session: str) -> list[str]:
+    r = await client.get(f"/v1/sessions/{session}/messages")
+    assert r.status_code == 200, r.text
+    return [m["content"] for m in r.json()["messages"]]
+
+
+async def test_a_killed_primary_is_replaced_within_seconds_and_no_acknowledged_turn_is_lost(
+    healthy: LocalSentinel, history_api: str
+) -> None:
+    settings = sentinel_settings(healthy, history_api, redis_wait_replicas=1)
+    async with app_client(settings) as client:
+        await wait_ready(client)
+        acknowledged = []
+        for i in range(3):
+            assert (await turn(client, "s", f"before {i}")).status_code == 200
+            acknowledged.append(f"before {i}")
+
+        old = healthy.kill_primary()
+        killed = time.monotonic()
+        failed = 0
+        while True:  # one turn after another, as a user retrying would
+            r = await turn(client, "s", f"after kill {failed}")
+            if r.status_code == 200:
+                acknowledged.append(f"after kill {failed}")
+                break
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == "history_unavailable"
+            assert str(old.port) not in r.text  # no internal address in an answer
+            failed += 1
+            assert time.monotonic() - killed < RECOVERY_S, "no turn succeeded after the kill"
+            await asyncio.sleep(0.05)
+        recovered_in = time.monotonic() - killed
+        await wait_ready(client)
+        assert (await client.get("/readyz")).status_code == 200
+        stored = await messages(client, "s")
+    assert [m for m in stored[::2] if m in acknowledged] == acknowledged, stored
+    print(f"sentinel failover ({history_api}): first good turn {recovered_in:.2f}s after the kill")
+    healthy.restart_as_replica(old)
+
+
+async def test_after_a_manual_failover_the_next_turn_reaches_the_new_primary_at_once(
+    healthy: LocalSentinel, history_api: str
+) -> None:
+    """The old primary stays up as a replica: pooled connections to it answer READONLY. The
+    turn's own retry must ask the Sentinels again (redis-py #3874), so no turn fails."""
+    settings = sentinel_settings(healthy, history_api)
+    async with app_client(settings) as client:
+        await wait_ready(client)
+        assert (await turn(client, "m", "one")).status_code == 200
+        healthy.manual_failover()
+        for i in range(5):
+            r = await turn(client, "m", f"after {i}")
+            assert r.status_code == 200, r.text
+        stored = await messages(client, "m")
+    assert stored[::2] == ["one", *(f"after {i}" for i in range(5))]
+
+
+@pytest.mark.parametrize("connection_class", [SentinelPrimaryConnection, SentinelManagedConnection])
+async def test_a_retried_command_asks_the_sentinels_again(
+    healthy: LocalSentinel, connection_class: type[SentinelManagedConnection]
+) -> None:
+    """Why SentinelPrimaryConnection exists. A connection that was open to the primary when a
+    failover demoted it (no pool checkout in between: a command in flight, or a single-connection
+    client): its command fails and redis-py retries it. redis-py's own SentinelManagedConnection
+    reconnects to the address it had, the demoted primary, which answers READONLY to every
+    retry (redis-py #3874); ours asks the Sentinels and the retry succeeds. If the stock case
+    starts passing, redis-py fixed #3874 and the workaround can go."""
+    sentinels = aredis.Sentinel(  # type: ignore[no-untyped-call]  # untyped in redis-py
+        [("127.0.0.1", int(a.split(":")[1])) for a in healthy.addresses.split(",")],
+        sentinel_kwargs={"password": SENTINEL_PASSWORD},
+    )
+    pool = PacedSentinelPool(  # type: ignore[no-untyped-call]  # untyped in redis-py
+        healthy.master, sentinels, connection_class=connection_class, connect_wait=1.0,
+        password=PASSWORD, max_connections=4, timeout=1.0,
+        retry=AsyncRetry(NoBackoff(), 3, supported_errors=(redis.ConnectionError,)),
+    )  # fmt: skip
+    client = aredis.Redis(connection_pool=pool, single_connection_client=True)
+    try:
+        await client.set("k", "v")
+        old = healthy.primary()
+        healthy.manual_failover()
+        wait_until(lambda: healthy.role(old) == "slave", timeout_s=30, what="the demotion")
+        if connection_class is SentinelManagedConnection:
+            with pytest.raises(redis.ConnectionError, match="previous master is now a slave"):
+                await client.set("k", "w")
+        else:
+            await client.set("k", "w")
+            assert await client.get("k") == b"w"
+    finally:
+        await client.aclose()
+        await pool.disconnect()
+        for sentinel_client in sentinels.sentinels:
+            await sentinel_client.aclose()
+
+
+@pytest.mark.parametrize(("api", "per_turn"), [("message-history", 2), ("checkpointer", 4)])
+async def test_wait_replicas_adds_no_round_trip(
+    healthy: LocalSentinel, count_round_trips: list[int], api: str, per_turn: int
+) -> None:
+    primary = healthy.primary()
+    server = primary.client()
+    for wait in (0, 2):
+        settings = make_settings(
+            "redis", primary.url, history_api=api, redis_password=PASSWORD,
+            redis_wait_replicas=wait,
+        )  # fmt: skip
+        async with app_client(settings) as client:
+            assert (await turn(client, "warm", "hi")).status_code == 200
+            count_round_trips[0] = 0
+            before = commandstats(server)
+            for _ in range(5):
+                assert (await turn(client, f"w{wait}", "again")).status_code == 200
+            after = commandstats(server)
+        assert count_round_trips[0] == 5 * per_turn
+        waits = after.get("wait", 0) - before.get("wait", 0)
+        assert waits == (5 if wait else 0)
+    server.close()
+
+
+async def test_too_few_replicas_is_a_503_and_the_write_stays_on_the_primary(
+    healthy: LocalSentinel, history_api: str
+) -> None:
+    """WAIT 3 with 2 replicas: the turn is refused as unconfirmed. It is not undone (Redis has
+    no rollback): the primary keeps it, as docs/runbook.md says."""
+    settings = sentinel_settings(
+        healthy, history_api, redis_wait_replicas=3, redis_wait_timeout_seconds=0.2
+    )
+    async with app_client(settings) as client:
+        await wait_ready(client)
+        started = time.monotonic()
+        r = await turn(client, "w", "unconfirmed")
+        assert time.monotonic() - started < 2
+        assert r.status_code == 503
+        message = r.json()["error"]["message"]
+        assert message.startswith("history store unavailable: redis: WAIT: 2 of 3 replicas")
+        assert "may still be kept" in message
+        assert "unconfirmed" in await messages(client, "w")
+
+
+def test_sentinel_settings_are_checked_at_startup() -> None:
+    with pytest.raises(ValueError, match="REDIS_SENTINEL_MASTER"):
+        make_settings("redis", redis_mode="sentinel", redis_sentinels="127.0.0.1:26379")
+    with pytest.raises(ValueError, match="REDIS_SENTINELS"):
+        make_settings("redis", redis_mode="sentinel", redis_sentinel_master="m")
+    with pytest.raises(ValueError, match="'nohost' is not host:port"):
+        make_settings(
+            "redis", redis_mode="sentinel", redis_sentinel_master="m", redis_sentinels="nohost"
+        )
+    with pytest.raises(ValueError, match="REDIS_WAIT_TIMEOUT_SECONDS"):
+        make_settings("redis", redis_wait_replicas=1, redis_wait_timeout_seconds=1.0)
+    ok = make_settings(
+        "redis", redis_mode="sentinel", redis_sentinel_master="m",
+        redis_sentinels="a:26379, [::1]:26380",
+    )  # fmt: skip
+    assert ok.sentinel_addresses == [("a", 26379), ("::1", 26380)]

@@ -1,0 +1,258 @@
+"""A real Sentinel-managed Redis on loopback: one primary, replicas, and Sentinels (quorum 2)."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import redis
+
+from testsupport.procs import LOOPBACK, Process, free_port, require_tool, wait_until
+from testsupport.redis import RedisServer
+
+READY_TIMEOUT_S = 60.0
+MASTER = "mymaster"
+
+
+class LocalSentinel:
+    """`replicas + 1` RedisServers (AOF, password) and `sentinels` redis-sentinel processes
+    monitoring them as `master` with `quorum`. `start()` returns once every Sentinel names the
+    primary and sees every replica and the other Sentinels.
+
+    `down_after_ms` is how long the Sentinels wait before they call the primary down (then a
+    failover takes about a second more); `min_replicas_to_write` is set on every data node (a
+    primary refuses writes with fewer replicas connected). A killed node comes back with
+    `restart_as_replica`, as the chart's pods do: as a replica of whichever primary the
+    Sentinels name now.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        password: str | None = None,
+        sentinel_password: str | None = None,
+        replicas: int = 2,
+        sentinels: int = 3,
+        quorum: int = 2,
+        down_after_ms: int = 1000,
+        failover_timeout_ms: int = 4000,
+        min_replicas_to_write: int = 0,
+        master: str = MASTER,
+    ) -> None:
+        self.master = master
+        self.password = password
+        self.sentinel_password = sentinel_password
+        self.quorum = quorum
+        self._timing = (down_after_ms, failover_timeout_ms)
+        options = ["--min-replicas-to-write", str(min_replicas_to_write),
+                   "--min-replicas-max-lag", "10", "--repl-diskless-sync", "yes",
+                   "--repl-diskless-sync-delay", "0"]  # fmt: skip
+        if password:
+            options += ["--masterauth", password]
+        self.nodes = [
+            RedisServer(workdir / f"redis{i}", password=password, extra_args=options)
+            for i in range(replicas + 1)
+        ]
+        binary = require_tool("redis-sentinel")
+        self.sentinels: list[tuple[int, Process]] = []
+        for i in range(sentinels):
+            home = workdir / f"sentinel{i}"
+            home.mkdir(parents=True, exist_ok=True)
+            port = free_port()
+            conf = home / "sentinel.conf"  # Sentinel rewrites it: a file of its own
+            self.sentinels.append((port, Process(f"sentinel{i}", [binary, str(conf)], home / "log")))
+
+    @property
+    def addresses(self) -> str:
+        """REDIS_SENTINELS: `host:port,host:port,...`."""
+        return ",".join(f"{LOOPBACK}:{port}" for port, _ in self.sentinels)
+
+    def _write_conf(self, port: int, process: Process, primary: RedisServer) -> None:
+        down_after, failover_timeout = self._timing
+        lines = [
+            f"port {port}", f"bind {LOOPBACK}", f"dir {process.log.parent}",
+            "daemonize no", "loglevel warning",
+            f"sentinel monitor {self.master} {LOOPBACK} {primary.port} {self.quorum}",
+            f"sentinel down-after-milliseconds {self.master} {down_after}",
+            f"sentinel failover-timeout {self.master} {failover_timeout}",
+            f"sentinel parallel-syncs {self.master} 2",
+        ]  # fmt: skip
+        if self.password:
+            lines.append(f"sentinel auth-pass {self.master} {self.password}")
+        if self.sentinel_password:
+            lines += [f"requirepass {self.sentinel_password}",
+                      f"sentinel sentinel-pass {self.sentinel_password}"]  # fmt: skip
+        (process.log.parent / "sentinel.conf").write_text("\n".join(lines) + "\n")
+
+    def start(self) -> None:
+        primary, *replicas = self.nodes
+        try:
+            primary.start()
+            for node in replicas:
+                self._replica_of(node, primary)
+                node.start()
+            for port, process in self.sentinels:
+                self._write_conf(port, process, primary)
+                process.start()
+            wait_until(self._settled, timeout_s=READY_TIMEOUT_S, what="the Sentinels to settle")
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for _, process in self.sentinels:
+            process.stop(signal.SIGTERM)
+        for node in self.nodes:
+            node.stop()
+
+    def sentinel_client(self, index: int = 0) -> redis.Redis:
+        port, _ = self.sentinels[index]
+        return redis.Redis(
+            host=LOOPBACK, port=port, password=self.sentinel_password, socket_timeout=2
+        )
+
+    def primary_port(self) -> int | None:
+        """The primary's port as a majority of the running Sentinels names it, else None."""
+        named: list[int] = []
+        for index, (_, process) in enumerate(self.sentinels):
+            if not process.running:
+                continue
+            with self.sentinel_client(index) as client:
+                try:
+                    address = client.sentinel_get_master_addr_by_name(self.master)
+                except redis.RedisError:
+                    continue
+                if address:
+                    named.append(int(address[1]))
+        best = max(set(named), key=named.count, default=None)
+        return best if best is not None and named.count(best) >= self.quorum else None
+
+    def primary(self) -> RedisServer:
+        port = self.primary_port()
+        for node in self.nodes:
+            if node.port == port:
+                return node
+        raise RuntimeError(f"the Sentinels name no known primary (port {port})")
+
+    def kill_primary(self) -> RedisServer:
+        """SIGKILL the primary the Sentinels name; returns it (still killed)."""
+        node = self.primary()
+        node.kill()
+        return node
+
+    def wait_failover(self, old: RedisServer, timeout_s: float = 30.0) -> RedisServer:
+        """Wait until the Sentinels name another primary that answers as a primary."""
+
+        def promoted() -> bool:
+            port = self.primary_port()
+            if port is None or port == old.port:
+                return False
+            return self.role(self._node(port)) == "master"
+
+        wait_until(promoted, timeout_s=timeout_s, what="a Sentinel failover", interval_s=0.1)
+        return self.primary()
+
+    def manual_failover(self) -> RedisServer:
+        """`SENTINEL FAILOVER`: the primary is demoted (it keeps running, as a replica) and a
+        replica promoted; returns the new primary once it answers as one."""
+        old = self.primary()
+
+        def accepted() -> bool:
+            with self.sentinel_client() as client:
+                try:
+                    client.execute_command("SENTINEL", "FAILOVER", self.master)
+                except redis.ResponseError as exc:
+                    if str(exc).startswith("INPROG"):  # the last one is still settling
+                        return False
+                    raise
+            return True
+
+        wait_until(accepted, timeout_s=READY_TIMEOUT_S, what="SENTINEL FAILOVER to be accepted")
+        return self.wait_failover(old)
+
+    def wait_settled(self) -> None:
+        """Wait until no Sentinel has a failover in progress and every running node is an
+        online replica of the primary."""
+
+        def settled() -> bool:
+            primary = self.primary_port()
+            if primary is None:
+                return False
+            for index, (_, process) in enumerate(self.sentinels):
+                if not process.running:
+                    continue
+                with self.sentinel_client(index) as client:
+                    try:
+                        flags = str(client.sentinel_master(self.master).get("flags", ""))
+                    except redis.RedisError:
+                        return False
+                if "failover" in flags or "down" in flags:
+                    return False
+            running = sum(node.running for node in self.nodes)
+            return self._online_replicas(self._node(primary)) >= running - 1
+
+        wait_until(settled, timeout_s=READY_TIMEOUT_S, what="the Sentinels to settle")
+
+    def restart_as_replica(self, node: RedisServer) -> None:
+        """Start a stopped node again as a replica of the primary the Sentinels name now (its
+        AOF is discarded by the full resync), and wait until the primary counts it online."""
+        primary = self.primary()
+        self._replica_of(node, primary)
+        node.start()
+        wait_until(
+            lambda: self._online_replicas(primary) >= sum(n.running for n in self.nodes) - 1,
+            timeout_s=READY_TIMEOUT_S, what="the restarted node to sync as a replica",
+        )  # fmt: skip
+
+    @staticmethod
+    def _replica_of(node: RedisServer, primary: RedisServer) -> None:
+        argv = node.process.argv
+        if "--replicaof" in argv:
+            at = argv.index("--replicaof")
+            del argv[at : at + 3]
+        argv += ["--replicaof", LOOPBACK, str(primary.port)]
+
+    def _node(self, port: int) -> RedisServer:
+        return next(node for node in self.nodes if node.port == port)
+
+    @staticmethod
+    def role(node: RedisServer) -> str:
+        """`master`, `slave`, or `down`."""
+        try:
+            with node.client(socket_timeout=1, socket_connect_timeout=1) as client:
+                return str(client.info("replication")["role"])
+        except redis.RedisError:
+            return "down"
+
+    @staticmethod
+    def _online_replicas(primary: RedisServer) -> int:
+        try:
+            with primary.client(socket_timeout=1, socket_connect_timeout=1) as client:
+                info = client.info("replication")
+        except redis.RedisError:
+            return 0
+        return sum(
+            1
+            for key, value in info.items()
+            if key.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
+        )
+
+    def _settled(self) -> bool:
+        for node in self.nodes:
+            node.process.check_alive()
+        primary = self.nodes[0]
+        if self._online_replicas(primary) < len(self.nodes) - 1:
+            return False
+        for index, (_, process) in enumerate(self.sentinels):
+            process.check_alive()
+            with self.sentinel_client(index) as client:
+                try:
+                    state = client.sentinel_master(self.master)
+                except redis.RedisError:
+                    return False
+            if int(state.get("num-slaves", 0)) < len(self.nodes) - 1:
+                return False
+            if int(state.get("num-other-sentinels", 0)) < len(self.sentinels) - 1:
+                return False
+        return True
