@@ -61,7 +61,8 @@ class LocalSentinel:
             home.mkdir(parents=True, exist_ok=True)
             port = free_port()
             conf = home / "sentinel.conf"  # Sentinel rewrites it: a file of its own
-            self.sentinels.append((port, Process(f"sentinel{i}", [binary, str(conf)], home / "log")))
+            process = Process(f"sentinel{i}", [binary, str(conf)], home / "log")
+            self.sentinels.append((port, process))
 
     @property
     def addresses(self) -> str:
@@ -235,7 +236,9 @@ class LocalSentinel:
         return sum(
             1
             for key, value in info.items()
-            if key.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
+            if key.startswith("slave")
+            and isinstance(value, dict)
+            and value.get("state") == "online"
         )
 
     def _settled(self) -> bool:
