@@ -1,7 +1,7 @@
 """Local process machinery shared by tests/, e2e/, bench/ and demo/: free ports, child
 processes that die with their parent, `redis-server` (alone, as a local Redis Cluster, or
-managed by Sentinels), nginx, uvicorn replicas, a PostgreSQL server (the benchmarks' peer), polling, and the lookup of the
-tools the repository builds (helm, kubectl).
+managed by Sentinels), nginx, uvicorn replicas, a PostgreSQL server (the benchmarks' peer),
+polling, and the lookup of the tools the repository builds (helm, kubectl).
 
 Nothing here knows about pytest: the suites wrap these in fixtures of their own.
 """
