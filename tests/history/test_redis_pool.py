@@ -44,6 +44,7 @@ def connects(monkeypatch: pytest.MonkeyPatch) -> ConnectCounter:
 @asynccontextmanager
 async def pool_for(url: str, max_connections: int) -> AsyncIterator[aredis.ConnectionPool]:
     client = build_async_client(make_settings("redis", url, redis_max_connections=max_connections))
+    assert isinstance(client, aredis.Redis)  # standalone mode: one pool
     try:
         yield client.connection_pool
     finally:
