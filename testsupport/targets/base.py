@@ -7,11 +7,15 @@ from pathlib import Path
 from typing import Literal
 
 from chat_history_k8s.hopcheck.client import Endpoint
+from testsupport.failover import PrimaryKiller
 
 Backend = Literal["memory", "redis"]
 BACKENDS: tuple[Backend, ...] = ("memory", "redis")
 HistoryApi = Literal["message-history", "checkpointer"]
 HISTORY_APIS: tuple[HistoryApi, ...] = ("message-history", "checkpointer")
+# How the redis backend's Redis is deployed: one server, or a primary with replicas and
+# Sentinels (REDIS_MODE=sentinel).
+RedisMode = Literal["standalone", "sentinel"]
 
 
 class TargetUnavailable(RuntimeError):
@@ -115,6 +119,16 @@ class Deployment(abc.ABC):
         """Whether the store refuses `password` (to prove a rotation revoked it)."""
         raise NotImplementedError(f"{self.description}: cannot check a password")
 
+    # -- failover under traffic (testsupport/failover.py) --------------------------------------
+    def failover_killer(self) -> PrimaryKiller:
+        """What kills this deployment's Redis primary (a deployment made with redis_mode
+        "sentinel")."""
+        raise NotImplementedError(f"{self.description}: no Redis primary to kill")
+
+    def replica_restarts(self) -> int:
+        """How many times chat replicas restarted or died on their own (pods: restart counts)."""
+        raise NotImplementedError(f"{self.description}: cannot count replica restarts")
+
     def helm_test(self) -> tuple[bool, str]:
         raise NotImplementedError("helm test needs a Helm release (kube target)")
 
@@ -131,8 +145,15 @@ class Target(abc.ABC):
 
     @abc.abstractmethod
     def deploy(
-        self, backend: Backend, replicas: int, history_api: HistoryApi = "message-history"
-    ) -> Deployment: ...
+        self,
+        backend: Backend,
+        replicas: int,
+        history_api: HistoryApi = "message-history",
+        redis_mode: RedisMode = "standalone",
+        settings: dict[str, str] | None = None,
+    ) -> Deployment:
+        """The service with `backend` and `history_api`; `redis_mode` how its Redis is deployed;
+        `settings` extra environment for every replica (e.g. REDIS_WAIT_REPLICAS)."""
 
     @abc.abstractmethod
     def close(self) -> None:

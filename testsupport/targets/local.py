@@ -18,6 +18,7 @@ import redis
 
 from chat_history_k8s.hopcheck.client import Api, Endpoint
 from testsupport import (
+    LocalSentinel,
     MissingTool,
     Nginx,
     RedisServer,
@@ -26,7 +27,15 @@ from testsupport import (
     free_port,
     wait_until,
 )
-from testsupport.targets.base import Backend, Deployment, HistoryApi, Target, TargetUnavailable
+from testsupport.failover import PrimaryKiller
+from testsupport.targets.base import (
+    Backend,
+    Deployment,
+    HistoryApi,
+    RedisMode,
+    Target,
+    TargetUnavailable,
+)
 
 START_TIMEOUT_S = 30.0
 
@@ -53,19 +62,40 @@ class LocalDeployment(Deployment):
     """`replica_count` uvicorn processes with one backend and API; fixed ports per replica slot."""
 
     def __init__(
-        self, backend: Backend, replicas: int, workdir: Path, history_api: HistoryApi
+        self,
+        backend: Backend,
+        replicas: int,
+        workdir: Path,
+        history_api: HistoryApi,
+        redis_mode: RedisMode = "standalone",
+        settings: dict[str, str] | None = None,
     ) -> None:
         self.backend = backend
         self.history_api = history_api
         self.replica_count = replicas
         self.workdir = workdir
         self.store: RedisServer | None = None
+        self.sentinel: LocalSentinel | None = None
         self.lb: Nginx | None = None
         self._slots: list[_Slot] = []
-        self._extra_env: dict[str, str] = {}
+        self._extra_env: dict[str, str] = dict(settings or {})
+        self._password: str | None = None
         self._down: set[int] = set()  # replicas' ports taken out of the load balancer
         try:
-            if backend == "redis":
+            if backend == "redis" and redis_mode == "sentinel":
+                password = secrets.token_urlsafe(16)
+                self.sentinel = LocalSentinel(
+                    workdir, password=password, sentinel_password=secrets.token_urlsafe(16)
+                )
+                self.sentinel.start()
+                self._redis_url, self._password = self.sentinel.nodes[0].url, password
+                self._extra_env |= {
+                    "REDIS_MODE": "sentinel",
+                    "REDIS_SENTINELS": self.sentinel.addresses,
+                    "REDIS_SENTINEL_MASTER": self.sentinel.master,
+                    "REDIS_SENTINEL_PASSWORD": self.sentinel.sentinel_password or "",
+                }
+            elif backend == "redis":
                 self.store = RedisServer(workdir, password=secrets.token_urlsafe(16))
                 self.store.start()
                 self._redis_url, self._password = self.store.url, self.store.password
@@ -85,6 +115,8 @@ class LocalDeployment(Deployment):
             self.close()
             raise
         store = f", redis-server {self.store.version} (AOF, fsync always)" if self.store else ""
+        if self.sentinel is not None:
+            store = ", Redis primary + 2 replicas + 3 Sentinels (quorum 2)"
         lb = ", nginx round robin" if self.lb else ""
         self.description = f"{replicas} uvicorn replicas on 127.0.0.1{store}{lb}"
 
@@ -154,6 +186,11 @@ class LocalDeployment(Deployment):
         self._serve([slot for slot in self._slots[:replicas] if not slot.running])
 
     def kill_history_store(self) -> None:
+        if self.sentinel is not None:
+            killer = self.failover_killer()
+            killer.kill_primary()
+            killer.restore()
+            return
         if self.store is None:  # memory: the history is in the replicas' heap
             running = self._running()
             for slot in running:
@@ -249,6 +286,15 @@ class LocalDeployment(Deployment):
         self._extra_env |= settings
         self.rolling_restart()
 
+    def failover_killer(self) -> PrimaryKiller:
+        if self.sentinel is None:
+            raise NotImplementedError(f"{self.description}: no Sentinel-managed primary")
+        return _SentinelKiller(self.sentinel)
+
+    def replica_restarts(self) -> int:
+        # No supervisor restarts a local replica: one that is not running has died.
+        return sum(not slot.running for slot in self._slots)
+
     def close(self) -> None:
         if self.lb is not None:
             self.lb.stop()
@@ -256,6 +302,27 @@ class LocalDeployment(Deployment):
             slot.replica.stop()
         if self.store is not None:
             self.store.stop()
+        if self.sentinel is not None:
+            self.sentinel.stop()
+
+
+class _SentinelKiller:
+    """SIGKILL of the primary the Sentinels name; the killed redis-server comes back as a
+    replica once the Sentinels have promoted another."""
+
+    def __init__(self, sentinel: LocalSentinel) -> None:
+        self.sentinel = sentinel
+        self._killed: RedisServer | None = None
+
+    def kill_primary(self) -> str:
+        self._killed = self.sentinel.kill_primary()
+        return f"redis-server :{self._killed.port} (SIGKILL)"
+
+    def restore(self) -> None:
+        if self._killed is not None:
+            self.sentinel.wait_failover(self._killed)
+            self.sentinel.restart_as_replica(self._killed)
+            self._killed = None
 
 
 class LocalTarget(Target):
@@ -274,11 +341,18 @@ class LocalTarget(Target):
         self._deployments: list[LocalDeployment] = []
 
     def deploy(
-        self, backend: Backend, replicas: int, history_api: HistoryApi = "message-history"
+        self,
+        backend: Backend,
+        replicas: int,
+        history_api: HistoryApi = "message-history",
+        redis_mode: RedisMode = "standalone",
+        settings: dict[str, str] | None = None,
     ) -> Deployment:
         workdir = Path(tempfile.mkdtemp(prefix=f"{backend}-{history_api}-", dir=self.workdir))
         try:
-            deployment = LocalDeployment(backend, replicas, workdir, history_api)
+            deployment = LocalDeployment(
+                backend, replicas, workdir, history_api, redis_mode, settings
+            )
         except MissingTool as exc:
             raise TargetUnavailable(
                 f"{exc} (scripts/demo.sh installs it on Debian as root)"

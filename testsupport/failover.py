@@ -1,0 +1,186 @@
+"""Failover under traffic, measured: steady chat turns through a load balancer while the Redis
+primary is killed again and again, then every acknowledged turn looked up in the transcripts.
+
+Target-neutral: a target supplies the entry point's URL and a `PrimaryKiller` (local: SIGKILL
+of a redis-server process; Kubernetes: a pod delete with zero grace). The traffic runs in
+worker threads; the kills run in the calling thread (local processes must be started from the
+main thread, see testsupport.procs).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import httpx
+
+
+class PrimaryKiller(Protocol):
+    """Kills the Redis primary that serves the run's sessions, and brings the killed node back
+    (as a replica of whichever primary serves now)."""
+
+    def kill_primary(self) -> str:
+        """Hard-kill the primary; return what was killed (for the log)."""
+
+    def restore(self) -> None:
+        """Bring the killed node back; return once it serves as a replica."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    session: str
+    message: str
+    started: float
+    ended: float
+    status: int  # 0: no HTTP answer at all
+
+
+@dataclass
+class FailoverReport:
+    """What a run measured; `lines()` is what CI logs print."""
+
+    label: str
+    duration_s: float
+    sessions: int
+    kills: list[str]
+    outcomes: list[Outcome] = field(default_factory=list)
+    lost: list[Outcome] = field(default_factory=list)  # acknowledged, missing from transcripts
+    failed_but_stored: int = 0  # answered 503 and still in the transcript (see runbook)
+    replica_restarts: int = 0
+
+    @property
+    def acknowledged(self) -> int:
+        return sum(o.status == 200 for o in self.outcomes)
+
+    @property
+    def failed(self) -> int:
+        return sum(o.status != 200 for o in self.outcomes)
+
+    @property
+    def longest_failure_s(self) -> float:
+        """The longest run of consecutive failed turns (in start order, all sessions together):
+        from the start of its first turn to the end of its last."""
+        longest = 0.0
+        run: tuple[float, float] | None = None  # (first start, last end) of the current run
+        for outcome in sorted(self.outcomes, key=lambda o: o.started):
+            if outcome.status != 200:
+                run = (
+                    (outcome.started, outcome.ended)
+                    if run is None
+                    else (run[0], max(run[1], outcome.ended))
+                )
+            elif run is not None:
+                longest, run = max(longest, run[1] - run[0]), None
+        if run is not None:
+            longest = max(longest, run[1] - run[0])
+        return longest
+
+    def lines(self) -> list[str]:
+        rate = len(self.outcomes) / self.duration_s if self.duration_s else 0.0
+        return [
+            f"failover [{self.label}]: {len(self.outcomes)} turns in {self.duration_s:.0f} s "
+            f"({rate:.1f}/s) over {self.sessions} sessions, {len(self.kills)} primaries killed",
+            f"failover [{self.label}]: acknowledged {self.acknowledged}, failed {self.failed}, "
+            f"acknowledged turns lost {len(self.lost)}, failed turns stored anyway "
+            f"{self.failed_but_stored}",
+            f"failover [{self.label}]: longest run of failed turns {self.longest_failure_s:.2f} s, "
+            f"replica restarts {self.replica_restarts}",
+        ]
+
+
+class Traffic:
+    """`sessions` conversations, each sending one turn after another at `per_session_rate`
+    turns/s through `url` (a new connection per turn, as independent clients do)."""
+
+    def __init__(
+        self, url: str, sessions: list[str], per_session_rate: float, timeout_s: float = 5.0
+    ) -> None:
+        self.url = url
+        self.sessions = sessions
+        self.interval = 1.0 / per_session_rate
+        self.timeout_s = timeout_s
+        self.outcomes: list[Outcome] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(s,), name=f"traffic-{s}", daemon=True)
+            for s in sessions
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    def _run(self, session: str) -> None:
+        n = 0
+        next_at = time.monotonic()
+        with httpx.Client(timeout=self.timeout_s, headers={"Connection": "close"}) as client:
+            while not self._stop.is_set():
+                message = f"{session} turn {n}"
+                started = time.monotonic()
+                try:
+                    status = client.post(
+                        f"{self.url}/v1/chat", json={"session_id": session, "message": message}
+                    ).status_code
+                except httpx.HTTPError:
+                    status = 0
+                with self._lock:
+                    self.outcomes.append(
+                        Outcome(session, message, started, time.monotonic(), status)
+                    )
+                n += 1
+                next_at += self.interval
+                self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+
+def run_failover(
+    *,
+    label: str,
+    url: str,
+    killer: PrimaryKiller,
+    sessions: list[str],
+    transcript: Callable[[str], list[str]],
+    replica_restarts: Callable[[], int],
+    duration_s: float = 60.0,
+    kills: int = 3,
+    per_session_rate: float = 3.0,
+) -> FailoverReport:
+    """Traffic for `duration_s` with `kills` primary kills spread over it (the first after a
+    tenth of the run), each killed node restored once the turns flow again; then every
+    acknowledged turn is looked up with `transcript(session)` (the human messages, oldest
+    first)."""
+    restarts_before = replica_restarts()
+    traffic = Traffic(url, sessions, per_session_rate)
+    report = FailoverReport(label, duration_s, len(sessions), [])
+    started = time.monotonic()
+    traffic.start()
+    try:
+        gap = duration_s * 0.9 / kills
+        for k in range(kills):
+            _sleep_until(started + duration_s * 0.1 + k * gap)
+            report.kills.append(killer.kill_primary())
+            killer.restore()
+        _sleep_until(started + duration_s)
+    finally:
+        traffic.stop()
+    report.duration_s = time.monotonic() - started
+    report.outcomes = list(traffic.outcomes)
+    for session in sessions:
+        stored = set(transcript(session))
+        mine = [o for o in report.outcomes if o.session == session]
+        report.lost += [o for o in mine if o.status == 200 and o.message not in stored]
+        report.failed_but_stored += sum(o.status != 200 and o.message in stored for o in mine)
+    report.replica_restarts = replica_restarts() - restarts_before
+    return report
+
+
+def _sleep_until(deadline: float) -> None:
+    time.sleep(max(0.0, deadline - time.monotonic()))
