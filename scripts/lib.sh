@@ -187,7 +187,7 @@ prepare_target() {
   case "${target}" in
     local)
       if can_apt; then
-        ensure_debian_packages redis-server redis-tools nginx-light
+        ensure_debian_packages redis-server redis-tools redis-sentinel nginx-light
       else
         ensure_redis_server
         have redis-cli || log "redis-cli not found: runbook steps will be skipped (package redis-tools)"

@@ -11,12 +11,15 @@ cd "${REPO_ROOT}"
 
 ensure_redis_server
 if can_apt; then
-  ensure_debian_packages chromium nginx-light
+  # redis-sentinel: tests/history/test_redis_sentinel.py runs real Sentinels.
+  ensure_debian_packages chromium nginx-light redis-sentinel
 else
   # tests/web then skips its browser tests, saying so; with CI set it fails instead.
   have chromium || log "chromium not found: tests/web's browser tests need it (Debian package chromium)"
   have nginx || have /usr/sbin/nginx ||
     log "nginx not found: tests/web's browser tests need it (Debian package nginx-light)"
+  have redis-sentinel ||
+    log "redis-sentinel not found: the Sentinel tests need it (Debian package redis-sentinel)"
 fi
 ensure_venv test
 

@@ -10,6 +10,7 @@ from redis.crc import key_slot
 
 from chat_history_k8s.checkpoint import RedisCheckpointSaver
 from tests.checkpoint.conftest import make_agent, say, thread
+from tests.conftest import app_client, make_settings, wait_ready
 from testsupport import LocalRedisCluster
 
 THREADS = [f"conversation-{i}" for i in range(6)]
@@ -66,3 +67,29 @@ async def test_scripts_lost_by_the_cluster_are_sent_again(
             c.script_flush()
     messages = await say(agent, thread("t"), "after a flush")
     assert len(messages) == 4
+
+
+@pytest.mark.parametrize("history_api", ["message-history", "checkpointer"])
+async def test_the_service_in_cluster_mode_serves_both_apis(
+    cluster_url: str, redis_cluster: LocalRedisCluster, history_api: str
+) -> None:
+    """REDIS_MODE=cluster with REDIS_URL naming one node: sessions spread over the primaries,
+    each one's keys in one slot, readiness pings every primary."""
+    settings = make_settings(
+        "redis", redis_cluster.nodes[1].url, history_api=history_api, redis_mode="cluster"
+    )
+    async with app_client(settings) as client:
+        await wait_ready(client)
+        for session in THREADS:
+            for text in ("my name is Ada", "what is my name?"):
+                r = await client.post("/v1/chat", json={"session_id": session, "message": text})
+                assert r.status_code == 200, r.text
+            assert r.json()["reply"].startswith("Your name is Ada.")
+            transcript = await client.get(f"/v1/sessions/{session}/messages")
+            assert len(transcript.json()["messages"]) == 4
+        assert (await client.delete(f"/v1/sessions/{THREADS[0]}")).status_code == 204
+        assert (await client.get(f"/v1/sessions/{THREADS[0]}/messages")).status_code == 404
+    with redis_cluster.client() as c:
+        keys = [bytes(k).decode() for k in c.scan_iter("chat-history:*")]
+    owners = {redis_cluster.owner_of(key_slot(k.encode())) for k in keys}
+    assert len(owners) >= 2, "the sessions should spread over the primaries"
