@@ -1,71 +1,89 @@
 """Failover under traffic, measured (issue 13): 24 turns/s over 8 sessions through the load
-balancer for 60 s while the Redis primary is SIGKILLed 3 times (each killed node comes back as
-a replica). Then every acknowledged turn is looked up in the transcripts. The figures are
-printed at the end of the run (docs/runbook.md quotes them).
+balancers for 60 s while the Redis primary serving them is SIGKILLed 3 times (each killed node
+comes back as a replica). Then every acknowledged turn is looked up in the transcripts. The
+figures are printed at the end of the run; docs/runbook.md quotes them.
 
-With REDIS_WAIT_REPLICAS=1 no acknowledged turn may be lost; with 0 the loss is reported. The
-two runs use one memory API each, so both APIs meet a failover within the CI budget.
+One run per Redis mode (Sentinel; a Cluster with 2 replicas per primary). Each run deploys the
+service four times on the same Redis, 2 replicas behind nginx each: both memory APIs, each with
+REDIS_WAIT_REPLICAS=1 and 0, two sessions each. With WAIT no acknowledged turn may be lost;
+without it the loss is reported.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from e2e.conftest import unavailable
 from testsupport.failover import run_failover
-from testsupport.targets import Target, TargetUnavailable
-from testsupport.targets.base import HistoryApi
+from testsupport.targets import Deployment, Target, TargetUnavailable
+from testsupport.targets.base import HISTORY_APIS, RedisMode
 
 DURATION_S = 60.0
 KILLS = 3
-SESSIONS = 8
-PER_SESSION_RATE = 3.0  # 8 x 3 = 24 turns/s
+SESSIONS_PER_GROUP = 2  # 4 groups x 2 sessions x 3 turns/s = 24 turns/s
+PER_SESSION_RATE = 3.0
 LONGEST_FAILURE_S = 10.0
+REPLICAS = 2
 
 
-@pytest.mark.parametrize(
-    ("wait_replicas", "history_api"), [(1, "message-history"), (0, "checkpointer")]
-)
-def test_sentinel_failover_under_traffic(
-    target: Target,
-    pytestconfig: pytest.Config,
-    report: list[str],
-    wait_replicas: int,
-    history_api: HistoryApi,
-) -> None:
+@pytest.fixture
+def deployments(
+    target: Target, pytestconfig: pytest.Config, request: pytest.FixtureRequest
+) -> Iterator[dict[str, Deployment]]:
+    """group label -> its deployment; all four on the Redis the first one made."""
+    mode: RedisMode = request.param
     if target.name != "local":
-        pytest.skip("the kube target deploys a Sentinel-managed Redis with the chart's "
-                    "redis.architecture=replication (the chart side of issue 13)")  # fmt: skip
+        pytest.skip("on Kubernetes this runs with the chart's redis.architecture=replication "
+                    "(the chart side of issue 13)")  # fmt: skip
+    made: dict[str, Deployment] = {}
     try:
-        deployment = target.deploy(
-            "redis", 3, history_api, redis_mode="sentinel",
-            settings={"REDIS_WAIT_REPLICAS": str(wait_replicas)},
-        )  # fmt: skip
+        for api in HISTORY_APIS:
+            for wait in (1, 0):
+                made[f"{api}, REDIS_WAIT_REPLICAS={wait}"] = target.deploy(
+                    "redis", REPLICAS, api, redis_mode=mode,
+                    settings={"REDIS_WAIT_REPLICAS": str(wait)},
+                    redis_from=next(iter(made.values()), None),
+                )  # fmt: skip
     except TargetUnavailable as exc:
-        unavailable(pytestconfig, f"cannot deploy Redis with Sentinels: {exc}")
-    try:
+        for deployment in made.values():
+            deployment.close()
+        unavailable(pytestconfig, f"cannot deploy Redis in {mode} mode: {exc}")
+    yield made
+    for deployment in reversed(made.values()):
+        deployment.close()
+
+
+@pytest.mark.parametrize("deployments", ["sentinel", "cluster"], indirect=True)
+def test_killing_the_redis_primary_under_traffic(
+    deployments: dict[str, Deployment], pytestconfig: pytest.Config, report: list[str]
+) -> None:
+    first = next(iter(deployments.values()))
+    run = uuid.uuid4().hex[:6]
+    ids = first.failover_sessions(SESSIONS_PER_GROUP * len(deployments), f"failover-{run}")
+    sessions: dict[str, str] = {}
+    groups: dict[str, str] = {}
+    for (group, deployment), n in zip(deployments.items(), range(len(deployments)), strict=True):
         entry = deployment.entry_point()
         if entry is None:
             unavailable(pytestconfig, deployment.entry_point_missing_reason())
-        run = uuid.uuid4().hex[:8]
-        sessions = [f"failover-{run}-{i}" for i in range(SESSIONS)]
+        for session in ids[n * SESSIONS_PER_GROUP : (n + 1) * SESSIONS_PER_GROUP]:
+            sessions[session], groups[session] = entry.url, group
 
-        def transcript(session: str) -> list[str]:
-            r = httpx.get(f"{entry.url}/v1/sessions/{session}/messages", timeout=10)
-            assert r.status_code == 200, r.text
-            return [m["content"] for m in r.json()["messages"] if m["type"] == "human"]
+    def transcript(session: str) -> list[str]:
+        r = httpx.get(f"{sessions[session]}/v1/sessions/{session}/messages", timeout=10)
+        assert r.status_code == 200, r.text
+        return [m["content"] for m in r.json()["messages"] if m["type"] == "human"]
 
-        result = run_failover(
-            label=f"sentinel, REDIS_WAIT_REPLICAS={wait_replicas}, {history_api}",
-            url=entry.url, killer=deployment.failover_killer(), sessions=sessions,
-            transcript=transcript, replica_restarts=deployment.replica_restarts,
-            duration_s=DURATION_S, kills=KILLS, per_session_rate=PER_SESSION_RATE,
-        )  # fmt: skip
-    finally:
-        deployment.close()
+    result = run_failover(
+        label=first.description, killer=first.failover_killer(ids), sessions=sessions,
+        groups=groups, transcript=transcript,
+        replica_restarts=lambda: sum(d.replica_restarts() for d in deployments.values()),
+        duration_s=DURATION_S, kills=KILLS, per_session_rate=PER_SESSION_RATE,
+    )  # fmt: skip
     report.extend(result.lines())
     print("\n".join(result.lines()))
 
@@ -73,5 +91,7 @@ def test_sentinel_failover_under_traffic(
     assert len(result.outcomes) >= 20 * DURATION_S * 0.9, "the traffic fell below 20 turns/s"
     assert result.replica_restarts == 0
     assert result.longest_failure_s <= LONGEST_FAILURE_S
-    if wait_replicas:
-        assert not result.lost, [o.message for o in result.lost]
+    for group in deployments:
+        if "REDIS_WAIT_REPLICAS=1" in group:
+            lost = result.of(group).lost
+            assert not lost, f"{group}: acknowledged turns lost: {[o.message for o in lost]}"

@@ -40,16 +40,28 @@ class Outcome:
 
 @dataclass
 class FailoverReport:
-    """What a run measured; `lines()` is what CI logs print."""
+    """What a run measured, overall and per group of sessions (e.g. one group per memory API
+    and REDIS_WAIT_REPLICAS value); `lines()` is what CI logs print."""
 
     label: str
     duration_s: float
-    sessions: int
-    kills: list[str]
+    groups: dict[str, str]  # session -> its group
+    kills: list[str] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
     lost: list[Outcome] = field(default_factory=list)  # acknowledged, missing from transcripts
-    failed_but_stored: int = 0  # answered 503 and still in the transcript (see runbook)
+    failed_but_stored: list[Outcome] = field(default_factory=list)  # 503, yet in a transcript
     replica_restarts: int = 0
+
+    def of(self, group: str) -> FailoverReport:
+        """The same figures for one group's sessions."""
+        mine = {s for s, g in self.groups.items() if g == group}
+        return FailoverReport(
+            f"{self.label}, {group}", self.duration_s, {s: group for s in mine}, self.kills,
+            [o for o in self.outcomes if o.session in mine],
+            [o for o in self.lost if o.session in mine],
+            [o for o in self.failed_but_stored if o.session in mine],
+            self.replica_restarts,
+        )  # fmt: skip
 
     @property
     def acknowledged(self) -> int:
@@ -67,11 +79,8 @@ class FailoverReport:
         run: tuple[float, float] | None = None  # (first start, last end) of the current run
         for outcome in sorted(self.outcomes, key=lambda o: o.started):
             if outcome.status != 200:
-                run = (
-                    (outcome.started, outcome.ended)
-                    if run is None
-                    else (run[0], max(run[1], outcome.ended))
-                )
+                end = outcome.ended if run is None else max(run[1], outcome.ended)
+                run = (outcome.started if run is None else run[0], end)
             elif run is not None:
                 longest, run = max(longest, run[1] - run[0]), None
         if run is not None:
@@ -80,25 +89,29 @@ class FailoverReport:
 
     def lines(self) -> list[str]:
         rate = len(self.outcomes) / self.duration_s if self.duration_s else 0.0
-        return [
+        lines = [
             f"failover [{self.label}]: {len(self.outcomes)} turns in {self.duration_s:.0f} s "
-            f"({rate:.1f}/s) over {self.sessions} sessions, {len(self.kills)} primaries killed",
-            f"failover [{self.label}]: acknowledged {self.acknowledged}, failed {self.failed}, "
-            f"acknowledged turns lost {len(self.lost)}, failed turns stored anyway "
-            f"{self.failed_but_stored}",
-            f"failover [{self.label}]: longest run of failed turns {self.longest_failure_s:.2f} s, "
-            f"replica restarts {self.replica_restarts}",
+            f"({rate:.1f}/s) over {len(self.groups)} sessions, {len(self.kills)} primaries "
+            f"killed, replica restarts {self.replica_restarts}"
         ]
+        for group in sorted(set(self.groups.values())):
+            part = self.of(group)
+            lines.append(
+                f"  {group}: acknowledged {part.acknowledged}, failed {part.failed}, "
+                f"acknowledged turns lost {len(part.lost)}, failed turns stored anyway "
+                f"{len(part.failed_but_stored)}, longest run of failed turns "
+                f"{part.longest_failure_s:.2f} s"
+            )
+        return lines
 
 
 class Traffic:
-    """`sessions` conversations, each sending one turn after another at `per_session_rate`
-    turns/s through `url` (a new connection per turn, as independent clients do)."""
+    """Conversations (session -> the URL it is sent to), each sending one turn after another
+    at `per_session_rate` turns/s (a new connection per turn, as independent clients do)."""
 
     def __init__(
-        self, url: str, sessions: list[str], per_session_rate: float, timeout_s: float = 5.0
+        self, sessions: dict[str, str], per_session_rate: float, timeout_s: float = 5.0
     ) -> None:
-        self.url = url
         self.sessions = sessions
         self.interval = 1.0 / per_session_rate
         self.timeout_s = timeout_s
@@ -128,7 +141,8 @@ class Traffic:
                 started = time.monotonic()
                 try:
                     status = client.post(
-                        f"{self.url}/v1/chat", json={"session_id": session, "message": message}
+                        f"{self.sessions[session]}/v1/chat",
+                        json={"session_id": session, "message": message},
                     ).status_code
                 except httpx.HTTPError:
                     status = 0
@@ -144,22 +158,22 @@ class Traffic:
 def run_failover(
     *,
     label: str,
-    url: str,
     killer: PrimaryKiller,
-    sessions: list[str],
+    sessions: dict[str, str],
+    groups: dict[str, str],
     transcript: Callable[[str], list[str]],
     replica_restarts: Callable[[], int],
     duration_s: float = 60.0,
     kills: int = 3,
     per_session_rate: float = 3.0,
 ) -> FailoverReport:
-    """Traffic for `duration_s` with `kills` primary kills spread over it (the first after a
-    tenth of the run), each killed node restored once the turns flow again; then every
-    acknowledged turn is looked up with `transcript(session)` (the human messages, oldest
-    first)."""
+    """Traffic to `sessions` (session -> the entry point's URL) for `duration_s`, with `kills`
+    primary kills spread over it (the first after a tenth of the run), each killed node
+    restored once another primary serves; then every acknowledged turn is looked up with
+    `transcript(session)` (its human messages)."""
     restarts_before = replica_restarts()
-    traffic = Traffic(url, sessions, per_session_rate)
-    report = FailoverReport(label, duration_s, len(sessions), [])
+    traffic = Traffic(sessions, per_session_rate)
+    report = FailoverReport(label, duration_s, groups)
     started = time.monotonic()
     traffic.start()
     try:
@@ -177,7 +191,7 @@ def run_failover(
         stored = set(transcript(session))
         mine = [o for o in report.outcomes if o.session == session]
         report.lost += [o for o in mine if o.status == 200 and o.message not in stored]
-        report.failed_but_stored += sum(o.status != 200 and o.message in stored for o in mine)
+        report.failed_but_stored += [o for o in mine if o.status != 200 and o.message in stored]
     report.replica_restarts = replica_restarts() - restarts_before
     return report
 

@@ -14,8 +14,8 @@ BACKENDS: tuple[Backend, ...] = ("memory", "redis")
 HistoryApi = Literal["message-history", "checkpointer"]
 HISTORY_APIS: tuple[HistoryApi, ...] = ("message-history", "checkpointer")
 # How the redis backend's Redis is deployed: one server, or a primary with replicas and
-# Sentinels (REDIS_MODE=sentinel).
-RedisMode = Literal["standalone", "sentinel"]
+# Sentinels (REDIS_MODE=sentinel), or a Redis Cluster with replicas (REDIS_MODE=cluster).
+RedisMode = Literal["standalone", "sentinel", "cluster"]
 
 
 class TargetUnavailable(RuntimeError):
@@ -120,9 +120,14 @@ class Deployment(abc.ABC):
         raise NotImplementedError(f"{self.description}: cannot check a password")
 
     # -- failover under traffic (testsupport/failover.py) --------------------------------------
-    def failover_killer(self) -> PrimaryKiller:
-        """What kills this deployment's Redis primary (a deployment made with redis_mode
-        "sentinel")."""
+    def failover_sessions(self, count: int, prefix: str) -> list[str]:
+        """`count` session ids for a failover run; on a cluster, ids whose keys all live on
+        one primary, the one `failover_killer` kills."""
+        return [f"{prefix}-{i}" for i in range(count)]
+
+    def failover_killer(self, sessions: list[str]) -> PrimaryKiller:
+        """What kills the Redis primary that serves `sessions` (a deployment made with
+        redis_mode "sentinel" or "cluster")."""
         raise NotImplementedError(f"{self.description}: no Redis primary to kill")
 
     def replica_restarts(self) -> int:
@@ -151,9 +156,11 @@ class Target(abc.ABC):
         history_api: HistoryApi = "message-history",
         redis_mode: RedisMode = "standalone",
         settings: dict[str, str] | None = None,
+        redis_from: Deployment | None = None,
     ) -> Deployment:
         """The service with `backend` and `history_api`; `redis_mode` how its Redis is deployed;
-        `settings` extra environment for every replica (e.g. REDIS_WAIT_REPLICAS)."""
+        `settings` extra environment for every replica (e.g. REDIS_WAIT_REPLICAS); `redis_from`
+        another deployment whose Redis this one uses instead of its own (redis.external)."""
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -564,10 +564,11 @@ class KubeTarget(Target):
         history_api: HistoryApi = "message-history",
         redis_mode: RedisMode = "standalone",
         settings: dict[str, str] | None = None,
+        redis_from: Deployment | None = None,
     ) -> Deployment:
         from kubernetes import client
 
-        if redis_mode != "standalone" or settings:
+        if redis_mode != "standalone" or settings or redis_from is not None:
             raise TargetUnavailable(
                 "the kube target deploys only the chart's standalone Redis so far "
                 "(redis.architecture=replication comes with the chart side of issue 13)"

@@ -13,11 +13,14 @@ import shutil
 import signal
 import tempfile
 from pathlib import Path
+from typing import Protocol
 
 import redis
+from redis.crc import key_slot
 
 from chat_history_k8s.hopcheck.client import Api, Endpoint
 from testsupport import (
+    LocalRedisCluster,
     LocalSentinel,
     MissingTool,
     Nginx,
@@ -69,32 +72,31 @@ class LocalDeployment(Deployment):
         history_api: HistoryApi,
         redis_mode: RedisMode = "standalone",
         settings: dict[str, str] | None = None,
+        redis_from: LocalDeployment | None = None,
     ) -> None:
         self.backend = backend
         self.history_api = history_api
         self.replica_count = replicas
         self.workdir = workdir
         self.store: RedisServer | None = None
-        self.sentinel: LocalSentinel | None = None
+        self.ha: _HaRedis | None = None  # Sentinel-managed, or a cluster
+        self._owns_ha = False
         self.lb: Nginx | None = None
         self._slots: list[_Slot] = []
         self._extra_env: dict[str, str] = dict(settings or {})
         self._password: str | None = None
         self._down: set[int] = set()  # replicas' ports taken out of the load balancer
         try:
-            if backend == "redis" and redis_mode == "sentinel":
-                password = secrets.token_urlsafe(16)
-                self.sentinel = LocalSentinel(
-                    workdir, password=password, sentinel_password=secrets.token_urlsafe(16)
+            if redis_from is not None and redis_from.ha is not None:
+                self.ha = redis_from.ha  # the same Redis: the other release's, as redis.external
+            elif backend == "redis" and redis_mode != "standalone":
+                self.ha = (
+                    _SentinelRedis(workdir) if redis_mode == "sentinel" else _ClusterRedis(workdir)
                 )
-                self.sentinel.start()
-                self._redis_url, self._password = self.sentinel.nodes[0].url, password
-                self._extra_env |= {
-                    "REDIS_MODE": "sentinel",
-                    "REDIS_SENTINELS": self.sentinel.addresses,
-                    "REDIS_SENTINEL_MASTER": self.sentinel.master,
-                    "REDIS_SENTINEL_PASSWORD": self.sentinel.sentinel_password or "",
-                }
+                self._owns_ha = True
+            if self.ha is not None:
+                self._redis_url, self._password = self.ha.url, self.ha.password
+                self._extra_env = self.ha.env() | self._extra_env
             elif backend == "redis":
                 self.store = RedisServer(workdir, password=secrets.token_urlsafe(16))
                 self.store.start()
@@ -115,8 +117,8 @@ class LocalDeployment(Deployment):
             self.close()
             raise
         store = f", redis-server {self.store.version} (AOF, fsync always)" if self.store else ""
-        if self.sentinel is not None:
-            store = ", Redis primary + 2 replicas + 3 Sentinels (quorum 2)"
+        if self.ha is not None:
+            store = f", {self.ha.description}"
         lb = ", nginx round robin" if self.lb else ""
         self.description = f"{replicas} uvicorn replicas on 127.0.0.1{store}{lb}"
 
@@ -186,8 +188,8 @@ class LocalDeployment(Deployment):
         self._serve([slot for slot in self._slots[:replicas] if not slot.running])
 
     def kill_history_store(self) -> None:
-        if self.sentinel is not None:
-            killer = self.failover_killer()
+        if self.ha is not None:
+            killer = self.failover_killer(self.failover_sessions(1, "any"))
             killer.kill_primary()
             killer.restore()
             return
@@ -286,10 +288,15 @@ class LocalDeployment(Deployment):
         self._extra_env |= settings
         self.rolling_restart()
 
-    def failover_killer(self) -> PrimaryKiller:
-        if self.sentinel is None:
-            raise NotImplementedError(f"{self.description}: no Sentinel-managed primary")
-        return _SentinelKiller(self.sentinel)
+    def failover_sessions(self, count: int, prefix: str) -> list[str]:
+        if self.ha is None:
+            return super().failover_sessions(count, prefix)
+        return self.ha.sessions(count, prefix)
+
+    def failover_killer(self, sessions: list[str]) -> PrimaryKiller:
+        if self.ha is None:
+            raise NotImplementedError(f"{self.description}: no Redis primary with replicas")
+        return self.ha.killer(sessions)
 
     def replica_restarts(self) -> int:
         # No supervisor restarts a local replica: one that is not running has died.
@@ -302,8 +309,53 @@ class LocalDeployment(Deployment):
             slot.replica.stop()
         if self.store is not None:
             self.store.stop()
-        if self.sentinel is not None:
-            self.sentinel.stop()
+        if self.ha is not None and self._owns_ha:
+            self.ha.stop()
+
+
+class _HaRedis(Protocol):
+    """A Redis with replicas that survives losing its primary: Sentinel-managed or a cluster."""
+
+    url: str
+    password: str
+    description: str
+
+    def env(self) -> dict[str, str]: ...
+
+    def sessions(self, count: int, prefix: str) -> list[str]: ...
+
+    def killer(self, sessions: list[str]) -> PrimaryKiller: ...
+
+    def stop(self) -> None: ...
+
+
+class _SentinelRedis:
+    description = "Redis primary + 2 replicas (AOF, fsync always) + 3 Sentinels (quorum 2)"
+
+    def __init__(self, workdir: Path) -> None:
+        self.password = secrets.token_urlsafe(16)
+        self.sentinel = LocalSentinel(
+            workdir / "redis", password=self.password, sentinel_password=secrets.token_urlsafe(16)
+        )
+        self.sentinel.start()
+        self.url = self.sentinel.nodes[0].url  # unused in sentinel mode; set for clarity
+
+    def env(self) -> dict[str, str]:
+        return {
+            "REDIS_MODE": "sentinel",
+            "REDIS_SENTINELS": self.sentinel.addresses,
+            "REDIS_SENTINEL_MASTER": self.sentinel.master,
+            "REDIS_SENTINEL_PASSWORD": self.sentinel.sentinel_password or "",
+        }
+
+    def sessions(self, count: int, prefix: str) -> list[str]:
+        return [f"{prefix}-{i}" for i in range(count)]
+
+    def killer(self, sessions: list[str]) -> PrimaryKiller:
+        return _SentinelKiller(self.sentinel)
+
+    def stop(self) -> None:
+        self.sentinel.stop()
 
 
 class _SentinelKiller:
@@ -322,6 +374,67 @@ class _SentinelKiller:
         if self._killed is not None:
             self.sentinel.wait_failover(self._killed)
             self.sentinel.restart_as_replica(self._killed)
+            self._killed = None
+
+
+class _ClusterRedis:
+    description = "Redis Cluster, 3 primaries with 2 replicas each (node timeout 2 s)"
+    key_prefix = "chat-history:"  # the service's default REDIS_KEY_PREFIX
+
+    def __init__(self, workdir: Path) -> None:
+        self.password = secrets.token_urlsafe(16)
+        self.cluster = LocalRedisCluster(
+            workdir / "redis", replicas=2, node_timeout_ms=2000, password=self.password
+        )
+        self.cluster.start()
+        self.url = self.cluster.url
+
+    def env(self) -> dict[str, str]:
+        return {"REDIS_MODE": "cluster"}
+
+    def _slot_keys(self, session: str) -> list[str]:
+        # message history: one key per session; checkpointer: the tag {<session>}.
+        return [f"{self.key_prefix}{session}", f"{{{session}}}"]
+
+    def sessions(self, count: int, prefix: str) -> list[str]:
+        """Sessions whose keys (either API) all live on one primary: killing it hits them all."""
+        chosen: list[str] = []
+        owner = None
+        for n in range(100_000):
+            session = f"{prefix}-{n}"
+            owners = {self.cluster.owner_of_key(k) for k in self._slot_keys(session)}
+            owner = owner or (owners.pop() if len(owners) == 1 else None)
+            if owners <= {owner} and owner is not None:
+                chosen.append(session)
+                if len(chosen) == count:
+                    return chosen
+        raise RuntimeError("no sessions found on one primary")
+
+    def killer(self, sessions: list[str]) -> PrimaryKiller:
+        return _ClusterKiller(self.cluster, self._slot_keys(sessions[0])[0])
+
+    def stop(self) -> None:
+        self.cluster.stop()
+
+
+class _ClusterKiller:
+    """SIGKILL of the primary that serves `key`'s slot; the killed node comes back (empty, it
+    has no volume) as a replica once the cluster has promoted its replica."""
+
+    def __init__(self, cluster: LocalRedisCluster, key: str) -> None:
+        self.cluster = cluster
+        self.slot = key_slot(key.encode())
+        self._killed: RedisServer | None = None
+
+    def kill_primary(self) -> str:
+        self._killed = self.cluster.node(self.cluster.owner_of(self.slot))
+        self._killed.kill()
+        return f"redis-server :{self._killed.port} (SIGKILL, primary of slot {self.slot})"
+
+    def restore(self) -> None:
+        if self._killed is not None:
+            self.cluster.wait_failover(self.slot, self._killed)
+            self.cluster.restart(self._killed)
             self._killed = None
 
 
@@ -347,11 +460,13 @@ class LocalTarget(Target):
         history_api: HistoryApi = "message-history",
         redis_mode: RedisMode = "standalone",
         settings: dict[str, str] | None = None,
+        redis_from: Deployment | None = None,
     ) -> Deployment:
         workdir = Path(tempfile.mkdtemp(prefix=f"{backend}-{history_api}-", dir=self.workdir))
+        shared = redis_from if isinstance(redis_from, LocalDeployment) else None
         try:
             deployment = LocalDeployment(
-                backend, replicas, workdir, history_api, redis_mode, settings
+                backend, replicas, workdir, history_api, redis_mode, settings, shared
             )
         except MissingTool as exc:
             raise TargetUnavailable(
