@@ -98,6 +98,8 @@ class RedisCheckpointSaver(RedisLeases, BaseCheckpointSaver[str]):
         if ttl_seconds and ttl_seconds < lease_seconds:
             # A lease must not outlive the thread it guards.
             raise ValueError("ttl_seconds must be 0 or at least lease_seconds")
+        if wait_replicas and isinstance(client, redis.cluster.RedisCluster):
+            raise ValueError("wait_replicas works with a sync standalone client or async clients")
         self._aclient = async_client
         self._client = client
         self._on_round_trip = on_round_trip

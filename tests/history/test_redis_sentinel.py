@@ -14,12 +14,15 @@ import httpx
 import pytest
 import redis
 import redis.asyncio as aredis
+from langchain_core.messages import AIMessage, HumanMessage
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.asyncio.sentinel import SentinelManagedConnection
 from redis.backoff import NoBackoff
 
 from chat_history_k8s.config import Settings
+from chat_history_k8s.history.redis import RedisChatHistory
 from chat_history_k8s.history.redis_pool import PacedSentinelPool, SentinelPrimaryConnection
+from chat_history_k8s.history.redis_wait import ReplicasBehind
 from tests.conftest import app_client, commandstats, make_settings, wait_ready
 from testsupport import LocalSentinel, wait_until
 
@@ -91,7 +94,7 @@ async def test_a_killed_primary_is_replaced_within_seconds_and_no_acknowledged_t
             assert r.json()["error"]["code"] == "history_unavailable"
             assert str(old.port) not in r.text  # no internal address in an answer
             failed += 1
-            assert time.monotonic() - killed < RECOVERY_S, "no turn succeeded after the kill"
+            assert time.monotonic() - killed < RECOVERY_S, f"no turn succeeded; last: {r.text}"
             await asyncio.sleep(0.05)
         recovered_in = time.monotonic() - killed
         await wait_ready(client)
@@ -217,3 +220,31 @@ def test_sentinel_settings_are_checked_at_startup() -> None:
         redis_sentinels="a:26379, [::1]:26380",
     )  # fmt: skip
     assert ok.sentinel_addresses == [("a", 26379), ("::1", 26380)]
+
+
+async def test_wait_survives_a_script_cache_flush_and_works_from_sync_code(
+    healthy: LocalSentinel,
+) -> None:
+    """A failed-over primary has no scripts cached: the checkpointer's EVALSHA + WAIT falls back
+    to EVAL + WAIT. The lift-and-use RedisChatHistory waits from sync code too."""
+    primary = healthy.primary()
+    settings = make_settings(
+        "redis", primary.url, history_api="checkpointer", redis_password=PASSWORD,
+        redis_wait_replicas=2,
+    )  # fmt: skip
+    async with app_client(settings) as client:
+        assert (await turn(client, "f", "one")).status_code == 200
+        with primary.client() as c:
+            c.script_flush()
+        assert (await turn(client, "f", "two")).status_code == 200
+        assert (await messages(client, "f"))[::2] == ["one", "two"]
+
+    url = primary.url.replace("redis://", f"redis://:{PASSWORD}@")
+    history = RedisChatHistory.from_url("sync", url, wait_replicas=2)
+    assert history.append_turn([HumanMessage("hi"), AIMessage("hello")]) == 0
+    too_many = RedisChatHistory.from_url("sync", url, wait_replicas=3, wait_timeout_seconds=0.1)
+    with pytest.raises(ReplicasBehind, match="2 of 3 replicas"):
+        too_many.append_turn([HumanMessage("again"), AIMessage("kept on the primary")])
+    assert len(history.messages) == 4  # not undone
+    history.close()
+    too_many.close()
