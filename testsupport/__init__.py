@@ -6,6 +6,7 @@ tools the repository builds (helm, kubectl).
 Nothing here knows about pytest: the suites wrap these in fixtures of their own.
 """
 
+from testsupport.keys import new_key, write_key_file
 from testsupport.nginx import Nginx
 from testsupport.postgres import PostgresServer
 from testsupport.procs import (
@@ -38,7 +39,9 @@ __all__ = [
     "await_until",
     "find_tool",
     "free_port",
+    "new_key",
     "require_tool",
     "service_env",
     "wait_until",
+    "write_key_file",
 ]
