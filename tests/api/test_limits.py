@@ -4,6 +4,7 @@ principal's limits never touch another's."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any
@@ -84,8 +85,6 @@ async def test_the_window_ends_and_turns_are_admitted_again(
     async with limited_app(rate_limit_turns=1, rate_limit_window_seconds=1) as client:
         assert (await turn(client, api_keys["alice"], "s")).status_code == 200
         refused(await turn(client, api_keys["alice"], "s"), "rate limit")
-        import asyncio
-
         await asyncio.sleep(1.1)
         assert (await turn(client, api_keys["alice"], "s")).status_code == 200
 
