@@ -138,5 +138,5 @@ async def test_checkpointer_threads_keep_one_slot_per_principal_and_session(
     )
     async with app_client(settings) as client:
         await chat(client, api_keys["alice"], "s1", "hi")
-    keys = redis.Redis.from_url(redis_url).keys("*")
+    keys: list[bytes] = list(redis.Redis.from_url(redis_url).scan_iter("*"))
     assert keys and all(k.startswith(b"chat-history:ckpt:{alice/s1}:") for k in keys)
