@@ -44,13 +44,18 @@ async def get_metrics(request: Request) -> Metrics:
 
 
 async def get_principal(request: Request) -> str | None:
-    """Who sent the request: None without authentication, else the principal of its bearer
-    key, or 401 `unauthorized` (with `WWW-Authenticate: Bearer`)."""
+    """Who sent the request: None without authentication, else the principal of its key
+    (`Authorization: Bearer <key>`, or `X-API-Key: <key>`), or 401 `unauthorized` (with
+    `WWW-Authenticate: Bearer`)."""
     keyring = get_runtime(request).keyring
     if keyring is None:
         return None
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
-    principal = keyring.principal(key.strip()) if scheme.lower() == "bearer" and key else None
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    key = token.strip() if scheme.lower() == "bearer" else ""
+    # X-API-Key: for paths that drop Authorization, e.g. the Kubernetes API server's service
+    # proxy (`kubectl proxy`), which authenticates the caller with it and then strips it.
+    key = key or request.headers.get("x-api-key", "").strip()
+    principal = keyring.principal(key) if key else None
     if principal is None:
         problem = "invalid API key" if key else "missing API key"
         raise ApiError(

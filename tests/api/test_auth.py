@@ -100,6 +100,18 @@ async def test_a_key_of_either_case_of_scheme_is_accepted(
     assert r.status_code == 200
 
 
+async def test_the_key_may_come_as_x_api_key_where_a_proxy_strips_authorization(
+    authed: httpx.AsyncClient, api_keys: dict[str, str]
+) -> None:
+    body = {"session_id": "s", "message": "hi"}
+    r = await authed.post("/v1/chat", json=body, headers={"X-API-Key": api_keys["bob"]})
+    assert r.status_code == 200
+    r = await authed.get("/v1/sessions/s/messages", headers=bearer(api_keys["bob"]))
+    assert r.status_code == 200  # the same principal, whichever header carried the key
+    r = await authed.post("/v1/chat", json=body, headers={"X-API-Key": "wrong"})
+    assert r.status_code == 401
+
+
 async def test_without_auth_the_contract_is_unchanged(redis_url: str) -> None:
     """Auth off (the default): no key needed, keys stored as before, no 401 anywhere."""
     settings = make_settings("redis", redis_url)
