@@ -45,6 +45,8 @@ def create_app(settings: Settings | None = None, *, model: BaseChatModel | None 
             if current.auth_enabled and current.auth_api_keys_file
             else None
         )
+        if keyring is not None:
+            metrics.watch_store(keyring)
         limiter = build_limiter(current, conversations.redis_client, metrics)
         app.state.runtime = Runtime(current, conversations, metrics, keyring, limiter)
         logger.info(

@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from chat_history_k8s.history.base import StoreMetric
+
 logger = logging.getLogger(__name__)
 
 PRINCIPAL_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -99,6 +101,25 @@ class KeyRing:
     def principals(self) -> int:
         """How many principals hold at least one key now."""
         return len(set(self._loaded.keys.values()))
+
+    def size_metrics(self) -> list[StoreMetric]:
+        """For /metrics: principals with a key now, and reloads of the file by outcome."""
+        return [
+            StoreMetric(
+                "chat_auth_principals",
+                "Principals holding at least one API key in the key file as last loaded.",
+                "gauge",
+                {(): float(self.principals)},
+            ),
+            StoreMetric(
+                "chat_auth_key_reloads",
+                "Reloads of the API key file after a change, by result (an error keeps the "
+                "keys loaded before).",
+                "counter",
+                {(result,): float(n) for result, n in sorted(self.reloads.items())},
+                labels=("result",),
+            ),
+        ]
 
     def _load(self) -> _Loaded:
         try:

@@ -57,6 +57,8 @@ async def test_without_a_valid_key_every_session_route_is_401_and_stores_nothing
     assert r.status_code == 404  # the refused turn stored nothing
     metrics = (await authed.get("/metrics")).text
     assert 'chat_errors_total{code="unauthorized"} 4.0' in metrics
+    assert "chat_auth_principals 2.0" in metrics
+    assert 'chat_auth_key_reloads_total{result="error"} 0.0' in metrics
 
 
 async def test_probes_metrics_info_and_the_page_stay_open(authed: httpx.AsyncClient) -> None:

@@ -67,6 +67,8 @@ def test_a_bad_edit_keeps_the_last_good_keys_and_is_counted(tmp_path: Path) -> N
     now[0] = 5.0
     assert ring.principal(key) == "alice"
     assert ring.reloads == {"ok": 0, "error": 1}
+    reloads = {m.name: m.samples for m in ring.size_metrics()}["chat_auth_key_reloads"]
+    assert reloads == {("error",): 1.0, ("ok",): 0.0}
 
 
 def test_a_missing_or_bad_file_at_startup_is_an_error(tmp_path: Path) -> None:
