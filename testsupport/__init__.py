@@ -1,7 +1,7 @@
 """Local process machinery shared by tests/, e2e/, bench/ and demo/: free ports, child
 processes that die with their parent, `redis-server` (alone or as a local Redis Cluster), nginx,
-uvicorn replicas, a PostgreSQL server (the benchmarks' peer), polling, and the lookup of the
-tools the repository builds (helm, kubectl).
+uvicorn replicas, a PostgreSQL server (the benchmarks' peer), polling, API key files, and the
+lookup of the tools the repository builds (helm, kubectl).
 
 Nothing here knows about pytest: the suites wrap these in fixtures of their own.
 """

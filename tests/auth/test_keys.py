@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from chat_history_k8s.auth import KeyFileError, KeyRing, hash_key, parse_key_file, scoped
+from tests.conftest import app_client, make_settings
 from testsupport import new_key, write_key_file
 
 
@@ -90,3 +92,16 @@ def test_the_key_command_makes_a_key_and_its_line() -> None:
     assert hashed.stdout == f"alice:{hash_key(key)}\n"
     bad = subprocess.run([*run, "new", "a/b"], capture_output=True, text=True)
     assert bad.returncode == 2 and "principal must be" in bad.stderr
+
+
+def test_a_replica_with_an_unreadable_key_file_does_not_start(tmp_path: Path) -> None:
+    settings = make_settings(
+        "memory", auth_enabled=True, auth_api_keys_file=str(tmp_path / "absent")
+    )
+
+    async def start() -> None:
+        async with app_client(settings):
+            pass
+
+    with pytest.raises(KeyFileError, match="cannot read the API key file"):
+        asyncio.run(start())

@@ -35,7 +35,9 @@ function baseUrl(typed) {
 async function callApi(base, method, path, body, apiKey) {
   const url = new URL(path, base);
   const headers = body === undefined ? {} : { "Content-Type": "application/json" };
-  if (apiKey) headers.Authorization = `Bearer ${apiKey}`;
+  // X-API-Key, not Authorization: the Kubernetes API server's proxy (kubectl proxy, the
+  // side-by-side setup of the README) authenticates with Authorization and strips it.
+  if (apiKey) headers["X-API-Key"] = apiKey;
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), REQUEST_TIMEOUT_MS);
   let response;
