@@ -170,3 +170,45 @@ async def test_limits_off_by_default(redis_url: str) -> None:
         for _ in range(30):
             assert (await turn(client, "any", "s")).status_code == 200
     assert redis.Redis.from_url(redis_url).keys("*limits*") == []
+
+
+async def test_a_limited_checkpointer_turn_is_still_four_round_trips(
+    redis_url: str, api_keys: dict[str, str], count_round_trips: list[int]
+) -> None:
+    """The admission rides with the first attempt at the thread's lease: acquire, get, put,
+    release, as without limits."""
+    settings = make_settings(
+        "redis", redis_url, history_api="checkpointer",
+        **auth_settings(api_keys, rate_limit_turns=1000, max_sessions_per_principal=10),
+    )  # fmt: skip
+    server = redis.Redis.from_url(redis_url)
+    async with app_client(settings) as client:
+        assert (await turn(client, api_keys["alice"], "warm")).status_code == 200
+        count_round_trips[0] = 0
+        before = commandstats(server)
+        for i in range(5):
+            assert (await turn(client, api_keys["alice"], f"s{i % 2}")).status_code == 200
+        after = commandstats(server)
+        metrics = (await client.get("/metrics")).text
+    assert count_round_trips[0] == 20
+    per_turn = {k: (after[k] - before.get(k, 0)) / 5 for k in after if k != "info"}
+    assert per_turn["eval"] == 1 and per_turn["evalsha"] == 4
+    assert 'op="admit"' not in metrics
+
+
+async def test_a_refused_checkpointer_turn_gives_the_lease_back_at_once(
+    redis_url: str, api_keys: dict[str, str]
+) -> None:
+    """Refused in the lease's round trip: the lease it took is released, so the principal's
+    next admitted turn on that session does not wait for it."""
+    settings = make_settings(
+        "redis", redis_url, history_api="checkpointer", checkpoint_lease_wait_seconds=0,
+        **auth_settings(api_keys, max_sessions_per_principal=1),
+    )  # fmt: skip
+    async with app_client(settings) as client:
+        assert (await turn(client, api_keys["alice"], "a")).status_code == 200
+        refused(await turn(client, api_keys["alice"], "b"), "session quota")
+        assert (
+            await client.delete("/v1/sessions/a", headers=bearer(api_keys["alice"]))
+        ).status_code == 204
+        assert (await turn(client, api_keys["alice"], "b")).status_code == 200
