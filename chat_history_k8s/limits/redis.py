@@ -1,6 +1,5 @@
 """Limits in Redis, shared by every replica; the admission is one script, sent along the turn's
-first round trip: the window read (message-history) or the first attempt at the thread's lease
-(checkpointer)."""
+first round trip (message-history) or on its own (checkpointer)."""
 
 from __future__ import annotations
 
