@@ -6,7 +6,7 @@ only) is reported once, however many cursor pages and nodes it took."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -15,7 +15,7 @@ import redis.asyncio as aredis
 from redis.exceptions import NoScriptError, RedisClusterException
 
 from chat_history_k8s.checkpoint.lease import LeaseLost
-from chat_history_k8s.checkpoint.ops import Call, Delete, Eval, Scan
+from chat_history_k8s.checkpoint.ops import Call, Delete, Scan
 from chat_history_k8s.history.base import HistoryUnavailable
 from chat_history_k8s.history.redis import RoundTripHook
 
@@ -55,28 +55,6 @@ def call(client: SyncClient, c: Call, hook: RoundTripHook | None) -> Any:
         pass  # a restarted or failed-over server: EVAL sends the source and caches it again
     with _round_trip(c.script.name, hook):
         return client.eval(c.script.source, len(c.keys), *c.keys, *c.args)
-
-
-async def acall_along(
-    client: aredis.Redis, command: Sequence[Any], c: Eval, hook: RoundTripHook | None
-) -> tuple[Any, Any]:
-    """`command` and the script call `c` in one round trip (a pipeline without MULTI, so a
-    standalone client only: in a cluster they would live in different slots); their replies.
-    `command` runs first. A server that lost the script costs one more round trip (EVAL)."""
-    try:
-        with _round_trip(c.script.name, hook):
-            async with client.pipeline(transaction=False) as pipe:
-                pipe.execute_command(*command)
-                pipe.evalsha(c.script.sha, len(c.keys), *c.keys, *c.args)
-                first, second = await pipe.execute(raise_on_error=False)
-            if isinstance(first, Exception):
-                raise first
-            if isinstance(second, Exception):
-                raise second
-            return first, second
-    except NoScriptError:
-        pass
-    return first, await acall(client, c, hook)
 
 
 async def acall(client: AsyncClient, c: Call, hook: RoundTripHook | None) -> Any:

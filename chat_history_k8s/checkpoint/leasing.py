@@ -8,9 +8,9 @@ import logging
 import secrets
 import time
 from abc import abstractmethod
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from chat_history_k8s.checkpoint import ops
 from chat_history_k8s.checkpoint.lease import ThreadBusy, ThreadLease, aacquire, acquire
@@ -46,9 +46,6 @@ class RedisLeases:
 
     @abstractmethod
     async def _arun(self, op: ops.Op[T]) -> T: ...
-
-    @abstractmethod
-    async def _arun_along(self, command: Sequence[Any], op: ops.Op[T]) -> tuple[Any, T]: ...
 
     @asynccontextmanager
     async def alease(
@@ -90,23 +87,6 @@ class RedisLeases:
         except HistoryUnavailable:
             self._forget_later(thread_id, nonce)
             raise
-
-    async def atry_lease_along(
-        self, thread_id: str, command: Sequence[Any]
-    ) -> tuple[ThreadLease | None, Any]:
-        """One attempt at `thread_id`'s lease with `command` (e.g. an admission script) sent in
-        the same round trip: the lease (None when another turn holds it: then wait with
-        `aacquire_lease`) and the command's reply. The caller must `arelease_lease` a lease it
-        got, also when the reply refuses the turn."""
-        nonce = secrets.token_hex(8)
-        try:
-            reply, token = await self._arun_along(
-                command, ops.try_acquire(self.settings, thread_id, nonce)
-            )
-        except HistoryUnavailable:
-            self._forget_later(thread_id, nonce)
-            raise
-        return (ThreadLease(thread_id, token) if token is not None else None), reply
 
     async def arelease_lease(self, lease: ThreadLease) -> None:
         """Give the thread back (a no-op if the lease was lost). Never raises: the turn's outcome

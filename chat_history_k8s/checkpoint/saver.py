@@ -23,7 +23,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from chat_history_k8s.checkpoint import ops
-from chat_history_k8s.checkpoint.clients import AsyncClient, SyncClient, acall, acall_along, call
+from chat_history_k8s.checkpoint.clients import AsyncClient, SyncClient, acall, call
 from chat_history_k8s.checkpoint.leasing import RedisLeases
 from chat_history_k8s.history.redis import RoundTripHook
 
@@ -175,23 +175,6 @@ class RedisCheckpointSaver(RedisLeases, BaseCheckpointSaver[str]):
                 reply = await acall(self._aclient, op.send(reply), self._on_round_trip)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]  # StopIteration.value is Any
-
-    async def _arun_along(self, command: Sequence[Any], op: ops.Op[T]) -> tuple[Any, T]:
-        """Run a one-call `op` with `command` sent in the same round trip (standalone Redis);
-        with a cluster client, `command` goes first in a round trip of its own."""
-        if self._aclient is None:
-            raise RuntimeError("this RedisCheckpointSaver was built without an `async_client`")
-        call_ = next(op)
-        if isinstance(self._aclient, aredis.Redis) and isinstance(call_, ops.Eval):
-            reply, result = await acall_along(self._aclient, command, call_, self._on_round_trip)
-        else:
-            reply = await self._aclient.execute_command(*command)
-            result = await acall(self._aclient, call_, self._on_round_trip)
-        try:
-            op.send(result)
-        except StopIteration as done:
-            return reply, done.value
-        raise RuntimeError("an operation sent along another command must be one call")
 
     # -- BaseCheckpointSaver, async ---------------------------------------------------------
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:

@@ -12,7 +12,6 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from chat_history_k8s.checkpoint import ThreadLease
-from chat_history_k8s.checkpoint.leasing import RedisLeases
 from chat_history_k8s.conversation.agent import (
     TURN_CONFIG_KEY,
     CommitGate,
@@ -23,7 +22,7 @@ from chat_history_k8s.conversation.agent import (
 from chat_history_k8s.conversation.base import Conversations, ModelFailed, TurnResult
 from chat_history_k8s.history.base import StoreMetric
 from chat_history_k8s.history.redis_pool import WarmedPool
-from chat_history_k8s.limits.base import Gate, RateLimited
+from chat_history_k8s.limits.base import Gate
 from chat_history_k8s.metrics import Metrics
 
 
@@ -85,59 +84,28 @@ class CheckpointerConversations(Conversations):
         self.agent = build_agent(model, CommitGate(saver, metrics, backend), middleware)
 
     async def turn(self, session_id: str, text: str, gate: Gate | None = None) -> TurnResult:
-        if gate is None:
-            async with self._serializer.alease(session_id) as lease:
-                return await self._run(lease, text)
-        command = gate.command()
-        if command is None or not isinstance(self._serializer, RedisLeases):
-            admission = await gate.admit()  # in process (memory limiter): no round trip
-            try:
-                async with self._serializer.alease(session_id) as lease:
-                    return await self._run(lease, text)
-            except Exception:
-                await gate.release(admission)
-                raise
-        return await self._turn_along(self._serializer, session_id, text, gate, command)
-
-    async def _turn_along(
-        self,
-        leases: RedisLeases,
-        session_id: str,
-        text: str,
-        gate: Gate,
-        command: tuple[Any, ...],
-    ) -> TurnResult:
-        """A turn whose admission travels with its first attempt at the lease: one round trip,
-        so a limited turn costs what an unlimited one does (acquire, get, put, release)."""
-        lease, reply = await leases.atry_lease_along(session_id, command)
+        # The admission is a round trip of its own here (the saver's scripts keep one thread's
+        # keys in one slot and know nothing of principals).
+        admission = await gate.admit() if gate is not None else None
         try:
-            admission = gate.admitted(reply)
-        except RateLimited:
-            if lease is not None:
-                await leases.arelease_lease(lease)
-            raise
-        try:
-            if lease is None:  # another turn holds the thread: wait for it as usual
-                lease = await leases.aacquire_lease(session_id)
-            try:
-                return await self._run(lease, text)
-            finally:
-                await leases.arelease_lease(lease)
+            return await self._turn(session_id, text)
         except Exception:
-            await gate.release(admission)
+            if gate is not None and admission is not None:
+                await gate.release(admission)
             raise
 
-    async def _run(self, lease: ThreadLease, text: str) -> TurnResult:
+    async def _turn(self, session_id: str, text: str) -> TurnResult:
         turn = Turn()
-        config = lease.config({"configurable": {TURN_CONFIG_KEY: turn}})
-        try:
-            state = await self.agent.ainvoke(
-                {"messages": [HumanMessage(content=text)]}, config, durability="exit"
-            )
-        except Exception as exc:
-            if turn.model_error is not None:
-                raise ModelFailed(turn.model_error) from exc
-            raise
+        async with self._serializer.alease(session_id) as lease:
+            config = lease.config({"configurable": {TURN_CONFIG_KEY: turn}})
+            try:
+                state = await self.agent.ainvoke(
+                    {"messages": [HumanMessage(content=text)]}, config, durability="exit"
+                )
+            except Exception as exc:
+                if turn.model_error is not None:
+                    raise ModelFailed(turn.model_error) from exc
+                raise
         reply: BaseMessage = state["messages"][-1]
         return TurnResult(reply=reply.text, history_length=turn.history_length)
 
