@@ -84,8 +84,10 @@ class CheckpointerConversations(Conversations):
         self.agent = build_agent(model, CommitGate(saver, metrics, backend), middleware)
 
     async def turn(self, session_id: str, text: str, gate: Gate | None = None) -> TurnResult:
-        # The admission is a round trip of its own here (the saver's scripts keep one thread's
-        # keys in one slot and know nothing of principals).
+        # The admission is a round trip of its own here, before the lease: sent along the lease's
+        # first attempt it would save that round trip, but a refused turn would then have taken
+        # the lease, and on a new thread the lease leaves the thread's fence counter behind (it
+        # lives for the history TTL): a flood of refused new sessions would fill the store.
         admission = await gate.admit() if gate is not None else None
         try:
             return await self._turn(session_id, text)

@@ -170,3 +170,48 @@ async def test_limits_off_by_default(redis_url: str) -> None:
         for _ in range(30):
             assert (await turn(client, "any", "s")).status_code == 200
     assert redis.Redis.from_url(redis_url).keys("*limits*") == []
+
+
+async def test_a_refused_turn_leaves_every_redis_key_as_it_was(
+    redis_url: str, history_api: str, api_keys: dict[str, str]
+) -> None:
+    """Refused by the quota or by the rate: no key added, none changed (a flood of refused new
+    sessions cannot grow the store)."""
+    settings = make_settings(
+        "redis", redis_url, history_api=history_api,
+        **auth_settings(api_keys, rate_limit_turns=3, max_sessions_per_principal=1),
+    )  # fmt: skip
+    server = redis.Redis.from_url(redis_url)
+
+    def snapshot() -> dict[bytes, bytes | None]:
+        return {key: server.dump(key) for key in server.scan_iter("*")}
+
+    async with app_client(settings) as client:
+        assert (await turn(client, api_keys["alice"], "kept")).status_code == 200
+        before = snapshot()
+        for i in range(20):
+            refused(await turn(client, api_keys["alice"], f"new-{i}"), "session quota")
+        assert snapshot() == before
+        for _ in range(2):
+            assert (await turn(client, api_keys["alice"], "kept")).status_code == 200
+        before = snapshot()
+        refused(await turn(client, api_keys["alice"], "kept"), "rate limit")
+        refused(await turn(client, api_keys["alice"], "new-x"), "rate limit")
+        assert snapshot() == before
+
+
+async def test_a_limited_checkpointer_turn_adds_one_round_trip_for_the_admission(
+    redis_url: str, api_keys: dict[str, str], count_round_trips: list[int]
+) -> None:
+    settings = make_settings(
+        "redis", redis_url, history_api="checkpointer",
+        **auth_settings(api_keys, rate_limit_turns=1000, max_sessions_per_principal=10),
+    )  # fmt: skip
+    async with app_client(settings) as client:
+        assert (await turn(client, api_keys["alice"], "warm")).status_code == 200
+        count_round_trips[0] = 0
+        for i in range(5):
+            assert (await turn(client, api_keys["alice"], f"s{i % 2}")).status_code == 200
+        metrics = (await client.get("/metrics")).text
+    assert count_round_trips[0] == 25  # admit, acquire, get, put, release
+    assert 'chat_history_redis_round_trips_total{op="admit"} 6.0' in metrics
