@@ -7,6 +7,7 @@ import base64
 import hashlib
 
 from tests.chart.conftest import RELEASE, Manifest, Render, by_kind, one
+from tests.chart.test_values import notes
 
 SECRET = f"{RELEASE}-api-keys"
 
@@ -75,3 +76,11 @@ def test_auth_off_renders_the_contract_of_the_service_alone(render: Render) -> N
     assert all(v["name"] != "api-keys" for v in chat_pod(manifests)["volumes"])
     (pod,) = by_kind(manifests, "Pod")
     assert "--api-key-file" not in pod["spec"]["containers"][0]["command"]
+
+
+def test_notes_say_how_to_send_the_generated_key() -> None:
+    on = notes()
+    assert f"get secret {SECRET} -o jsonpath='{{.data.api-key}}'" in on
+    assert "Authorization: Bearer ${KEY}" in on
+    off = notes("auth.enabled=false", "limits.rateLimitTurns=0", "limits.maxSessionsPerPrincipal=0")
+    assert "Authorization" not in off
