@@ -84,3 +84,20 @@ def test_notes_say_how_to_send_the_generated_key() -> None:
     assert "Authorization: Bearer ${KEY}" in on
     off = notes("auth.enabled=false", "limits.rateLimitTurns=0", "limits.maxSessionsPerPrincipal=0")
     assert "Authorization" not in off
+
+
+def test_every_pod_can_read_the_secrets_it_mounts(render: Render) -> None:
+    """Secret files are root's, readable by their group only (0440): a pod that runs as a
+    non-root user needs fsGroup for the kubelet to give them its group (helm test failed on a
+    real cluster with Permission denied before the hop check pod had it)."""
+    for manifest in by_kind(render(None), "Deployment") + by_kind(render(None), "Pod"):
+        spec = (
+            manifest["spec"]["template"]["spec"]
+            if "template" in manifest["spec"]
+            else manifest["spec"]
+        )
+        modes = [
+            v["secret"].get("defaultMode", 0o644) for v in spec.get("volumes", []) if "secret" in v
+        ]
+        if any(mode & 0o004 == 0 for mode in modes):
+            assert "fsGroup" in spec["securityContext"], manifest["metadata"]["name"]
