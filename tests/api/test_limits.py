@@ -21,7 +21,9 @@ from tests.conftest import (
     commandstats,
     make_settings,
     stored_sessions,
+    wait_ready,
 )
+from testsupport import RedisServer
 
 Factory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 
@@ -215,3 +217,23 @@ async def test_a_limited_checkpointer_turn_adds_one_round_trip_for_the_admission
         metrics = (await client.get("/metrics")).text
     assert count_round_trips[0] == 25  # admit, acquire, get, put, release
     assert 'chat_history_redis_round_trips_total{op="admit"} 6.0' in metrics
+
+
+async def test_with_redis_down_a_limited_turn_is_503_not_429_and_not_500(
+    own_redis: RedisServer, history_api: str, api_keys: dict[str, str]
+) -> None:
+    settings = make_settings(
+        "redis", own_redis.url, history_api=history_api,
+        **auth_settings(api_keys, rate_limit_turns=10, max_sessions_per_principal=10),
+    )  # fmt: skip
+    async with app_client(settings) as client:
+        assert (await turn(client, api_keys["alice"], "s")).status_code == 200
+        own_redis.stop()
+        r = await turn(client, api_keys["alice"], "s")
+        assert r.status_code == 503 and r.json()["error"]["code"] == "history_unavailable"
+        r = await client.delete("/v1/sessions/s", headers=bearer(api_keys["alice"]))
+        assert r.status_code == 503
+        own_redis.start()
+        await wait_ready(client)
+        r = await client.get("/v1/sessions/s/messages", headers=bearer(api_keys["alice"]))
+        assert len(r.json()["messages"]) == 2  # the failed turn stored nothing
