@@ -81,6 +81,21 @@ class Settings(BaseSettings):
     # page's side-by-side mode. Empty: same origin only, no CORS header at all.
     cors_allow_origins: str = ""
 
+    # Authentication (docs/security.md): bearer API keys, stored as `principal:sha256-hex` lines
+    # in a file (a mounted Secret) that is re-read when it changes. Off: the HTTP contract of
+    # DESIGN.md, every session shared by everyone who knows its id.
+    auth_enabled: bool = False
+    auth_api_keys_file: str | None = None
+    # How often a request may look at the key file's stat for a change (a rotation takes effect
+    # within this, once the kubelet has updated the mounted Secret).
+    auth_reload_check_seconds: float = Field(default=1.0, gt=0, le=300)
+
+    # Abuse limits, per principal (so they need AUTH_ENABLED); 0 turns a limit off. In Redis when
+    # HISTORY_BACKEND=redis (shared by every replica), else per process.
+    rate_limit_turns: int = Field(default=0, ge=0, le=1_000_000)
+    rate_limit_window_seconds: int = Field(default=60, ge=1, le=86_400)
+    max_sessions_per_principal: int = Field(default=0, ge=0, le=10_000_000)
+
     @field_validator("cors_allow_origins")
     @classmethod
     def _origins_exactly(cls, value: str) -> str:
@@ -125,6 +140,7 @@ class Settings(BaseSettings):
             raise ValueError("CHAT_MODEL=openai needs OPENAI_MODEL (e.g. gpt-4o-mini)")
         if self.history_api == "checkpointer":
             self._check_checkpointer()
+        self._check_auth()
         return self
 
     def _check_redis_mode(self) -> None:
@@ -159,6 +175,27 @@ class Settings(BaseSettings):
         if not addresses:
             raise ValueError("REDIS_MODE=sentinel needs REDIS_SENTINELS (host:port,host:port,...)")
         return addresses
+
+    @property
+    def limits_enabled(self) -> bool:
+        """Whether any per-principal abuse limit is on."""
+        return bool(self.rate_limit_turns or self.max_sessions_per_principal)
+
+    def _check_auth(self) -> None:
+        if self.auth_enabled and not self.auth_api_keys_file:
+            raise ValueError(
+                "AUTH_ENABLED=true needs AUTH_API_KEYS_FILE (a file of principal:sha256-hex lines)"
+            )
+        if self.auth_api_keys_file and not self.auth_enabled:
+            # A key file that is silently not enforced would leave the API open.
+            raise ValueError("AUTH_API_KEYS_FILE is set but AUTH_ENABLED is false: set both")
+        if self.limits_enabled and not self.auth_enabled:
+            # Limits are per principal: without authentication every client would share one
+            # budget, and one flooding client would lock every other client out.
+            raise ValueError(
+                "RATE_LIMIT_TURNS and MAX_SESSIONS_PER_PRINCIPAL need AUTH_ENABLED=true "
+                "(the limits are per principal)"
+            )
 
     def _check_checkpointer(self) -> None:
         lease = self.checkpoint_lease_seconds

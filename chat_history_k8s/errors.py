@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from chat_history_k8s.checkpoint import ThreadBusy
 from chat_history_k8s.conversation import ModelFailed
 from chat_history_k8s.history import HistoryUnavailable
+from chat_history_k8s.limits.base import RateLimited
 
 logger = logging.getLogger(__name__)
 
@@ -20,13 +21,17 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "message_too_la
 
 class ApiError(Exception):
     """An error answered as `{"error": {"code", "message"}}` with `status`; raised by routes
-    for failures the HTTP contract names (422, 413, 404)."""
+    for failures the HTTP contract names (422, 413, 404, and when enabled 401, 429), with
+    `headers` added to the answer (e.g. `WWW-Authenticate` on 401)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers or {}
 
 
 def error_response(request: Request, status: int, code: str, message: str) -> JSONResponse:
@@ -49,7 +54,17 @@ def _describe(exc: RequestValidationError) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(request, exc.status, exc.code, exc.message)
+        response = error_response(request, exc.status, exc.code, exc.message)
+        response.headers.update(exc.headers)
+        return response
+
+    @app.exception_handler(RateLimited)
+    async def _rate_limited(request: Request, exc: RateLimited) -> JSONResponse:
+        # Raised by the limits inside a turn, before anything was stored.
+        return await _api_error(
+            request,
+            ApiError(429, "rate_limited", str(exc), {"Retry-After": str(exc.retry_after_s)}),
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -12,9 +12,11 @@ from langchain_core.language_models import BaseChatModel
 from chat_history_k8s import __version__
 from chat_history_k8s.api import chat, health, sessions
 from chat_history_k8s.api.deps import Runtime
+from chat_history_k8s.auth import KeyRing
 from chat_history_k8s.config import Settings, get_settings
 from chat_history_k8s.conversation import build_conversations
 from chat_history_k8s.errors import install_error_handlers
+from chat_history_k8s.limits import build_limiter
 from chat_history_k8s.metrics import Metrics
 from chat_history_k8s.middleware import install_middleware
 from chat_history_k8s.model import build_model
@@ -38,13 +40,23 @@ def create_app(settings: Settings | None = None, *, model: BaseChatModel | None 
         chat_model = model if model is not None else build_model(current)
         conversations = build_conversations(current, chat_model, metrics)
         metrics.watch_store(conversations)
-        app.state.runtime = Runtime(current, conversations, metrics)
+        keyring = (
+            KeyRing(current.auth_api_keys_file, check_seconds=current.auth_reload_check_seconds)
+            if current.auth_enabled and current.auth_api_keys_file
+            else None
+        )
+        if keyring is not None:
+            metrics.watch_store(keyring)
+        limiter = build_limiter(current, conversations.redis_client, metrics)
+        app.state.runtime = Runtime(current, conversations, metrics, keyring, limiter)
         logger.info(
-            "replica %s ready to serve: api=%s backend=%s version=%s",
+            "replica %s ready to serve: api=%s backend=%s version=%s auth=%s limits=%s",
             current.pod_name,
             conversations.api,
             conversations.backend,
             __version__,
+            "api-keys" if keyring else "off",
+            "on" if limiter else "off",
         )
         try:
             await conversations.start()

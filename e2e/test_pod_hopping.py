@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import pytest
 
@@ -65,6 +66,24 @@ def test_every_replica_runs_the_backend_and_memory_api_of_its_deployment(
         info = api.info()
         assert (info["backend"], info["history_api"]) == (backend, history_api), info
         assert info["served_by"] == api.endpoint.name
+
+
+def test_every_replica_requires_the_key_and_a_session_id_is_per_principal(
+    cluster: Deployment, apis: ReplicaApis, session_id: str
+) -> None:
+    """The deployment runs with API keys on (as the chart does by default): no key, no answer;
+    the key's session is out of reach of anyone without it, on every replica."""
+    assert cluster.api_key is not None, "the target deploys with authentication on"
+    apis[0].chat(session_id, INTRODUCTION)
+    for endpoint in apis.endpoints:
+        with Api(replace(endpoint, api_key=None)) as anonymous:
+            r = anonymous.chat_response(session_id, QUESTION)
+            assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+            assert r.headers["www-authenticate"].startswith("Bearer")
+            r = anonymous.request("GET", f"/v1/sessions/{session_id}/messages")
+            assert r.status_code == 401 and NAME not in r.text
+        with Api(replace(endpoint, api_key="not-a-key")) as stranger:
+            assert stranger.chat_response(session_id, QUESTION).status_code == 401
 
 
 # --- 1. hop ---------------------------------------------------------------------------------

@@ -6,6 +6,8 @@
 #   scripts/cluster-e2e.sh            needs root on Debian/Ubuntu (containerd, kubelet, iptables)
 #                                     and Go (the first build takes 20-45 min; cached after)
 #   KEEP_CLUSTER=1 scripts/cluster-e2e.sh   leave the cluster up afterwards
+#   IMAGE=chat-history:mine scripts/cluster-e2e.sh   test that image (built by image-check.sh
+#                                     if absent) instead of chat-history:ci
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -15,6 +17,8 @@ cd "${REPO_ROOT}"
 : "${REDIS_IMAGE:=chat-history-redis:ci}"
 cluster="${REPO_ROOT}/cluster"
 values="${REPO_ROOT}/helm/chat-history/ci/airgap-values.yaml"
+# The chat image every release runs: IMAGE, whatever the values file names.
+image_sets=(--set "image.repository=${IMAGE%:*}" --set "image.tag=${IMAGE##*:}")
 
 blocker="$(cluster_blocker)"
 [[ -z "${blocker}" ]] ||
@@ -57,7 +61,7 @@ step "images loaded, smoke test passed"
 for backend in memory redis; do
   helm upgrade --install chat-history helm/chat-history --namespace "chat-${backend}" \
     --create-namespace --values "${values}" --set "history.backend=${backend}" \
-    --wait --timeout 5m
+    "${image_sets[@]}" --wait --timeout 5m
 done
 helm test chat-history --namespace chat-redis --logs --timeout 5m
 kubectl get nodes,pods -A -o wide
@@ -68,5 +72,6 @@ for backend in memory redis; do
 done
 "${cluster}/recycle-pvs.sh"
 
-"${VENV}/bin/python" -m pytest e2e --target kube --require-target --kube-values "${values}" -p no:cacheprovider
+"${VENV}/bin/python" -m pytest e2e --target kube --require-target --kube-values "${values}" \
+  --kube-set "image.repository=${IMAGE%:*}" --kube-set "image.tag=${IMAGE##*:}" -p no:cacheprovider
 step "e2e suite on the kube target"

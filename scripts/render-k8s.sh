@@ -18,9 +18,9 @@ if [[ -z "${HELM}" ]]; then
 fi
 helm_version="$("${HELM}" version --template '{{ .Version }}')"
 
-# render BACKEND HELM_ARGS...: one file per backend. The Redis render takes its password from a
-# Secret the user makes: a generated one would be a new random string (and a committed
-# password) on every render.
+# render BACKEND HELM_ARGS...: one file per backend. The renders take the Redis password and the
+# API keys from Secrets the user makes: generated ones would be new random strings (and
+# committed secrets) on every render.
 render() {
   local backend="$1"
   shift
@@ -31,6 +31,8 @@ render() {
     printf '# Regenerate with scripts/render-k8s.sh; CI fails when this file drifts from the chart.\n'
     printf '#   helm %s\n' "${args[*]}"
     printf '# Apply (any namespace; kubectl -n NS):\n'
+    # shellcheck disable=SC2016  # the $(...) is for the reader's shell, not this one
+    printf '#   key="$(openssl rand -hex 32)"; kubectl create secret generic chat-history-api-keys --from-literal=api-key="${key}" --from-literal=api-keys="default:$(printf %%s "${key}" | sha256sum | cut -d" " -f1)"\n'
     if [[ "${backend}" == "redis" ]]; then
       # shellcheck disable=SC2016  # the $(...) is for the reader's shell, not this one
       printf '#   kubectl create secret generic chat-history-redis --from-literal=redis-password="$(openssl rand -hex 24)"\n'
@@ -43,5 +45,6 @@ render() {
 }
 
 mkdir -p "${OUT}"
-render memory --set history.backend=memory
-render redis --set history.backend=redis --set redis.auth.existingSecret=chat-history-redis
+render memory --set history.backend=memory --set auth.existingSecret=chat-history-api-keys
+render redis --set history.backend=redis --set redis.auth.existingSecret=chat-history-redis \
+  --set auth.existingSecret=chat-history-api-keys

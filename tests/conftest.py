@@ -15,7 +15,7 @@ from langchain_core.language_models import BaseChatModel
 
 from chat_history_k8s.config import Settings
 from chat_history_k8s.main import create_app
-from testsupport import RedisServer, await_until
+from testsupport import RedisServer, await_until, new_key, write_key_file
 
 
 @pytest.fixture(scope="session")
@@ -98,7 +98,10 @@ def stored_sessions(client: redis.Redis, history_api: str) -> int:
     """Sessions stored in this Redis by either API (one LIST, or one thread's `idx` key)."""
     if history_api == "checkpointer":
         return sum(1 for _ in client.scan_iter("chat-history:ckpt:{*}:idx", count=1000))
-    return sum(1 for _ in client.scan_iter("chat-history:*", count=1000))
+    limits = b"chat-history:limits:"  # the abuse limits' counters are not sessions
+    return sum(
+        1 for k in client.scan_iter("chat-history:*", count=1000) if not k.startswith(limits)
+    )
 
 
 @pytest.fixture
@@ -125,3 +128,20 @@ def count_round_trips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def commandstats(client: redis.Redis) -> dict[str, int]:
     stats: dict[str, Any] = client.info("commandstats")
     return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+@pytest.fixture
+def api_keys(tmp_path: Path) -> dict[str, str]:
+    """A key file with one fresh key each for alice and bob; `path` maps to the file."""
+    keys = {"alice": new_key(), "bob": new_key()}
+    path = write_key_file(tmp_path / "api-keys", {p: [k] for p, k in keys.items()})
+    return keys | {"path": str(path)}
+
+
+def auth_settings(api_keys: dict[str, str], **limits: Any) -> dict[str, Any]:
+    """Settings overrides that turn authentication (and `limits`) on with `api_keys`' file."""
+    return {"auth_enabled": True, "auth_api_keys_file": api_keys["path"], **limits}
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}

@@ -31,6 +31,13 @@ from chat_history_k8s.config import Settings, SettingsError, get_settings
         ),
         ({"CHECKPOINT_LEASE_SECONDS": "0"}, "greater than 0"),
         ({"CHECKPOINT_MAX_CHECKPOINTS": "0"}, "greater than or equal to 1"),
+        ({"AUTH_ENABLED": "true"}, "AUTH_ENABLED=true needs AUTH_API_KEYS_FILE"),
+        ({"AUTH_API_KEYS_FILE": "/keys"}, "AUTH_API_KEYS_FILE is set but AUTH_ENABLED is false"),
+        ({"RATE_LIMIT_TURNS": "10"}, "need AUTH_ENABLED=true"),
+        ({"MAX_SESSIONS_PER_PRINCIPAL": "10"}, "need AUTH_ENABLED=true"),
+        ({"RATE_LIMIT_WINDOW_SECONDS": "0"}, "greater than or equal to 1"),
+        ({"AUTH_RELOAD_CHECK_SECONDS": "0"}, "greater than 0"),
+        ({"AUTH_ENABLED": "maybe"}, "auth_enabled"),
     ],
 )
 def test_bad_settings_fail_with_a_clear_message(

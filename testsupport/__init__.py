@@ -1,11 +1,12 @@
 """Local process machinery shared by tests/, e2e/, bench/ and demo/: free ports, child
 processes that die with their parent, `redis-server` (alone, as a local Redis Cluster, or
 managed by Sentinels), nginx, uvicorn replicas, a PostgreSQL server (the benchmarks' peer),
-polling, and the lookup of the tools the repository builds (helm, kubectl).
+polling, API key files, and the lookup of the tools the repository builds (helm, kubectl).
 
 Nothing here knows about pytest: the suites wrap these in fixtures of their own.
 """
 
+from testsupport.keys import new_key, write_key_file
 from testsupport.nginx import Nginx
 from testsupport.postgres import PostgresServer
 from testsupport.procs import (
@@ -40,7 +41,9 @@ __all__ = [
     "await_until",
     "find_tool",
     "free_port",
+    "new_key",
     "require_tool",
     "service_env",
     "wait_until",
+    "write_key_file",
 ]

@@ -7,9 +7,17 @@ import uuid
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, StrictStr
 
-from chat_history_k8s.api.deps import ConversationsDep, MetricsDep, SettingsDep
+from chat_history_k8s.api.deps import (
+    ConversationsDep,
+    LimiterDep,
+    MetricsDep,
+    PrincipalDep,
+    SettingsDep,
+)
 from chat_history_k8s.api.session_ids import checked_session_id
+from chat_history_k8s.auth import scoped
 from chat_history_k8s.errors import ApiError
+from chat_history_k8s.limits import Gate
 
 router = APIRouter(tags=["chat"])
 
@@ -35,6 +43,8 @@ async def chat(
     settings: SettingsDep,
     conversations: ConversationsDep,
     metrics: MetricsDep,
+    principal: PrincipalDep,
+    limiter: LimiterDep,
 ) -> ChatResponse:
     # Validate everything before touching the store: a rejected request stores nothing.
     if body.session_id is None:
@@ -56,7 +66,10 @@ async def chat(
             f"message has {len(body.message)} characters; limit {settings.max_message_chars}",
         )
 
-    result = await conversations.turn(session_id, body.message)
+    # The store sees the session under its owner's name: another principal's lookup of the same
+    # id finds nothing (auth/keys.py, scoped).
+    gate = Gate(limiter, principal, session_id) if limiter and principal else None
+    result = await conversations.turn(scoped(principal, session_id), body.message, gate)
     metrics.turns.labels(conversations.backend).inc()
     return ChatResponse(
         session_id=session_id,

@@ -74,4 +74,9 @@ async def info(settings: SettingsDep, conversations: ConversationsDep) -> dict[s
         "checkpoint_max_checkpoints": settings.checkpoint_max_checkpoints,
         "checkpoint_lease_seconds": settings.checkpoint_lease_seconds,
         "checkpoint_lease_wait_seconds": settings.checkpoint_lease_wait_seconds,
+        # What a client must send and may expect (never which keys exist).
+        "auth": "api-keys" if settings.auth_enabled else "off",
+        "rate_limit_turns": settings.rate_limit_turns,
+        "rate_limit_window_seconds": settings.rate_limit_window_seconds,
+        "max_sessions_per_principal": settings.max_sessions_per_principal,
     }

@@ -6,9 +6,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+import redis.asyncio as aredis
 from langchain_core.messages import BaseMessage
 
 from chat_history_k8s.history.base import StoreMetric
+from chat_history_k8s.limits.base import Gate
 
 
 class ModelFailed(Exception):
@@ -29,10 +31,12 @@ class TurnResult:
 class Conversations(ABC):
     """Sessions (`session_id` = a LangGraph `thread_id`) and their turns, over one store.
 
-    - `turn(session_id, text)`: the model sees the last `HISTORY_WINDOW_MESSAGES` messages and
-      the new one; the turn (human + AI) is stored whole or not at all: on `ModelFailed` or
-      `HistoryUnavailable` the session is unchanged. Concurrent turns on one session never lose
-      a turn.
+    - `turn(session_id, text, gate)`: the model sees the last `HISTORY_WINDOW_MESSAGES`
+      messages and the new one; the turn (human + AI) is stored whole or not at all: on
+      `ModelFailed` or `HistoryUnavailable` the session is unchanged. Concurrent turns on one
+      session never lose a turn. With a `gate`, the turn is first admitted by the limits
+      (`RateLimited`: nothing read or stored), in the turn's first round trip when it can be,
+      and a turn that fails gives back the session slot it took.
     - `transcript(session_id)`: every stored message, oldest first; `[]` for an unknown session.
     - `delete(session_id)`: forget the session; idempotent.
     - `ping()`: return when the store answers, else raise `HistoryUnavailable` (readiness).
@@ -43,9 +47,11 @@ class Conversations(ABC):
 
     api: str
     backend: str
+    # The store's Redis client, if it has one (the limits share it).
+    redis_client: aredis.Redis | aredis.RedisCluster | None = None
 
     @abstractmethod
-    async def turn(self, session_id: str, text: str) -> TurnResult: ...
+    async def turn(self, session_id: str, text: str, gate: Gate | None = None) -> TurnResult: ...
 
     @abstractmethod
     async def transcript(self, session_id: str) -> list[BaseMessage]: ...

@@ -22,6 +22,7 @@ from chat_history_k8s.conversation.agent import (
 from chat_history_k8s.conversation.base import Conversations, ModelFailed, TurnResult
 from chat_history_k8s.history.base import StoreMetric
 from chat_history_k8s.history.redis_pool import WarmedPool
+from chat_history_k8s.limits.base import Gate
 from chat_history_k8s.metrics import Metrics
 
 
@@ -78,10 +79,24 @@ class CheckpointerConversations(Conversations):
         self._pool = pool
         self._closers = closers
         self._size_metrics = size_metrics
+        self.redis_client = pool.client if pool is not None else None
         middleware = TurnMiddleware(window_messages=window_messages, max_messages=max_messages)
         self.agent = build_agent(model, CommitGate(saver, metrics, backend), middleware)
 
-    async def turn(self, session_id: str, text: str) -> TurnResult:
+    async def turn(self, session_id: str, text: str, gate: Gate | None = None) -> TurnResult:
+        # The admission is a round trip of its own here, before the lease: sent along the lease's
+        # first attempt it would save that round trip, but a refused turn would then have taken
+        # the lease, and on a new thread the lease leaves the thread's fence counter behind (it
+        # lives for the history TTL): a flood of refused new sessions would fill the store.
+        admission = await gate.admit() if gate is not None else None
+        try:
+            return await self._turn(session_id, text)
+        except Exception:
+            if gate is not None and admission is not None:
+                await gate.release(admission)
+            raise
+
+    async def _turn(self, session_id: str, text: str) -> TurnResult:
         turn = Turn()
         async with self._serializer.alease(session_id) as lease:
             config = lease.config({"configurable": {TURN_CONFIG_KEY: turn}})

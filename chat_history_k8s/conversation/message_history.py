@@ -8,8 +8,10 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage
 
 from chat_history_k8s.conversation.base import Conversations, ModelFailed, TurnResult
-from chat_history_k8s.history import HistoryStore
+from chat_history_k8s.history import ChatHistory, HistoryStore
 from chat_history_k8s.history.base import StoreMetric
+from chat_history_k8s.history.redis import RedisChatHistory
+from chat_history_k8s.limits.base import Admission, Gate
 from chat_history_k8s.metrics import Metrics
 
 
@@ -19,7 +21,8 @@ class MessageHistoryConversations(Conversations):
     A turn is one window read and one atomic append (2 Redis round trips): a failed model call
     happens before the append, so it stores nothing. Concurrent turns on a session never lose a
     turn and never interleave one (the append is atomic), but they are not serialized: two of
-    them may both be answered from the same window.
+    them may both be answered from the same window. The limits' admission rides along the
+    window read (one pipeline) when both are in Redis: still 2 round trips.
     """
 
     api = "message-history"
@@ -32,13 +35,40 @@ class MessageHistoryConversations(Conversations):
         self._model = model
         self._window = window_messages
         self._metrics = metrics
+        self.redis_client = getattr(store, "client", None)
 
-    async def turn(self, session_id: str, text: str) -> TurnResult:
+    async def turn(self, session_id: str, text: str, gate: Gate | None = None) -> TurnResult:
         history = self.store.history(session_id)
         started = time.perf_counter()
-        window = await history.aget_window(self._window)
+        window, admission = await self._read(history, gate)
         self._metrics.history_read.labels(self.backend).observe(time.perf_counter() - started)
+        try:
+            return await self._answer(history, window, text)
+        except Exception:
+            if gate is not None and admission is not None:
+                await gate.release(admission)
+            raise
 
+    async def _read(
+        self, history: ChatHistory, gate: Gate | None
+    ) -> tuple[list[BaseMessage], Admission | None]:
+        """The window, after the gate (if any) admitted the turn."""
+        if gate is None:
+            return await history.aget_window(self._window), None
+        command = gate.command()
+        if command is not None and isinstance(history, RedisChatHistory):
+            window, reply = await history.aget_window_along(self._window, command)
+            return window, gate.admitted(reply)
+        admission = await gate.admit()
+        try:
+            return await history.aget_window(self._window), admission
+        except Exception:
+            await gate.release(admission)
+            raise
+
+    async def _answer(
+        self, history: ChatHistory, window: list[BaseMessage], text: str
+    ) -> TurnResult:
         human = HumanMessage(content=text)
         try:
             ai = await self._model.ainvoke([*window, human])

@@ -164,6 +164,19 @@ class RedisChatHistory(ChatHistory):
             raw = await self._async().lrange(self.key, *self._window_range(n))
         return _decode(raw)
 
+    async def aget_window_along(
+        self, n: int, command: Sequence[Any]
+    ) -> tuple[list[BaseMessage], Any]:
+        """`aget_window(n)` and one more command (e.g. an admission script) sent in the same
+        round trip, as a pipeline without MULTI; returns the window and the command's reply.
+        The command runs first: when its reply refuses the turn, the window is not used."""
+        with self._round_trip("read"):
+            async with self._async().pipeline(transaction=False) as pipe:
+                pipe.execute_command(*command)
+                pipe.lrange(self.key, *self._window_range(n))
+                reply, raw = await pipe.execute()
+        return _decode(raw), reply
+
     async def aappend_turn(self, messages: Sequence[BaseMessage]) -> int:
         if not messages:
             return 0

@@ -5,7 +5,7 @@ what the chart is about: the turns of one session land on different pods, and wi
 backend every pod sees the whole history, while with the memory backend history is lost on a hop.
 
     python -m chat_history_k8s.hopcheck --url http://chat-history --turns 12 --backend redis \
-        --history-api checkpointer
+        --history-api checkpointer --api-key-file /var/run/chat-history/api-key
 
 Exit status: 0 when the check holds, 1 when it does not (the reason is logged), 2 on bad usage.
 It ships in the service's wheel and image, so `helm test` needs no second image.
@@ -128,13 +128,19 @@ def check_memory(done: list[Turn], cap: int) -> None:
 def run(args: argparse.Namespace) -> None:
     # A new connection per request, as independent clients reach a Service: kube-proxy picks a
     # backend pod per connection.
-    endpoint = Endpoint("service", args.url, fresh_connections=True, connect_retries=2)
+    endpoint = Endpoint(
+        "service", args.url, fresh_connections=True, connect_retries=2, api_key=args.api_key
+    )
     with Api(endpoint, timeout_s=args.timeout) as api:
         wait_ready(api, args.wait)
         try:
             info = api.info()
         except UnexpectedResponse as exc:
             raise CheckFailed(str(exc)) from exc
+        if info.get("auth", "off") != "off" and args.api_key is None:
+            raise CheckFailed(
+                f"the service requires an API key (auth={info['auth']}): pass --api-key-file"
+            )
         cap = int(info.get("history_max_messages", 2 * args.turns))
         history_api = info.get("history_api", "message-history")
         if args.history_api is not None and history_api != args.history_api:
@@ -208,7 +214,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=60.0,
         help="seconds to wait for /readyz before starting (default 60)",
     )
+    parser.add_argument(
+        "--api-key-file",
+        default=None,
+        help="a file holding the API key to send (when the service has authentication on)",
+    )
     args = parser.parse_args(argv)
+    args.api_key = None
+    if args.api_key_file is not None:
+        try:
+            with open(args.api_key_file, encoding="utf-8") as f:
+                args.api_key = f.read().strip()
+        except OSError as exc:
+            parser.error(f"cannot read --api-key-file: {exc}")
+        if not args.api_key:
+            parser.error(f"--api-key-file {args.api_key_file} is empty")
     if args.turns < 2 or args.min_pods < 1 or args.reads < 0:
         parser.error("--turns must be >= 2, --min-pods >= 1, --reads >= 0")
     parts = urlsplit(args.url)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -22,6 +22,9 @@ class Endpoint:
     """One address that speaks the contract: a single replica, or a load-balanced entry point.
 
     `httpx_options` carries what reaching it needs (TLS and credentials for an API-server proxy).
+    `api_key` is sent as `Authorization: Bearer <key>` when the service has authentication on,
+    or as `X-API-Key: <key>` with `api_key_header="x-api-key"` (through the Kubernetes API
+    server's proxy, which strips `Authorization`).
     `fresh_connections` opens a new TCP connection per request, the way independent clients
     reach a Service. `connect_retries` retries a request whose connection could not be made
     (it never reached a replica, so sending it again cannot duplicate a turn).
@@ -32,6 +35,8 @@ class Endpoint:
     httpx_options: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     fresh_connections: bool = False
     connect_retries: int = 0
+    api_key: str | None = field(default=None, compare=False, repr=False)
+    api_key_header: Literal["authorization", "x-api-key"] = "authorization"
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,11 @@ class Api:
         headers = dict(options.pop("headers", {}))
         if self.endpoint.fresh_connections:
             headers["Connection"] = "close"
+        if self.endpoint.api_key is not None:
+            if self.endpoint.api_key_header == "x-api-key":
+                headers["X-API-Key"] = self.endpoint.api_key
+            else:
+                headers["Authorization"] = f"Bearer {self.endpoint.api_key}"
         # httpx retries only connection failures (refused, connect timeout): never a request
         # that was sent.
         transport = httpx.HTTPTransport(

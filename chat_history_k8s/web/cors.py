@@ -28,7 +28,8 @@ class CorsMiddleware:
     untouched when the list is empty, which is the default.
 
     Only what the page needs is allowed: GET, POST, DELETE with `Content-Type` and
-    `Authorization`, no cookies; `X-Served-By` and `Retry-After` are readable by the page.
+    `Authorization` or `X-API-Key` (an API key), no cookies; `X-Served-By` and `Retry-After`
+    are readable by the page.
     A preflight is answered here, before any routing: `/metrics` counts it as
     `route="cors_preflight"`, not `unmatched`.
     """
@@ -57,7 +58,7 @@ class CorsMiddleware:
             self.app,
             allow_origins=origins,
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Content-Type", "Authorization"],
+            allow_headers=["Content-Type", "Authorization", "X-API-Key"],
             expose_headers=["X-Served-By", "Retry-After"],
             max_age=600,
         )

@@ -24,6 +24,7 @@ NOT_A_DEFAULT = {
     "REDIS_PASSWORD": "from the release's Secret",
     "OPENAI_API_KEY": "from the Secret the user names",
     "OPENAI_MODEL": "required with chat.model=openai; the service has no default",
+    "AUTH_API_KEYS_FILE": "where the chart mounts the API keys' Secret",
 }
 
 # Value sets that, between them, make the chart set every variable it can set.

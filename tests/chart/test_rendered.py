@@ -222,7 +222,7 @@ def test_redis_password_comes_from_a_secret_never_from_arguments(
     values = load_yaml(redis_values_file) if redis_values_file else {}
     existing = values.get("redis", {}).get("auth", {}).get("existingSecret")
     secret_name, key = (existing, "password") if existing else (REDIS, "redis-password")
-    secrets = by_kind(manifests, "Secret")
+    secrets = [s for s in by_kind(manifests, "Secret") if s["metadata"]["name"] == REDIS]
     if existing:
         assert secrets == [], "an existing Secret replaces the generated one"
     else:
@@ -233,7 +233,7 @@ def test_redis_password_comes_from_a_secret_never_from_arguments(
     refs = []
     for name, spec, _ in pod_specs(manifests):
         for volume in spec.get("volumes", []):
-            if "secret" in volume:  # the probe reads the current password from a file
+            if volume.get("secret", {}).get("secretName") == secret_name:  # the probe's file
                 items = [(i["key"], i["path"]) for i in volume["secret"]["items"]]
                 refs.append(("volume", volume["name"], volume["secret"]["secretName"], items[0][0]))
         for c in spec.get("initContainers", []) + spec["containers"]:

@@ -14,6 +14,14 @@ from tests.chart.conftest import CHART, RELEASE, load_yaml, run_helm
 
 # (values file content, a fragment the error must contain)
 BAD_VALUES = {
+    "principal_with_a_slash": (
+        "auth:\n  principal: team/a\n",
+        "at '/auth/principal'",
+    ),
+    "negative_rate_limit": (
+        "limits:\n  rateLimitTurns: -1\n",
+        "at '/limits/rateLimitTurns'",
+    ),
     "replica_count_as_word": (
         'replicaCount: "three"\n',
         "at '/replicaCount': got string, want integer",
@@ -45,6 +53,11 @@ BAD_VALUES = {
 # only logs a template's `fail` (helm's lint mode), so these are checked with `helm template`,
 # which `helm install` and `upgrade` share.
 BAD_COMBINATIONS = {
+    "limits_without_auth": (
+        "auth:\n  enabled: false\n",
+        "limits.rateLimitTurns and limits.maxSessionsPerPrincipal are per principal and need "
+        "auth.enabled=true",
+    ),
     "maxmemory_above_limit": (
         "redis:\n  maxmemory: 250mb\n",
         "redis.maxmemory (250mb) must be at most 90% of redis.resources.limits.memory (256Mi)",

@@ -10,7 +10,7 @@ from redis.crc import key_slot
 
 from chat_history_k8s.checkpoint import RedisCheckpointSaver
 from tests.checkpoint.conftest import make_agent, say, thread
-from tests.conftest import app_client, make_settings, wait_ready
+from tests.conftest import app_client, auth_settings, bearer, make_settings, wait_ready
 from testsupport import LocalRedisCluster
 
 THREADS = [f"conversation-{i}" for i in range(6)]
@@ -93,3 +93,37 @@ async def test_the_service_in_cluster_mode_serves_both_apis(
         keys = [bytes(k).decode() for k in c.scan_iter("chat-history:*")]
     owners = {redis_cluster.owner_of(key_slot(k.encode())) for k in keys}
     assert len(owners) >= 2, "the sessions should spread over the primaries"
+
+
+async def test_keys_and_limits_hold_in_cluster_mode(
+    cluster_url: str, redis_cluster: LocalRedisCluster, history_api: str, api_keys: dict[str, str]
+) -> None:
+    """Authentication, isolation and the per-principal limits with REDIS_MODE=cluster: the
+    admission script's keys (one slot per principal) and the session's (another slot) are on
+    different primaries, yet a turn is admitted, refused and isolated as in standalone mode."""
+    alice, bob = api_keys["alice"], api_keys["bob"]
+    settings = make_settings(
+        "redis",
+        redis_cluster.nodes[1].url,
+        history_api=history_api,
+        redis_mode="cluster",
+        **auth_settings(api_keys, rate_limit_turns=4, max_sessions_per_principal=2),
+    )
+    async with app_client(settings) as client:
+        await wait_ready(client)
+
+        async def turn(key: str, session: str, text: str = "my name is Ada") -> int:
+            r = await client.post(
+                "/v1/chat", json={"session_id": session, "message": text}, headers=bearer(key)
+            )
+            return r.status_code
+
+        assert [await turn(alice, s) for s in THREADS[:2]] == [200, 200]
+        assert await turn(alice, THREADS[2]) == 429  # a third session: over the quota
+        assert [await turn(alice, THREADS[0]) for _ in range(3)] == [200, 200, 429]  # 4 turns
+        # Bob sees none of Alice's sessions, and his budget is his own.
+        r = await client.get(f"/v1/sessions/{THREADS[0]}/messages", headers=bearer(bob))
+        assert r.status_code == 404
+        assert await turn(bob, THREADS[0]) == 200
+        r = await client.get(f"/v1/sessions/{THREADS[0]}/messages", headers=bearer(alice))
+        assert len(r.json()["messages"]) == 6  # Alice's 3 admitted turns there, nothing else

@@ -11,15 +11,21 @@ import pytest
 
 from chat_history_k8s.hopcheck.check import main as hopcheck_main
 from tests.conftest import HISTORY_APIS
-from testsupport import Nginx, RedisServer, Replica, free_port
+from testsupport import Nginx, RedisServer, Replica, free_port, new_key, write_key_file
 
 
 @contextmanager
 def replicas(
-    workdir: Path, count: int, backend: str, history_api: str, redis_url: str = ""
+    workdir: Path,
+    count: int,
+    backend: str,
+    history_api: str,
+    redis_url: str = "",
+    extra: dict[str, str] | None = None,
 ) -> Iterator[str]:
     """`count` replicas of the service behind a round-robin balancer; yields its URL."""
     settings = {"HISTORY_BACKEND": backend, "HISTORY_API": history_api, "LOG_LEVEL": "WARNING"}
+    settings |= extra or {}
     if redis_url:
         settings["REDIS_URL"] = redis_url
     with ExitStack() as stack:
@@ -58,6 +64,29 @@ def memory_replicas(tmp_path_factory: pytest.TempPathFactory, history_api: str) 
         yield url
 
 
+@pytest.fixture(scope="module")
+def authed_replicas(
+    tmp_path_factory: pytest.TempPathFactory, history_api: str
+) -> Iterator[tuple[str, Path]]:
+    """Redis replicas with authentication and the limits on, as the chart deploys them; yields
+    their URL and a file holding a valid key (as `helm test` mounts it)."""
+    workdir = tmp_path_factory.mktemp("hop-auth")
+    key = new_key()
+    keys = write_key_file(workdir / "api-keys", {"helm-test": [key]})
+    (workdir / "api-key").write_text(key + "\n")
+    limits = {
+        "AUTH_ENABLED": "true", "AUTH_API_KEYS_FILE": str(keys),
+        "RATE_LIMIT_TURNS": "100", "MAX_SESSIONS_PER_PRINCIPAL": "10",
+    }  # fmt: skip
+    server = RedisServer(workdir)
+    server.start()
+    try:
+        with replicas(workdir, 3, "redis", history_api, server.url, limits) as url:
+            yield url, workdir / "api-key"
+    finally:
+        server.stop()
+
+
 def check(url: str, backend: str, *extra: str) -> int:
     return hopcheck_main(
         ["--url", url, "--turns", "6", "--backend", backend, "--wait", "5", *extra]
@@ -79,6 +108,16 @@ def test_memory_replicas_pass_by_showing_the_loss(
 ) -> None:
     assert check(memory_replicas, "memory", "--history-api", history_api) == 0
     assert "history lost on" in capsys.readouterr().out
+
+
+def test_with_authentication_on_the_check_passes_with_a_key_and_says_why_without(
+    authed_replicas: tuple[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, key_file = authed_replicas
+    assert check(url, "redis", "--api-key-file", str(key_file)) == 0
+    assert "every pod saw the whole history" in capsys.readouterr().out
+    assert check(url, "redis") == 1
+    assert "requires an API key (auth=api-keys): pass --api-key-file" in capsys.readouterr().out
 
 
 def test_replicas_of_the_other_api_fail_the_check_with_the_reason(

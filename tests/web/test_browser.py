@@ -19,7 +19,7 @@ import httpx
 import pytest
 from playwright.sync_api import BrowserContext, ConsoleMessage, Page, expect, sync_playwright
 
-from testsupport import MissingTool, Nginx, RedisServer, Replica, find_tool
+from testsupport import MissingTool, Nginx, RedisServer, Replica, find_tool, new_key, write_key_file
 
 CHROMIUM = "/usr/bin/chromium"
 # This machine's network is closed: nothing in the background may try to reach out.
@@ -308,3 +308,45 @@ def test_no_page_request_is_counted_as_unmatched(releases: dict[str, Release], p
     expect(page.locator(".opblock-summary-path").first).to_be_visible()
     for release in releases.values():
         assert release.unmatched_requests() == []
+
+
+@pytest.fixture(scope="module")
+def authed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """One replica with API keys on, as the chart deploys it; yields its URL and a key."""
+    workdir = tmp_path_factory.mktemp("web-auth")
+    key = new_key()
+    settings = {
+        "HISTORY_BACKEND": "memory", "LOG_LEVEL": "WARNING", "AUTH_ENABLED": "true",
+        "AUTH_API_KEYS_FILE": str(write_key_file(workdir / "api-keys", {"web": [key]})),
+    }  # fmt: skip
+    replica = Replica("authed-0", workdir, settings, access_log=False)
+    replica.start()
+    try:
+        replica.wait_ready()
+        yield replica.url, key
+    finally:
+        replica.stop()
+
+
+def test_an_api_key_typed_in_the_page_is_sent_and_kept_in_this_tab_only(
+    authed: tuple[str, str], page: Page, recorder: dict[str, Recorder]
+) -> None:
+    url, key = authed
+    page.goto(url + "/")
+    expect(page.locator("#column-a .where")).to_contain_text("API key required")
+    send(page, "my name is Ada")
+    expect(page.locator("#column-a .reply.error").last).to_contain_text(
+        "HTTP 401 unauthorized: missing API key"
+    )
+    page.get_by_label("Service A API key").fill(key)
+    page.get_by_label("Service A API key").press("Tab")
+    send(page, "my name is Ada")
+    _, text = last_reply(page, "a")
+    assert text.startswith("Nice to meet you, Ada!")
+    assert page.evaluate("sessionStorage.getItem('chat-history.api-key.a')") == key
+    assert page.evaluate("localStorage.length") == 0
+    page.reload()
+    expect(page.get_by_label("Service A API key")).to_have_value(key)  # this tab still has it
+    assert not any(key in u for u in recorder["tab"].urls), "the key never goes in a URL"
+    errors, recorder["tab"].errors = recorder["tab"].errors, []
+    assert len(errors) == 1 and "status of 401" in errors[0], errors

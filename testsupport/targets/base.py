@@ -34,6 +34,9 @@ class Deployment(abc.ABC):
     history_api: HistoryApi
     replica_count: int
     description: str
+    # The key every endpoint sends when the deployment has authentication on (both targets
+    # deploy it on, as the chart does by default).
+    api_key: str | None = None
 
     @abc.abstractmethod
     def replicas(self) -> list[Endpoint]:

@@ -179,6 +179,19 @@ class KubeDeployment(Deployment):
         self._relays: dict[str, PortForwardRelay] = {}
         self._forward_lock = threading.Lock()
         self._forward_core = client.CoreV1Api(client.ApiClient(target.api_client.configuration))
+        self.api_key = self._generated_api_key()
+
+    def _generated_api_key(self) -> str | None:
+        """The key the chart generated at install (its Secret's `api-key` item), if it made one."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            secret: Any = self._core.read_namespaced_secret(f"{RELEASE}-api-keys", self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None  # auth.enabled=false
+            raise
+        return base64.b64decode(secret.data["api-key"]).decode()
 
     # --- looking ------------------------------------------------------------------------------
 
@@ -215,7 +228,10 @@ class KubeDeployment(Deployment):
                 self._relays[pod] = PortForwardRelay(
                     functools.partial(self._open_forward, pod), CHAT_PORT, pod
                 )
-        return [Endpoint(pod, f"http://127.0.0.1:{self._relays[pod].port}") for pod in pods]
+        return [
+            Endpoint(pod, f"http://127.0.0.1:{self._relays[pod].port}", api_key=self.api_key)
+            for pod in pods
+        ]
 
     def entry_point(self) -> Endpoint | None:
         service: Any = self._core.read_namespaced_service(RELEASE, self.namespace)  # see _pods
@@ -223,9 +239,11 @@ class KubeDeployment(Deployment):
         port_ref = port.name or str(port.port)
         cfg = self._target.api_client.configuration
         url = f"{cfg.host}/api/v1/namespaces/{self.namespace}/services/{RELEASE}:{port_ref}/proxy"
+        # X-API-Key: the API server authenticates this request with its own Authorization
+        # header and strips it before proxying.
         return Endpoint(
             "api-server proxy to the Service", url, self._target.httpx_options(),
-            fresh_connections=True,
+            fresh_connections=True, api_key=self.api_key, api_key_header="x-api-key",
         )  # fmt: skip
 
     def serving_endpoints(self) -> int:
@@ -591,6 +609,9 @@ class KubeTarget(Target):
         args += [
             "--set", f"history.backend={backend}", "--set", f"history.api={history_api}",
             "--set", f"replicaCount={replicas}",
+            # Keys on, as by default; limits on with room for every turn the suite sends.
+            "--set", "limits.rateLimitTurns=100000",
+            "--set", "limits.maxSessionsPerPrincipal=100000",
         ]  # fmt: skip
         for value in self.set_values:
             args += ["--set", value]

@@ -28,7 +28,9 @@ from testsupport import (
     Replica,
     find_tool,
     free_port,
+    new_key,
     wait_until,
+    write_key_file,
 )
 from testsupport.failover import PrimaryKiller
 from testsupport.targets.base import (
@@ -43,14 +45,23 @@ from testsupport.targets.base import (
 START_TIMEOUT_S = 30.0
 
 
+# Authentication on, as the chart deploys it by default, and the limits on with room for every
+# turn the suite sends (it checks history, not the limits: tests/api does).
+AUTH_ENV = {
+    "AUTH_ENABLED": "true", "RATE_LIMIT_TURNS": "100000", "RATE_LIMIT_WINDOW_SECONDS": "60",
+    "MAX_SESSIONS_PER_PRINCIPAL": "100000",
+}  # fmt: skip
+
+
 class _Slot:
     """A replica's place: a fixed port (the load balancer's upstream) and its current process;
     like a new pod, a (re)started replica has a new name: replica-<slot>-<generation>."""
 
-    def __init__(self, index: int, replica: Replica) -> None:
+    def __init__(self, index: int, replica: Replica, api_key: str) -> None:
         self.index = index
         self.replica = replica
         self.generation = 0
+        self.api_key = api_key
 
     @property
     def running(self) -> bool:
@@ -58,7 +69,7 @@ class _Slot:
 
     @property
     def endpoint(self) -> Endpoint:
-        return Endpoint(self.replica.name, self.replica.url)
+        return Endpoint(self.replica.name, self.replica.url, api_key=self.api_key)
 
 
 class LocalDeployment(Deployment):
@@ -86,6 +97,8 @@ class LocalDeployment(Deployment):
         self._extra_env: dict[str, str] = dict(settings or {})
         self._password: str | None = None
         self._down: set[int] = set()  # replicas' ports taken out of the load balancer
+        self.api_key = new_key()
+        self._keys = write_key_file(workdir / "api-keys", {"e2e": [self.api_key]})
         try:
             if redis_from is not None and redis_from.ha is not None:
                 self.ha = redis_from.ha  # the same Redis: the other release's, as redis.external
@@ -108,7 +121,7 @@ class LocalDeployment(Deployment):
                 replica = Replica(
                     f"slot-{index}", workdir, {}, graceful_shutdown_s=5, access_log=False
                 )
-                self._slots.append(_Slot(index, replica))
+                self._slots.append(_Slot(index, replica, self.api_key))
             self._start(self._slots)
             if find_tool("nginx") is not None:
                 self.lb = Nginx(workdir, [slot.replica.port for slot in self._slots])
@@ -120,7 +133,7 @@ class LocalDeployment(Deployment):
         if self.ha is not None:
             store = f", {self.ha.description}"
         lb = ", nginx round robin" if self.lb else ""
-        self.description = f"{replicas} uvicorn replicas on 127.0.0.1{store}{lb}"
+        self.description = f"{replicas} uvicorn replicas on 127.0.0.1{store}{lb}, API keys on"
 
     def _start(self, slots: list[_Slot]) -> None:
         """Start the slots' processes together (they import in parallel), then wait until
@@ -138,7 +151,8 @@ class LocalDeployment(Deployment):
             "HISTORY_API": self.history_api,
             "REDIS_URL": self._redis_url,
             "LOG_LEVEL": "WARNING",
-        }
+            "AUTH_API_KEYS_FILE": str(self._keys),
+        } | AUTH_ENV
         if self._password:
             settings["REDIS_PASSWORD"] = self._password
         return settings | self._extra_env
@@ -152,7 +166,7 @@ class LocalDeployment(Deployment):
     def entry_point(self) -> Endpoint | None:
         if self.lb is None:
             return None
-        return Endpoint("nginx", self.lb.url, fresh_connections=True)
+        return Endpoint("nginx", self.lb.url, fresh_connections=True, api_key=self.api_key)
 
     def entry_point_missing_reason(self) -> str:
         return "nginx not installed (apt-get install nginx-light): no load balancer to test"

@@ -32,15 +32,19 @@ function baseUrl(typed) {
   return url;
 }
 
-async function callApi(base, method, path, body) {
+async function callApi(base, method, path, body, apiKey) {
   const url = new URL(path, base);
+  const headers = body === undefined ? {} : { "Content-Type": "application/json" };
+  // X-API-Key, not Authorization: the Kubernetes API server's proxy (kubectl proxy, the
+  // side-by-side setup of the README) authenticates with Authorization and strips it.
+  if (apiKey) headers["X-API-Key"] = apiKey;
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), REQUEST_TIMEOUT_MS);
   let response;
   try {
     response = await fetch(url, {
       method,
-      headers: body === undefined ? {} : { "Content-Type": "application/json" },
+      headers,
       body: body === undefined ? undefined : JSON.stringify(body),
       signal: controller.signal,
       cache: "no-store",
@@ -99,10 +103,11 @@ function announce(text) {
 
 /** One conversation with one service: its log, its session id, what it has been told. */
 class Column {
-  constructor(root, letter, urlInput) {
+  constructor(root, letter, urlInput, keyInput) {
     this.root = root;
     this.letter = letter;
     this.urlInput = urlInput;
+    this.keyInput = keyInput;
     this.log = root.querySelector(".log");
     this.where = root.querySelector(".where");
     this.sessionLine = root.querySelector(".session");
@@ -120,6 +125,9 @@ class Column {
     this.log.replaceChildren();
     this.sessionLine.textContent = "Session: new (the first reply assigns one)";
   }
+
+  /** The API key typed for this service ("" for none). */
+  key() { return this.keyInput.value.trim(); }
 
   base() {
     try {
@@ -139,8 +147,9 @@ class Column {
       const base = this.base();
       label = this.urlInput.value.trim() ? base.href : "this page’s service";
       this.where.textContent = `${label}: asking /v1/info…`;
-      const { data } = await callApi(base, "GET", "v1/info");
-      this.where.textContent = `${label} · backend ${data.backend} · version ${data.version}`;
+      const { data } = await callApi(base, "GET", "v1/info", undefined, this.key());
+      const auth = data.auth && data.auth !== "off" ? " · API key required" : "";
+      this.where.textContent = `${label} · backend ${data.backend} · version ${data.version}${auth}`;
     } catch (err) {
       this.where.textContent = label ? `${label}: ` : "";
       this.where.append(el("span", "lost", err instanceof ApiFailure ? err.describe() : String(err)));
@@ -167,7 +176,7 @@ class Column {
     turn.scrollIntoView({ block: "nearest" });
     const body = this.sessionId ? { session_id: this.sessionId, message } : { message };
     try {
-      const { data } = await callApi(this.base(), "POST", "v1/chat", body);
+      const { data } = await callApi(this.base(), "POST", "v1/chat", body, this.key());
       this.showReply(reply, data);
     } catch (err) {
       reply.className = "reply error";
@@ -208,7 +217,7 @@ class Column {
     }
     try {
       const path = `v1/sessions/${encodeURIComponent(this.sessionId)}/messages`;
-      const { data } = await callApi(this.base(), "GET", path);
+      const { data } = await callApi(this.base(), "GET", path, undefined, this.key());
       const item = this.notice(`${data.served_by} holds ${data.messages.length} messages for this session:`, false);
       const list = el("ol", "");
       for (const m of data.messages) list.append(el("li", "", `${m.type === "human" ? "You" : "AI"}: ${m.content}`));
@@ -226,7 +235,8 @@ class Column {
     }
     try {
       const { servedBy, status } = await callApi(
-        this.base(), "DELETE", `v1/sessions/${encodeURIComponent(this.sessionId)}`);
+        this.base(), "DELETE", `v1/sessions/${encodeURIComponent(this.sessionId)}`, undefined,
+        this.key());
       this.stored = 0;
       this.notice(`Deleted (HTTP ${status}, answered by ${servedBy || "?"}).`, false);
     } catch (err) {
@@ -241,12 +251,23 @@ function main() {
   const urlA = document.getElementById("url-a");
   const urlB = document.getElementById("url-b");
   const urlBField = document.getElementById("url-b-field");
+  const keyA = document.getElementById("key-a");
+  const keyB = document.getElementById("key-b");
+  const keyBField = document.getElementById("key-b-field");
   const form = document.getElementById("composer");
   const input = document.getElementById("message");
   const columns = [
-    new Column(document.getElementById("column-a"), "A", urlA),
-    new Column(document.getElementById("column-b"), "B", urlB),
+    new Column(document.getElementById("column-a"), "A", urlA, keyA),
+    new Column(document.getElementById("column-b"), "B", urlB, keyB),
   ];
+  // API keys live in this tab's sessionStorage only: never in the URL, never in localStorage.
+  for (const [input, name] of [[keyA, "chat-history.api-key.a"], [keyB, "chat-history.api-key.b"]]) {
+    input.value = sessionStorage.getItem(name) || "";
+    input.addEventListener("input", () => {
+      if (input.value) sessionStorage.setItem(name, input.value);
+      else sessionStorage.removeItem(name);
+    });
+  }
   // A link can prefill the services: /?a=http://localhost:8080&b=http://localhost:8081
   urlA.value = params.get("a") || "";
   urlB.value = params.get("b") || "";
@@ -254,6 +275,7 @@ function main() {
 
   const layout = () => {
     urlBField.hidden = !compare.checked;
+    keyBField.hidden = !compare.checked;
     columns[1].root.hidden = !compare.checked;
     for (const c of columns) if (c.active) c.describe();
   };
@@ -264,6 +286,8 @@ function main() {
   compare.addEventListener("change", restart);
   urlA.addEventListener("change", restart);
   urlB.addEventListener("change", restart);
+  keyA.addEventListener("change", restart);
+  keyB.addEventListener("change", restart);
   document.getElementById("new-conversation").addEventListener("click", () => {
     restart();
     announce("New conversation.");

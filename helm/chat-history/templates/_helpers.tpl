@@ -181,6 +181,9 @@ set. Included once, from the chat Deployment.
 {{- fail (printf "history.checkpointer.leaseSeconds (%v) must exceed twice chat.openai.timeoutSeconds (%v; a model call is tried twice), or a slow turn loses its lease and stores nothing" .Values.history.checkpointer.leaseSeconds .Values.chat.openai.timeoutSeconds) }}
 {{- end }}
 {{- end }}
+{{- if and (not .Values.auth.enabled) (or .Values.limits.rateLimitTurns .Values.limits.maxSessionsPerPrincipal) }}
+{{- fail "limits.rateLimitTurns and limits.maxSessionsPerPrincipal are per principal and need auth.enabled=true: with auth.enabled=false set both to 0" }}
+{{- end }}
 {{- if include "chat-history.redis.enabled" . }}
 {{- $limit := dig "limits" "memory" "" .Values.redis.resources }}
 {{- if not $limit }}
@@ -195,4 +198,19 @@ set. Included once, from the chat Deployment.
 {{- fail "redis.auth.existingSecretPasswordKey is required with redis.auth.existingSecret" }}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/*
+Name of the Secret that holds the API keys: the user's existing one, or the chart's.
+*/}}
+{{- define "chat-history.auth.secretName" -}}
+{{- default (printf "%s-api-keys" (include "chat-history.fullname" .) | trunc 63 | trimSuffix "-") .Values.auth.existingSecret }}
+{{- end }}
+
+{{/*
+Where the chat pods find the key file (the Secret's "api-keys" item, a volume that the kubelet
+updates in place when the Secret changes: no subPath, so a rotation needs no restart).
+*/}}
+{{- define "chat-history.auth.keysFile" -}}
+/etc/chat-history/auth/api-keys
 {{- end }}
