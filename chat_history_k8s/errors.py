@@ -87,8 +87,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         response = error_response(request, exc.status_code, code, str(exc.detail))
-        if exc.headers:  # e.g. `Allow` on a 405, as RFC 9110 requires
-            response.headers.update(exc.headers)
+        for name, value in (exc.headers or {}).items():
+            if name.lower() == "allow":  # on a 405, as RFC 9110 requires; a stable order
+                value = ", ".join(sorted(method.strip() for method in value.split(",")))
+            response.headers[name] = value
         return response
 
     @app.exception_handler(Exception)
