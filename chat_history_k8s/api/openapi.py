@@ -194,8 +194,36 @@ def _message_rules(chat_request: dict[str, Any], settings: Settings) -> None:
     }
 
 
+def _links(paths: dict[str, Any]) -> None:
+    """How a session's operations follow one another (OpenAPI links): a turn's `session_id`
+    addresses its transcript and its deletion; a deletion is followed by a 404 transcript.
+    Stateful clients and fuzzers (Schemathesis) walk them."""
+    chat = paths["/v1/chat"]["post"]
+    read = paths["/v1/sessions/{session_id}/messages"]["get"]
+    delete = paths["/v1/sessions/{session_id}"]["delete"]
+
+    def link(target: dict[str, Any], source: str, what: str) -> dict[str, Any]:
+        return {
+            "operationId": target["operationId"],
+            "parameters": {"session_id": source},
+            "description": what,
+        }
+
+    chat["responses"]["200"]["links"] = {
+        "ReadTranscript": link(read, "$response.body#/session_id", "The session's transcript"),
+        "DeleteSession": link(delete, "$response.body#/session_id", "Forget the session"),
+    }
+    read["responses"]["200"]["links"] = {
+        "DeleteSession": link(delete, "$request.path.session_id", "Forget the session"),
+    }
+    delete["responses"]["204"]["links"] = {
+        "ReadTranscript": link(read, "$request.path.session_id", "Now 404 `session_not_found`"),
+    }
+
+
 def _ops(document: dict[str, Any]) -> None:
     paths = document["paths"]
+    _links(paths)
     paths["/metrics"]["get"]["responses"]["200"]["content"] = {
         "text/plain": {"schema": {"type": "string", "description": "Prometheus text format"}}
     }

@@ -168,8 +168,8 @@ async def test_a_store_failure_after_the_model_answered_leaves_the_session_uncha
             first = {"session_id": "w", "message": "my name is Ada"}
             assert (await client.post("/v1/chat", json=first)).status_code == 200
             before = await messages(client, "w")
-            failing = {"session_id": "w", "message": f"{AFTER} x"}
-            failed = await client.post("/v1/chat", json=failing)
+            doomed = {"session_id": "w", "message": f"{AFTER} x"}
+            failed = await client.post("/v1/chat", json=doomed)
             assert (failed.status_code, failed.json()["error"]["code"]) == expected, failed.text
             assert model.calls == 2  # the model did run
             if url is not None:
