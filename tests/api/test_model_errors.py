@@ -134,7 +134,7 @@ async def test_a_store_failure_after_the_model_answered_leaves_the_session_uncha
 
         def fill_redis() -> None:
             server.config_set("maxmemory-policy", "noeviction")
-            server.config_set("maxmemory", str(server.info("memory")["used_memory"]))
+            server.config_set("maxmemory", "1")  # below what it holds: every write refused
 
         model.after_answer = fill_redis
         expected = (503, "history_unavailable")
