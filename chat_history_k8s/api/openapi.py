@@ -242,12 +242,13 @@ def _description(settings: Settings) -> str:
     return (
         "Chat turns whose history survives pod hops when kept in Redis. Every error answer is "
         '`{"error": {"code", "message"}}`. Besides the statuses listed per operation: 405 '
-        "`method_not_allowed` (with `Allow`) for a method a path does not take, 404 "
-        "`not_found` for an unknown path; and, when the replica runs with its connection "
-        "protection (the image and the chart do), 400 `bad_request` for a request that is not "
-        f"valid HTTP, 408 `request_timeout` when the request head takes over "
-        f"{settings.http_header_timeout_seconds:g} s, 431 `headers_too_large` above "
+        "`method_not_allowed` (with `Allow`) for a method a path does not take (HEAD is "
+        "answered wherever GET is), 404 `not_found` for an unknown path; and, when the replica "
+        "runs with its connection protection (the image and the chart do), 400 `bad_request` "
+        "for a request that is not valid HTTP, 408 `request_timeout` when a request head takes "
+        f"over {settings.http_header_timeout_seconds:g} s or a body over "
+        f"{settings.http_body_timeout_seconds:g} s, 431 `headers_too_large` above "
         f"{settings.http_max_header_bytes} bytes of head. Request bodies: at most "
-        f"{settings.max_body_bytes} bytes (413). Session ids in paths: "
-        f"{MAX_SESSION_ID_LENGTH} characters at most."
+        f"{settings.max_body_bytes} bytes (413). Session ids: at most "
+        f"{MAX_SESSION_ID_LENGTH} characters."
     )

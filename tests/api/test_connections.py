@@ -263,6 +263,10 @@ def test_a_96_mib_body_is_refused_as_it_streams_with_memory_bounded(
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         after = read_answer(sock)
     grew = target.process.peak_rss_bytes() - before
+    print(
+        f"\n{target.name}: 413 after {(answered_after or 0) / MIB:.1f} MiB sent of 96, "
+        f"peak RSS +{grew / MIB:.1f} MiB"
+    )
     assert answer is not None and answer.status == 413
     assert answer.error() == {"code": "message_too_large", "message": "request body too large"}
     assert answered_after is not None and answered_after < 16 * MIB, answered_after
