@@ -13,7 +13,10 @@ from testsupport.procs import LOOPBACK, Process, free_port, wait_for_http
 START_TIMEOUT_S = 30.0
 # Settings of the service that must come from the caller's arguments only, never leak in from
 # the shell that started the run.
-_SERVICE_ENV_PREFIXES = ("HISTORY_", "REDIS_", "MEMORY_", "CHAT_MODEL", "OPENAI_", "POD_NAME")
+_SERVICE_ENV_PREFIXES = (
+    "HISTORY_", "REDIS_", "MEMORY_", "CHAT_MODEL", "OPENAI_", "POD_NAME",
+    "HTTP_HEADER_", "HTTP_BODY_", "HTTP_MAX_",  # not HTTP_PROXY and friends
+)  # fmt: skip
 
 
 def service_env(settings: Mapping[str, str]) -> dict[str, str]:
