@@ -58,5 +58,7 @@ WORKDIR /app
 USER ${UID}:${UID}
 EXPOSE 8000
 # Exec form: uvicorn is PID 1 and gets SIGTERM directly; it then drains in-flight requests for
-# up to 20 s (the chart's terminationGracePeriodSeconds is longer than preStop + that).
-CMD ["uvicorn", "chat_history_k8s.main:app", "--host", "0.0.0.0", "--port", "8000", "--timeout-graceful-shutdown", "20"]
+# up to 20 s (the chart's terminationGracePeriodSeconds is longer than preStop + that). --http:
+# uvicorn's HTTP/1.1 protocol with deadlines for slow or half-sent requests and a cap on the
+# request head (chat_history_k8s/protocol.py; limits in docs/configuration.md).
+CMD ["uvicorn", "chat_history_k8s.main:app", "--http", "chat_history_k8s.protocol:GuardedHttpProtocol", "--host", "0.0.0.0", "--port", "8000", "--timeout-graceful-shutdown", "20"]

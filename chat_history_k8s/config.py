@@ -36,6 +36,14 @@ class Settings(BaseSettings):
     history_window_messages: int = Field(default=20, ge=2, le=10_000)
     max_message_chars: int = Field(default=16_000, ge=1, le=1_000_000)
 
+    # Connections (chat_history_k8s/protocol.py, when uvicorn runs with its `--http` class, as
+    # the image and the chart do): how long a client may take to send a request's head and its
+    # body, and how large the head may be. Idle keep-alive connections: uvicorn's
+    # --timeout-keep-alive (5 s).
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    http_body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    http_max_header_bytes: int = Field(default=16_384, ge=1024, le=1_048_576)
+
     # Memory backend.
     memory_max_sessions: int = Field(default=10_000, ge=1)
     memory_max_messages: int = Field(default=200_000, ge=2)
@@ -108,6 +116,13 @@ class Settings(BaseSettings):
                     "separated (e.g. http://localhost:8080); no wildcard, no path"
                 )
         return ",".join(origins)
+
+    @property
+    def max_body_bytes(self) -> int:
+        """The largest request body read: the longest accepted message in the costliest JSON
+        form (12 bytes a character: one outside the BMP, e.g. an emoji, written as two
+        `\\uXXXX` escapes), plus 4 KiB for the session id, the keys and whitespace."""
+        return self.max_message_chars * 12 + 4096
 
     @property
     def cors_origins(self) -> tuple[str, ...]:

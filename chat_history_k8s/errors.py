@@ -17,6 +17,8 @@ from chat_history_k8s.limits.base import RateLimited
 logger = logging.getLogger(__name__)
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "message_too_large"}
+# How much of a client's own input (a field name) an error message repeats, at most.
+_MAX_ECHO = 80
 
 
 class ApiError(Exception):
@@ -45,9 +47,12 @@ def _describe(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors()[:3]:
         if err.get("type") == "json_invalid":
-            return "request body is not valid JSON"
+            # orjson's reason (e.g. "no low surrogate in string: line 1 column 14") names only
+            # the input's own position: no internal detail.
+            reason = str(err.get("ctx", {}).get("error", ""))[:_MAX_ECHO]
+            return "request body is not valid JSON" + (f": {reason}" if reason else "")
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+        parts.append(f"{where[:_MAX_ECHO]}: {err.get('msg', 'invalid')}")
     return "; ".join(parts)
 
 
@@ -96,7 +101,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
-        return error_response(request, exc.status_code, code, str(exc.detail))
+        response = error_response(request, exc.status_code, code, str(exc.detail))
+        for name, value in (exc.headers or {}).items():
+            if name.lower() == "allow":  # on a 405, as RFC 9110 requires; a stable order
+                value = ", ".join(sorted(method.strip() for method in value.split(",")))
+            response.headers[name] = value
+        return response
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -12,6 +12,7 @@ from langchain_core.language_models import BaseChatModel
 from chat_history_k8s import __version__
 from chat_history_k8s.api import chat, health, sessions
 from chat_history_k8s.api.deps import Runtime
+from chat_history_k8s.api.openapi import install_openapi
 from chat_history_k8s.auth import KeyRing
 from chat_history_k8s.config import Settings, get_settings
 from chat_history_k8s.conversation import build_conversations
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None, *, model: BaseChatModel | None 
     install_middleware(app)
     for module in (chat, sessions, health):
         app.include_router(module.router)
+    install_openapi(app)
     return app
 
 

@@ -1,4 +1,5 @@
-"""Pure ASGI middleware, one job each: request counts, `X-Served-By`, a body-size guard.
+"""Pure ASGI middleware, one job each: request counts, `X-Served-By`, a request guard (encoding
+of the path and query, body size).
 
 `install_middleware` stacks them so that every response, the guard's 413 included, is stamped
 and then counted.
@@ -7,8 +8,10 @@ and then counted.
 from __future__ import annotations
 
 import json
+from urllib.parse import unquote_to_bytes
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chat_history_k8s.api.deps import Runtime
@@ -70,12 +73,28 @@ class ServedByMiddleware:
         await self.app(scope, receive, send_stamped)
 
 
-class BodySizeLimitMiddleware:
-    """Answers 413 `message_too_large` (counted in `chat_errors`) to a request whose declared
-    `Content-Length` is far larger than any valid request, before reading its body.
+class BodyTooLarge(HTTPException):
+    """Raised by `RequestGuardMiddleware`'s `receive` once a body has grown past the limit: an
+    `HTTPException`, so FastAPI's body reader lets it through to the error handlers (413
+    `message_too_large`) instead of calling it a parse error."""
 
-    The limit allows for the longest accepted message in the worst encoding; anything below it
-    reaches the route, which applies the exact `MAX_MESSAGE_CHARS` check.
+    def __init__(self) -> None:
+        super().__init__(413, "request body too large")
+
+
+class RequestGuardMiddleware:
+    """Checks what every request brings before the app sees it:
+
+    - its path and query string percent-decode to valid UTF-8, else 422 `invalid_request`
+      (uvicorn would decode them with replacement characters, silently);
+    - its body stays within `Settings.max_body_bytes`: a declared `Content-Length` above it is
+      answered 413 `message_too_large` before a byte is read, and a body sent without one
+      (chunked) is counted as it streams in, the 413 coming as soon as the count passes the
+      limit. So a replica never holds more than the limit of any request body, whatever is sent.
+
+    The limit allows for the longest accepted message in the costliest encoding (see
+    `Settings.max_body_bytes`); the route then applies the exact `MAX_MESSAGE_CHARS` check.
+    Rejections are counted in `chat_errors` like any other error.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -86,42 +105,75 @@ class BodySizeLimitMiddleware:
             await self.app(scope, receive, send)
             return
         runtime = _runtime(scope)
-        if self._declared_too_large(scope, runtime.settings.max_message_chars):
-            await self._reject(send, runtime)
-        else:
-            await self.app(scope, receive, send)
+        limit = runtime.settings.max_body_bytes
+        if not _decodes(scope.get("raw_path", b"")) or not _decodes(scope["query_string"]):
+            message = "the path and query must be valid UTF-8 once percent-decoded"
+            await _reject(send, runtime, 422, "invalid_request", message)
+            return
+        if _declared_length(scope) > limit:
+            await _reject(send, runtime, 413, "message_too_large", "request body too large")
+            return
+        received = 0
+        started = False
 
-    @staticmethod
-    def _declared_too_large(scope: Scope, max_message_chars: int) -> bool:
-        # UTF-8 is at most 4 bytes a character, JSON escapes at most 6: allow for both.
-        limit = max_message_chars * 6 + 4096
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                return bool(value.isdigit() and int(value) > limit)
+        async def receive_counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge
+            return message
+
+        async def send_observed(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive_counted, send_observed)
+        except BodyTooLarge:
+            # Read outside a route (no error handler saw it): answer here if nothing was sent.
+            if started:
+                raise
+            await _reject(send, runtime, 413, "message_too_large", "request body too large")
+
+
+def _decodes(raw: bytes) -> bool:
+    try:
+        unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
         return False
+    return True
 
-    @staticmethod
-    async def _reject(send: Send, runtime: Runtime) -> None:
-        runtime.metrics.errors.labels("message_too_large").inc()
-        body = json.dumps(
-            {"error": {"code": "message_too_large", "message": "request body too large"}}
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+
+def _declared_length(scope: Scope) -> int:
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit():  # uvicorn refuses a malformed one
+            # More digits than any real length: too large, without converting a huge number.
+            return int(value) if len(value) <= 18 else 10**18
+    return 0
+
+
+async def _reject(send: Send, runtime: Runtime, status: int, code: str, message: str) -> None:
+    runtime.metrics.errors.labels(code).inc()
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def install_middleware(app: Starlette) -> None:
     """Adds the middleware, outermost first: count, stamp, guard (Starlette wraps each added
     middleware around the ones added before it, hence the reverse order below)."""
-    app.add_middleware(BodySizeLimitMiddleware)
+    app.add_middleware(RequestGuardMiddleware)
     app.add_middleware(ServedByMiddleware)
     app.add_middleware(RequestCountMiddleware)

@@ -4,9 +4,10 @@
 #  1. a docker daemon (started by hand when none answers, stopped again at the end);
 #  2. the base image from debootstrap + `docker import`, cached (cluster/base-image.sh);
 #  3. `docker build --network=host` of the Dockerfile on that base; prints build time and size;
-#  4. static checks: non-root user, exec-form uvicorn CMD, no compiler in the image;
+#  4. static checks: non-root user, exec-form uvicorn CMD with the guarded protocol, no compiler;
 #  5. the default CMD with a read-only root filesystem (writable /tmp only), all capabilities
-#     dropped, no network: /healthz and one chat turn from inside, then a graceful stop;
+#     dropped, no network: /healthz, one chat turn, a half-sent head cut with 408, then a
+#     graceful stop;
 #  6. the same image against a real redis-server (password, AOF): /healthz, /readyz, two chat
 #     turns that share history, the stored list in Redis, the `helm test` hop check run from
 #     the image, and /readyz 503 once Redis is gone.
@@ -80,8 +81,9 @@ log "built ${IMAGE} in ${build_seconds}s (${cached_steps} steps from cache${IMAG
 user=$(docker image inspect --format '{{ .Config.User }}' "${IMAGE}")
 [[ "${user}" == "${UID_EXPECTED}:${UID_EXPECTED}" ]] || die "image user is '${user}', expected ${UID_EXPECTED}:${UID_EXPECTED} (the chart's runAsUser)"
 cmd=$(docker image inspect --format '{{ json .Config.Cmd }}' "${IMAGE}")
-[[ "${cmd}" == '["uvicorn","chat_history_k8s.main:app",'* && "${cmd}" == *'"--timeout-graceful-shutdown"'* ]] ||
-  die "CMD is ${cmd}: expected exec-form uvicorn with --timeout-graceful-shutdown"
+[[ "${cmd}" == '["uvicorn","chat_history_k8s.main:app",'* && "${cmd}" == *'"--timeout-graceful-shutdown"'* &&
+  "${cmd}" == *'"--http","chat_history_k8s.protocol:GuardedHttpProtocol"'* ]] ||
+  die "CMD is ${cmd}: expected exec-form uvicorn with --http chat_history_k8s.protocol:GuardedHttpProtocol and --timeout-graceful-shutdown"
 compilers=$(docker run --rm --network none --entrypoint sh "${IMAGE}" -c \
   'for c in gcc cc c++ g++ clang make; do command -v "$c"; done; true')
 [[ -z "${compilers}" ]] || die "compilers in the final image: ${compilers}"
@@ -99,18 +101,25 @@ req = u.Request("http://127.0.0.1:8000" + path, data=data, method=method,
 with u.urlopen(req, timeout=5) as r:
     print(r.status, r.headers["X-Served-By"], r.read().decode())'
 docker run -d --name "${RUN_ID}-memory" --network none "${hardened[@]}" \
-  -e POD_NAME=image-check-memory "${IMAGE}" >/dev/null
+  -e POD_NAME=image-check-memory -e HTTP_HEADER_TIMEOUT_SECONDS=2 "${IMAGE}" >/dev/null
 wait_for 30 "/healthz of the default CMD" docker exec "${RUN_ID}-memory" python -c "${probe}" GET /healthz
 uid=$(docker exec "${RUN_ID}-memory" id -u)
 [[ "${uid}" == "${UID_EXPECTED}" ]] || die "the container runs as uid ${uid}"
 reply=$(docker exec "${RUN_ID}-memory" python -c "${probe}" POST /v1/chat \
   '{"session_id": "image-check", "message": "my name is Ada"}')
 [[ "${reply}" == "200 image-check-memory "*'"backend":"memory"'* ]] || die "chat turn (memory): ${reply}"
+# The CMD's protocol class is in force: a half-sent request head is cut with 408.
+slow='import socket
+s = socket.create_connection(("127.0.0.1", 8000), timeout=15)
+s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+print(s.recv(4096).split(b"\r\n")[0].decode())'
+cut=$(docker exec "${RUN_ID}-memory" python -c "${slow}")
+[[ "${cut}" == "HTTP/1.1 408 Request Timeout" ]] || die "a half-sent request head got '${cut}', expected a 408"
 stop_start=${SECONDS}
 docker stop --time 25 "${RUN_ID}-memory" >/dev/null
 exit_code=$(docker inspect --format '{{ .State.ExitCode }}' "${RUN_ID}-memory")
 [[ "${exit_code}" == "0" ]] || die "uvicorn exited with ${exit_code} on SIGTERM (expected a graceful 0)"
-log "default CMD, read-only rootfs, uid ${uid}: /healthz and a chat turn OK; SIGTERM -> exit 0 in $((SECONDS - stop_start))s"
+log "default CMD, read-only rootfs, uid ${uid}: /healthz, a chat turn, a half-sent head cut (408) OK; SIGTERM -> exit 0 in $((SECONDS - stop_start))s"
 
 # ---- 6. against a real Redis -----------------------------------------------------------------
 redis_port=$(free_port)
@@ -140,7 +149,8 @@ wait_for 10 "redis-server" redis-cli -p "${redis_port}" ping
 docker run -d --name "${RUN_ID}-redis" --network host "${hardened[@]}" \
   -e HISTORY_BACKEND=redis -e "REDIS_URL=redis://127.0.0.1:${redis_port}/0" \
   -e "REDIS_PASSWORD=${password}" -e POD_NAME=image-check-redis "${IMAGE}" \
-  uvicorn service.main:app --host 127.0.0.1 --port "${app_port}" --timeout-graceful-shutdown 20 >/dev/null
+  uvicorn service.main:app --http chat_history_k8s.protocol:GuardedHttpProtocol \
+  --host 127.0.0.1 --port "${app_port}" --timeout-graceful-shutdown 20 >/dev/null
 base="http://127.0.0.1:${app_port}"
 wait_for 30 "/healthz against Redis" curl -fsS "${base}/healthz"
 curl -fsS "${base}/readyz" >/dev/null || die "/readyz is not 200 with Redis up"

@@ -53,6 +53,7 @@ stage venv ensure_venv test,e2e,bench
 stage lint ./scripts/lint.sh
 stage chart ./scripts/chart-check.sh
 stage unit ./scripts/unit.sh
+stage fuzz ./scripts/fuzz.sh
 optional_stage image image_blocker ./scripts/image-check.sh
 # compose.yaml for real, on the image the stage above built (same docker daemon, same needs).
 optional_stage compose image_blocker ./scripts/compose-check.sh

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run the fast tests of tests/ (unit and integration tests: a real redis-server per test, real
-# HTTP through uvicorn; no cluster, no docker). tests/chart runs in scripts/chart-check.sh.
+# HTTP through uvicorn; no cluster, no docker). tests/chart runs in scripts/chart-check.sh,
+# tests/fuzz (Schemathesis) in scripts/fuzz.sh.
 #   scripts/unit.sh                other arguments go to pytest (e.g. -k redis, -x)
 # Installs what it needs: redis-server, and for tests/web's browser tests chromium (Debian's, driven
 # by Playwright; no browser is downloaded) and nginx-light (Debian packages, as root), and the venv.
@@ -23,5 +24,5 @@ else
 fi
 ensure_venv test
 
-log "pytest tests --ignore=tests/chart"
-exec "${VENV}/bin/python" -m pytest tests --ignore=tests/chart -p no:cacheprovider "$@"
+log "pytest tests --ignore=tests/chart --ignore=tests/fuzz"
+exec "${VENV}/bin/python" -m pytest tests --ignore=tests/chart --ignore=tests/fuzz -p no:cacheprovider "$@"

@@ -58,12 +58,14 @@ HISTORY_APIS = ("message-history", "checkpointer")
 
 @asynccontextmanager
 async def app_client(
-    settings: Settings, model: BaseChatModel | None = None
+    settings: Settings, model: BaseChatModel | None = None, *, raise_app_exceptions: bool = True
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """An app started with its lifespan, and an HTTP client speaking ASGI to it."""
+    """An app started with its lifespan, and an HTTP client speaking ASGI to it. An exception
+    the app raised reaches the test, unless `raise_app_exceptions` is False: then the client
+    gets the 500 that uvicorn would send (the app's error handler has answered it)."""
     app = create_app(settings, model=model)
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
         async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
             yield client
 

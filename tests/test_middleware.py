@@ -9,7 +9,7 @@ from starlette.types import Message
 from chat_history_k8s.main import create_app
 from tests.conftest import app_client, make_settings
 
-LIMIT = 16_000 * 6 + 4096  # the default MAX_MESSAGE_CHARS in the worst encoding, + 4 KiB
+LIMIT = make_settings("memory").max_body_bytes
 
 
 async def test_an_oversized_declared_body_is_refused_unread_stamped_and_counted() -> None:

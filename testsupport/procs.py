@@ -216,10 +216,22 @@ class Process:
 
     def rss_bytes(self) -> int:
         """Resident set size now, from /proc."""
+        return self._status_bytes("VmRSS")
+
+    def peak_rss_bytes(self) -> int:
+        """The highest resident set size since the start or `reset_peak_rss()` (VmHWM)."""
+        return self._status_bytes("VmHWM")
+
+    def reset_peak_rss(self) -> None:
+        """Start measuring the peak anew from the current size (Linux >= 4.0; the process's
+        owner may write its clear_refs)."""
+        Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+
+    def _status_bytes(self, field: str) -> int:
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
-        raise ProcessError(f"no VmRSS for {self.name}")
+        raise ProcessError(f"no {field} for {self.name}")
 
     def _close_log(self) -> None:
         if self._log_file is not None:

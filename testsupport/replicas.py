@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from testsupport.procs import LOOPBACK, Process, free_port, wait_for_http
@@ -16,6 +16,7 @@ START_TIMEOUT_S = 30.0
 _SERVICE_ENV_PREFIXES = (
     "HISTORY_", "REDIS_", "MEMORY_", "CHAT_MODEL", "OPENAI_", "POD_NAME", "AUTH_", "RATE_LIMIT_",
     "MAX_SESSIONS_PER_PRINCIPAL",
+    "HTTP_HEADER_", "HTTP_BODY_", "HTTP_MAX_",  # not HTTP_PROXY and friends
 )  # fmt: skip
 
 
@@ -40,19 +41,23 @@ class Replica:
         settings: Mapping[str, str],
         *,
         app: str = "chat_history_k8s.main:app",
+        http: str = "chat_history_k8s.protocol:GuardedHttpProtocol",
         graceful_shutdown_s: int = 20,
         access_log: bool = True,
+        uvicorn_args: Sequence[str] = (),
     ) -> None:
         self.port = free_port()
         self.url = f"http://{LOOPBACK}:{self.port}"
         self.settings = dict(settings)
         self.workdir = workdir
         argv = [
-            sys.executable, "-m", "uvicorn", app, "--host", LOOPBACK, "--port", str(self.port),
+            sys.executable, "-m", "uvicorn", app, "--http", http,
+            "--host", LOOPBACK, "--port", str(self.port),
             "--timeout-graceful-shutdown", str(graceful_shutdown_s),
         ]  # fmt: skip
         if not access_log:
             argv.append("--no-access-log")
+        argv.extend(uvicorn_args)
         self.process = Process(name, argv, workdir / f"{name}.log")
 
     @property

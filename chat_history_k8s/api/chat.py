@@ -14,12 +14,13 @@ from chat_history_k8s.api.deps import (
     PrincipalDep,
     SettingsDep,
 )
+from chat_history_k8s.api.routing import ServiceRoute
 from chat_history_k8s.api.session_ids import checked_session_id
 from chat_history_k8s.auth import scoped
 from chat_history_k8s.errors import ApiError
 from chat_history_k8s.limits import Gate
 
-router = APIRouter(tags=["chat"])
+router = APIRouter(tags=["chat"], route_class=ServiceRoute)
 
 
 class ChatRequest(BaseModel):
@@ -46,19 +47,14 @@ async def chat(
     principal: PrincipalDep,
     limiter: LimiterDep,
 ) -> ChatResponse:
-    # Validate everything before touching the store: a rejected request stores nothing.
+    # Validate everything before touching the store: a rejected request stores nothing. The
+    # body parser (api/routing.py) already refused invalid Unicode, escaped or not.
     if body.session_id is None:
         session_id = str(uuid.uuid4())
     else:
         session_id = checked_session_id(body.session_id)
     if not body.message.strip():
         raise ApiError(422, "invalid_request", "message must not be empty")
-    try:
-        body.message.encode("utf-8")
-    except UnicodeEncodeError:  # JSON allows "\ud800"; no store or model can take it
-        raise ApiError(
-            422, "invalid_request", "message must be valid Unicode text (a lone surrogate is not)"
-        ) from None
     if len(body.message) > settings.max_message_chars:
         raise ApiError(
             413,

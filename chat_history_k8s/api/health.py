@@ -11,11 +11,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from chat_history_k8s import __version__
 from chat_history_k8s.api.deps import ConversationsDep, MetricsDep, SettingsDep
+from chat_history_k8s.api.routing import ServiceRoute
 from chat_history_k8s.api.session_ids import MAX_SESSION_ID_LENGTH
 from chat_history_k8s.history import HistoryUnavailable
 
 logger = logging.getLogger(__name__)
-router = APIRouter(tags=["ops"])
+router = APIRouter(tags=["ops"], route_class=ServiceRoute)
 
 
 @router.get("/healthz")

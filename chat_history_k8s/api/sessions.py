@@ -8,11 +8,12 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel
 
 from chat_history_k8s.api.deps import ConversationsDep, LimiterDep, PrincipalDep, SettingsDep
+from chat_history_k8s.api.routing import ServiceRoute
 from chat_history_k8s.api.session_ids import checked_session_id
 from chat_history_k8s.auth import scoped
 from chat_history_k8s.errors import ApiError
 
-router = APIRouter(tags=["sessions"])
+router = APIRouter(tags=["sessions"], route_class=ServiceRoute)
 
 
 class MessageOut(BaseModel):

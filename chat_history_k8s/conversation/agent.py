@@ -40,6 +40,7 @@ from langgraph.config import get_config
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
+from chat_history_k8s.conversation.base import check_reply
 from chat_history_k8s.history.base import whole_tool_groups
 from chat_history_k8s.metrics import Metrics
 
@@ -80,6 +81,12 @@ def _recording(turn: Turn | None) -> Iterator[None]:
         turn.answered = True
 
 
+def _check_replies(response: ModelResponse[Any]) -> None:
+    # A reply no store can take fails the turn as a model error: the gate then drops its writes.
+    for message in response.result:
+        check_reply(message)
+
+
 class TurnMiddleware(AgentMiddleware[Any, Any, Any]):
     """The model sees the last `window_messages` messages (without a leading tool result cut off
     from its call) and the new one (the thread keeps them all), and the thread keeps at most
@@ -118,6 +125,7 @@ class TurnMiddleware(AgentMiddleware[Any, Any, Any]):
         windowed, turn = self._prepare(request)
         with _recording(turn):
             response = handler(windowed)
+            _check_replies(response)
         return self._finish(request.messages, response)
 
     async def awrap_model_call(
@@ -128,6 +136,7 @@ class TurnMiddleware(AgentMiddleware[Any, Any, Any]):
         windowed, turn = self._prepare(request)
         with _recording(turn):
             response = await handler(windowed)
+            _check_replies(response)
         return self._finish(request.messages, response)
 
 

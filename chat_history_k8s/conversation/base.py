@@ -6,18 +6,37 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+import orjson
 import redis.asyncio as aredis
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import BaseMessage, message_to_dict
 
 from chat_history_k8s.history.base import StoreMetric
 from chat_history_k8s.limits.base import Gate
+
+
+class InvalidReply(ValueError):
+    """The model answered something no store and no HTTP response can carry: text that is not
+    valid Unicode (a lone surrogate), anywhere in the message (content, tool calls, metadata)."""
 
 
 class ModelFailed(Exception):
     """The chat model failed; the turn stored nothing. The API answers 502 `model_error`."""
 
     def __init__(self, cause: BaseException) -> None:
-        super().__init__(f"the chat model failed: {type(cause).__name__}")
+        if isinstance(cause, InvalidReply):
+            super().__init__("the chat model answered text that is not valid Unicode")
+        else:
+            super().__init__(f"the chat model failed: {type(cause).__name__}")
+
+
+def check_reply(message: BaseMessage) -> None:
+    """Raise `InvalidReply` unless `message` encodes as JSON in UTF-8 as a store writes it.
+    Checked before anything of the turn is stored: a reply that could not be stored or sent
+    must fail the turn (502) rather than be stored and break every later read of the session."""
+    try:
+        orjson.dumps(message_to_dict(message), option=orjson.OPT_NON_STR_KEYS)
+    except (orjson.JSONEncodeError, TypeError) as exc:
+        raise InvalidReply(f"the model's reply cannot be stored: {exc}") from exc
 
 
 @dataclass(frozen=True)

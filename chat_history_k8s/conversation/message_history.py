@@ -7,7 +7,12 @@ import time
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage
 
-from chat_history_k8s.conversation.base import Conversations, ModelFailed, TurnResult
+from chat_history_k8s.conversation.base import (
+    Conversations,
+    ModelFailed,
+    TurnResult,
+    check_reply,
+)
 from chat_history_k8s.history import ChatHistory, HistoryStore
 from chat_history_k8s.history.base import StoreMetric
 from chat_history_k8s.history.redis import RedisChatHistory
@@ -72,7 +77,10 @@ class MessageHistoryConversations(Conversations):
         human = HumanMessage(content=text)
         try:
             ai = await self._model.ainvoke([*window, human])
-        except Exception as exc:  # any provider failure: store nothing
+            check_reply(ai)
+        except (
+            Exception
+        ) as exc:  # any provider failure, or a reply no store can take: store nothing
             raise ModelFailed(exc) from exc
 
         started = time.perf_counter()

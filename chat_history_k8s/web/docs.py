@@ -20,7 +20,9 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException
 
-router = APIRouter(include_in_schema=False)
+from chat_history_k8s.api.routing import ServiceRoute
+
+router = APIRouter(include_in_schema=False, route_class=ServiceRoute)
 
 OPENAPI_URL = "/openapi.json"
 

@@ -9,9 +9,10 @@ from fastapi.responses import FileResponse
 from starlette.exceptions import HTTPException
 
 from chat_history_k8s.api.deps import SettingsDep
+from chat_history_k8s.api.routing import ServiceRoute
 from chat_history_k8s.config import Settings
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=ServiceRoute)
 
 STATIC = Path(__file__).resolve().parent / "static"
 # Every file the page may load, with its type: nothing else under static/ is served.

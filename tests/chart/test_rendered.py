@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from tests.chart.conftest import (
     render_uncached,
     selects,
 )
+from testsupport import REPO_ROOT
 
 REDIS = f"{RELEASE}-redis"
 
@@ -284,6 +286,21 @@ def test_grace_period_outlasts_prestop_and_uvicorn_drain(manifests: list[Manifes
     sleep_cmd = container["lifecycle"]["preStop"]["exec"]["command"]
     assert sleep_cmd[0] == "sleep"
     assert spec["terminationGracePeriodSeconds"] > int(sleep_cmd[1]) + drain
+
+
+def test_the_chat_container_runs_the_image_cmd_with_the_guarded_protocol(
+    manifests: list[Manifest],
+) -> None:
+    """The chart's command is the Dockerfile's CMD (the drain time aside): both run uvicorn with
+    the protocol class that cuts slow, half-sent and oversized requests."""
+    instructions = (REPO_ROOT / "Dockerfile").read_text().splitlines()
+    cmd = json.loads(next(line for line in instructions if line.startswith("CMD "))[4:])
+    command = one(manifests, "Deployment", RELEASE)["spec"]["template"]["spec"]["containers"][0][
+        "command"
+    ]
+    drain = command.index("--timeout-graceful-shutdown") + 1
+    assert command[:drain] == cmd[:drain] and len(command) == len(cmd)
+    assert command[command.index("--http") + 1] == "chat_history_k8s.protocol:GuardedHttpProtocol"
 
 
 def test_config_checksum_rolls_the_pods_when_config_changes() -> None:
