@@ -14,9 +14,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
+from chat_history_k8s.hopcheck.client import Api, Endpoint
 from e2e.conftest import unavailable
 from testsupport.failover import run_failover
 from testsupport.targets import Deployment, Target, TargetUnavailable
@@ -64,19 +64,20 @@ def test_killing_the_redis_primary_under_traffic(
     first = next(iter(deployments.values()))
     run = uuid.uuid4().hex[:6]
     ids = first.failover_sessions(SESSIONS_PER_GROUP * len(deployments), f"failover-{run}")
-    sessions: dict[str, str] = {}
+    sessions: dict[str, Endpoint] = {}
     groups: dict[str, str] = {}
     for (group, deployment), n in zip(deployments.items(), range(len(deployments)), strict=True):
         entry = deployment.entry_point()
         if entry is None:
             unavailable(pytestconfig, deployment.entry_point_missing_reason())
         for session in ids[n * SESSIONS_PER_GROUP : (n + 1) * SESSIONS_PER_GROUP]:
-            sessions[session], groups[session] = entry.url, group
+            sessions[session], groups[session] = entry, group
 
     def transcript(session: str) -> list[str]:
-        r = httpx.get(f"{sessions[session]}/v1/sessions/{session}/messages", timeout=10)
-        assert r.status_code == 200, r.text
-        return [m["content"] for m in r.json()["messages"] if m["type"] == "human"]
+        with Api(sessions[session]) as api:
+            messages = api.messages(session)
+        assert messages is not None, f"{session}: no transcript"
+        return [content for kind, content in messages if kind == "human"]
 
     result = run_failover(
         label=first.description, killer=first.failover_killer(ids), sessions=sessions,

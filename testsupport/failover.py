@@ -17,6 +17,8 @@ from typing import Protocol
 
 import httpx
 
+from chat_history_k8s.hopcheck.client import Api, Endpoint
+
 
 class PrimaryKiller(Protocol):
     """Kills the Redis primary that serves the run's sessions, and brings the killed node back
@@ -106,11 +108,12 @@ class FailoverReport:
 
 
 class Traffic:
-    """Conversations (session -> the URL it is sent to), each sending one turn after another
-    at `per_session_rate` turns/s (a new connection per turn, as independent clients do)."""
+    """Conversations (session -> the endpoint it is sent to, with its API key if any), each
+    sending one turn after another at `per_session_rate` turns/s (a new connection per turn, as
+    independent clients do, when the endpoint has `fresh_connections`)."""
 
     def __init__(
-        self, sessions: dict[str, str], per_session_rate: float, timeout_s: float = 5.0
+        self, sessions: dict[str, Endpoint], per_session_rate: float, timeout_s: float = 5.0
     ) -> None:
         self.sessions = sessions
         self.interval = 1.0 / per_session_rate
@@ -135,15 +138,12 @@ class Traffic:
     def _run(self, session: str) -> None:
         n = 0
         next_at = time.monotonic()
-        with httpx.Client(timeout=self.timeout_s, headers={"Connection": "close"}) as client:
+        with Api(self.sessions[session], timeout_s=self.timeout_s) as api:
             while not self._stop.is_set():
                 message = f"{session} turn {n}"
                 started = time.monotonic()
                 try:
-                    status = client.post(
-                        f"{self.sessions[session]}/v1/chat",
-                        json={"session_id": session, "message": message},
-                    ).status_code
+                    status = api.chat_response(session, message).status_code
                 except httpx.HTTPError:
                     status = 0
                 with self._lock:
@@ -159,7 +159,7 @@ def run_failover(
     *,
     label: str,
     killer: PrimaryKiller,
-    sessions: dict[str, str],
+    sessions: dict[str, Endpoint],
     groups: dict[str, str],
     transcript: Callable[[str], list[str]],
     replica_restarts: Callable[[], int],
@@ -167,7 +167,7 @@ def run_failover(
     kills: int = 3,
     per_session_rate: float = 3.0,
 ) -> FailoverReport:
-    """Traffic to `sessions` (session -> the entry point's URL) for `duration_s`, with `kills`
+    """Traffic to `sessions` (session -> the entry point) for `duration_s`, with `kills`
     primary kills spread over it (the first after a tenth of the run), each killed node
     restored once another primary serves; then every acknowledged turn is looked up with
     `transcript(session)` (its human messages)."""
