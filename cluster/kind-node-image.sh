@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build a kind node image without pulling anything, for kind's KIND_VERSION (cluster/lib.sh):
+# Build a kind node image without pulling anything, for kind's KIND_VERSION (scripts/lib.sh):
 #   node    a debootstrap bookworm root with systemd as PID 1, Debian's containerd, runc and CNI
 #           plugins, kubelet/kubeadm/kubectl from cluster/build.sh, and the node-side setup kind
 #           expects (entrypoint, systemd units, containerd config, /kind/version), written here
@@ -8,11 +8,14 @@
 #           scratch, kube-proxy on a debootstrap root with iptables; each built from source at
 #           the version kubeadm pins, and imported into the node's containerd
 #           (`ctr -n k8s.io images import --no-unpack`, pinned), as kind's own node image does.
+#   network /kind/manifests/default-cni.yaml, which kind applies: kind-hostgw (below), standing
+#           in for kindnetd, whose source is not reachable here.
 # The image carries a cache-key label (versions, this script, the rootfs), so a warm run only
 # checks it. Prints the image name (KIND_NODE_IMAGE, default chat-history/kind-node:<k8s version>).
 #   cluster/kind-node-image.sh
-# Not yet in it: kindnetd and local-path-provisioner (so no /kind/manifests/default-cni.yaml);
-# see docs/kind.md ("Air-gapped, and this project's CI").
+# Not in it: kindnetd (so no NetworkPolicy enforcement) and local-path-provisioner (so kind
+# falls back to the controller-manager's host-path provisioner: PVs on one node only); see
+# docs/kind.md ("Air-gapped, and this project's CI").
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -206,6 +209,109 @@ ENTRYPOINT
 
 customize_none() { :; }
 
+# The pod network kind installs from /kind/manifests/default-cni.yaml. kind's own is kindnetd,
+# whose source the Go module proxy here does not serve (docs/kind.md); this stands in for it:
+# each node's pods on `ptp` + `host-local` over the node's podCIDR, and a route to every other
+# node's podCIDR via that node's address (all nodes share one docker network). No NetworkPolicy
+# enforcement, no masquerading (nothing outside the nodes to reach).
+# shellcheck disable=SC2016 # expanded by the script's own shell, in the pod
+HOSTGW_SCRIPT='#!/bin/sh
+# kind-hostgw: this node'"'"'s CNI config, and routes to the other nodes'"'"' pods.
+set -eu
+sysctl -qw net.ipv4.ip_forward=1
+while true; do
+    kubectl get nodes -o jsonpath='"'"'{range .items[*]}{.metadata.name} {.spec.podCIDR} {.status.addresses[?(@.type=="InternalIP")].address}{"\n"}{end}'"'"' >/tmp/nodes || { sleep 2; continue; }
+    while read -r name cidr ip; do
+        [ -n "$cidr" ] || continue
+        if [ "$name" = "$NODE_NAME" ]; then
+            printf "%s\n" "{\"cniVersion\": \"0.4.0\", \"name\": \"kind-hostgw\", \"plugins\": [" \
+                "  {\"type\": \"ptp\", \"mtu\": 1500, \"ipMasq\": false, \"ipam\": {\"type\": \"host-local\"," \
+                "   \"ranges\": [[{\"subnet\": \"$cidr\"}]], \"routes\": [{\"dst\": \"0.0.0.0/0\"}]}}," \
+                "  {\"type\": \"portmap\", \"capabilities\": {\"portMappings\": true}}]}" >/tmp/conf
+            cmp -s /tmp/conf /etc/cni/net.d/10-kind-hostgw.conflist ||
+                cp /tmp/conf /etc/cni/net.d/10-kind-hostgw.conflist
+        else
+            ip route replace "$cidr" via "$ip"
+        fi
+    done </tmp/nodes
+    sleep 5
+done
+'
+
+# hostgw_manifest <image>: the DaemonSet (and its RBAC) that runs HOSTGW_SCRIPT on every node.
+hostgw_manifest() {
+    cat <<YAML
+# kind-hostgw: the pod network of chat-history's kind node image (cluster/kind-node-image.sh)
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: kind-hostgw, namespace: kube-system}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: kind-hostgw}
+rules:
+  - {apiGroups: [""], resources: [nodes], verbs: [get, list, watch]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: kind-hostgw}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: kind-hostgw}
+subjects: [{kind: ServiceAccount, name: kind-hostgw, namespace: kube-system}]
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: kind-hostgw
+  namespace: kube-system
+  labels: {app: kind-hostgw, k8s-app: kind-hostgw}
+spec:
+  selector: {matchLabels: {app: kind-hostgw}}
+  template:
+    metadata: {labels: {app: kind-hostgw, k8s-app: kind-hostgw}}
+    spec:
+      hostNetwork: true
+      serviceAccountName: kind-hostgw
+      priorityClassName: system-node-critical
+      tolerations: [{operator: Exists}]
+      containers:
+        - name: hostgw
+          image: $1
+          imagePullPolicy: IfNotPresent
+          command: [/usr/local/bin/kind-hostgw]
+          env:
+            - name: NODE_NAME
+              valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
+          securityContext: {privileged: true}
+          volumeMounts: [{name: cni-cfg, mountPath: /etc/cni/net.d}]
+      volumes:
+        - name: cni-cfg
+          hostPath: {path: /etc/cni/net.d, type: DirectoryOrCreate}
+YAML
+}
+
+# hostgw_image: the image of HOSTGW_SCRIPT (iptables/iproute2 root + kubectl); prints its name.
+hostgw_image() {
+    local netbase dir key image kubectl="$CHAT_HISTORY_CACHE/versions/kubernetes-$K8S_VERSION/bin/kubectl"
+    netbase="$(rootfs_tar kind-netbase customize_none iptables nftables conntrack iproute2)"
+    key="$({
+        echo "$HOSTGW_SCRIPT"
+        basename "$netbase"
+        sha256sum "$kubectl"
+    } | sha256sum | cut -c1-12)"
+    image="chat-history/kind-hostgw:$key"
+    if [[ -z "$(image_key "$image")" ]]; then
+        dir="$(mktemp -d)"
+        tar -C "$dir" -xf "$netbase"
+        install -m 0755 "$kubectl" "$dir/usr/local/bin/"
+        printf '%s' "$HOSTGW_SCRIPT" >"$dir/usr/local/bin/kind-hostgw"
+        chmod 0755 "$dir/usr/local/bin/kind-hostgw"
+        log "docker import $image"
+        import_image "$image" "$dir" "LABEL org.chat-history.key=$key"
+        rm -rf "$dir"
+    fi
+    echo "$image"
+}
+
 # images_kubeadm_names: the control-plane images kubeadm K8S_VERSION runs, one a line.
 images_kubeadm_names() {
     "$CHAT_HISTORY_CACHE/versions/kubeadm-$K8S_VERSION/bin/kubeadm" config images list \
@@ -278,7 +384,8 @@ main() {
         containernetworking-plugins iptables nftables conntrack iproute2 ethtool mount util-linux \
         kmod procps ca-certificates socat)"
     key="$({
-        echo "$K8S_VERSION $KIND_VERSION $images"
+        echo "$K8S_VERSION $KIND_VERSION $images $HOSTGW_SCRIPT"
+        declare -f hostgw_manifest
         basename "$node_tar"
         sha256sum "$0" "$HERE/build.sh" \
             "$CHAT_HISTORY_CACHE/versions/kubeadm-$K8S_VERSION/bin/kubeadm" \
@@ -289,9 +396,11 @@ main() {
         echo "$KIND_NODE_IMAGE"
         return 0
     fi
-    local list built=()
+    local list built=() hostgw
     list="$(control_plane_images)"
     mapfile -t built <<<"$list"
+    hostgw="$(hostgw_image)"
+    built+=("$hostgw")
 
     local base="chat-history/kind-node-base:$key" ctr_name="chat-history-kind-node-build-$$"
     log "docker import $base"
@@ -306,7 +415,8 @@ main() {
         docker cp "$b" "$ctr_name:/usr/bin/"
     done
     docker exec "$ctr_name" sh -c "sed -i 's#@PAUSE_IMAGE@#$pause_image#' /etc/containerd/config.toml &&
-        printf '%s' '$K8S_VERSION' >/kind/version"
+        printf '%s' '$K8S_VERSION' >/kind/version && mkdir -p /kind/manifests"
+    hostgw_manifest "$hostgw" | docker exec -i "$ctr_name" sh -c 'cat >/kind/manifests/default-cni.yaml'
     docker exec -d "$ctr_name" sh -c 'containerd >/tmp/containerd.log 2>&1'
     wait_for 30 "containerd in the build container" docker exec "$ctr_name" ctr version ||
         die "containerd did not start in $ctr_name: $(docker exec "$ctr_name" cat /tmp/containerd.log)"

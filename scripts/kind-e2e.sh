@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The kind stage: the user's path of docs/kind.md on a machine with no registry. kind
 # (KIND_VERSION) is built from source, its node image by cluster/kind-node-image.sh (nothing
-# pulled), then scripts/kind-up.sh with KIND_NODE_IMAGE set, and scripts/kind-down.sh.
+# pulled); then, as docs/kind.md says, scripts/kind-up.sh (KIND_NODE_IMAGE set),
+# scripts/deploy.sh (the base and Redis images of the image stage, airgap values),
+# scripts/e2e.sh --target kube, and scripts/kind-down.sh.
 #   scripts/kind-e2e.sh             needs root, docker, Go (the first node image takes ~10 min)
 #   KEEP_CLUSTER=1 scripts/kind-e2e.sh   leave the cluster up afterwards
-# Not yet: scripts/deploy.sh and scripts/e2e.sh --target kube, which need a pod network, i.e.
-# kindnetd, whose source the Go module proxy here does not serve (docs/kind.md, "Air-gapped").
+#   KIND_WORKERS=N                  worker nodes (default 0 here: 2 cores, and the fallback
+#                                   host-path storage keeps a PV on one node only)
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=../cluster/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../cluster/lib.sh"
@@ -21,6 +23,7 @@ step() {
   step_started=${SECONDS}
 }
 
+ensure_venv test,e2e
 "${REPO_ROOT}/scripts/tools.sh" kind helm
 export PATH="${REPO_ROOT}/.tools/bin:${PATH}"
 step "kind ${KIND_VERSION} and helm ready"
@@ -31,7 +34,12 @@ ensure_privileged_docker
 step "docker runs privileged containers"
 
 : "${CLUSTER:=chat-history}"
-export CLUSTER
+: "${KIND_WORKERS:=0}"
+export CLUSTER KIND_WORKERS
+values="${REPO_ROOT}/helm/chat-history/ci/airgap-values.yaml"
+base="$("${REPO_ROOT}/cluster/base-image.sh")"
+redis="$("${REPO_ROOT}/cluster/images.sh" redis)"
+step "base image ${base}, Redis image ${redis}"
 finish() {
   local rc=$?
   if ((rc != 0)); then
@@ -46,6 +54,12 @@ finish() {
 }
 trap finish EXIT
 "${REPO_ROOT}/scripts/kind-up.sh"
-step "kind cluster ${CLUSTER} up"
 kubectl get nodes -o wide
 kubectl get pods -A -o wide
+step "kind cluster ${CLUSTER} up"
+DOCKER_BUILD_ARGS="--build-arg BASE_IMAGE=${base} --network=host" EXTRA_IMAGES="${redis}" \
+  VALUES="${values}" "${REPO_ROOT}/scripts/deploy.sh"
+step "scripts/deploy.sh: both releases installed"
+"${REPO_ROOT}/scripts/e2e.sh" --target kube --require-target --kube-values "${values}" \
+  -p no:cacheprovider
+step "scripts/e2e.sh --target kube"
