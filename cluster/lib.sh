@@ -225,11 +225,11 @@ image_key() {
 # missing_caps: the capabilities this machine's root lacks (its bounding set), space-separated
 # numbers; empty on an ordinary machine. Here: 24 (CAP_SYS_RESOURCE).
 missing_caps() {
-    local bnd last i out=()
+    local bnd last i missing=()
     bnd=$((16#$(awk '/^CapBnd:/ {print $2}' /proc/self/status)))
     last="$(cat /proc/sys/kernel/cap_last_cap)"
-    for ((i = 0; i <= last; i++)); do (((bnd >> i) & 1)) || out+=("$i"); done
-    echo "${out[*]}"
+    for ((i = 0; i <= last; i++)); do (((bnd >> i) & 1)) || missing+=("$i"); done
+    echo "${missing[*]}"
 }
 
 docker_default_runtime_is() { [[ "$(docker info -f '{{.DefaultRuntime}}' 2>/dev/null)" == "$1" ]]; }
