@@ -218,7 +218,7 @@ customize_none() { :; }
 HOSTGW_SCRIPT='#!/bin/sh
 # kind-hostgw: this node'"'"'s CNI config, and routes to the other nodes'"'"' pods.
 set -eu
-sysctl -qw net.ipv4.ip_forward=1
+echo 1 >/proc/sys/net/ipv4/ip_forward
 while true; do
     kubectl get nodes -o jsonpath='"'"'{range .items[*]}{.metadata.name} {.spec.podCIDR} {.status.addresses[?(@.type=="InternalIP")].address}{"\n"}{end}'"'"' >/tmp/nodes || { sleep 2; continue; }
     while read -r name cidr ip; do
@@ -387,9 +387,10 @@ main() {
         echo "$K8S_VERSION $KIND_VERSION $images $HOSTGW_SCRIPT"
         declare -f hostgw_manifest
         basename "$node_tar"
-        sha256sum "$0" "$HERE/build.sh" \
+        # Contents only: the same build whatever path this script was called by.
+        cat "${BASH_SOURCE[0]}" "$HERE/build.sh" \
             "$CHAT_HISTORY_CACHE/versions/kubeadm-$K8S_VERSION/bin/kubeadm" \
-            "$CHAT_HISTORY_CACHE/versions/kubernetes-$K8S_VERSION/bin/kubelet"
+            "$CHAT_HISTORY_CACHE/versions/kubernetes-$K8S_VERSION/bin/kubelet" | sha256sum
     } | sha256sum | cut -c1-12)"
     if [[ "$(image_key "$KIND_NODE_IMAGE")" == "$key" ]]; then
         log "$KIND_NODE_IMAGE: cached ($key)"
