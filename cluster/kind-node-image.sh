@@ -13,9 +13,8 @@
 # The image carries a cache-key label (versions, this script, the rootfs), so a warm run only
 # checks it. Prints the image name (KIND_NODE_IMAGE, default chat-history/kind-node:<k8s version>).
 #   cluster/kind-node-image.sh
-# Not in it: kindnetd (so no NetworkPolicy enforcement) and local-path-provisioner (so kind
-# falls back to the controller-manager's host-path provisioner: PVs on one node only); see
-# docs/kind.md ("Air-gapped, and this project's CI").
+#   storage /kind/manifests/default-storage.yaml: local-path-provisioner, built from source.
+# Not in it: kindnetd (so no NetworkPolicy enforcement); see docs/kind.md ("Air-gapped").
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -373,6 +372,58 @@ control_plane_images() {
     done < <(images_kubeadm_names)
 }
 
+# The storage kind installs from /kind/manifests/default-storage.yaml: local-path-provisioner
+# (as in kind's own image), built from source, with upstream's own manifest from its module
+# (deploy/local-path-storage.yaml) renamed to kind's default StorageClass `standard`, volumes
+# under the node's /var, our images. Its helper pod (mkdir -m 0777 / rm -rf of a volume's
+# directory) runs in the kind-hostgw image, a Debian root with a shell.
+LOCAL_PATH_VERSION="${LOCAL_PATH_VERSION:-v0.0.30}"
+LOCAL_PATH_MODULE=github.com/rancher/local-path-provisioner
+
+# local_path_image: builds (cached) the provisioner and its image; prints the image name.
+local_path_image() {
+    local dir="$CHAT_HISTORY_CACHE/versions/local-path-provisioner-$LOCAL_PATH_VERSION" image tmp
+    image="chat-history/local-path-provisioner:$LOCAL_PATH_VERSION"
+    if [[ ! -f "$dir/.done" ]]; then
+        mkdir -p "$dir/bin"
+        log "local-path-provisioner $LOCAL_PATH_VERSION: go install"
+        GOTOOLCHAIN=local CGO_ENABLED=0 GOMODCACHE="$CHAT_HISTORY_CACHE/go/mod" \
+            GOCACHE="$CHAT_HISTORY_CACHE/go/build" GOBIN="$dir/bin" \
+            go install -trimpath -ldflags "-s -w" "$LOCAL_PATH_MODULE@$LOCAL_PATH_VERSION" >&2
+        go version >"$dir/.done"
+    fi
+    if [[ -z "$(image_key "$image")" ]]; then
+        tmp="$(mktemp -d)"
+        mkdir -p "$tmp/usr/local/bin"
+        install -m 0755 "$dir/bin/local-path-provisioner" "$tmp/usr/local/bin/"
+        log "docker import $image"
+        import_image "$image" "$tmp" 'ENV PATH=/usr/local/bin' "LABEL org.chat-history.key=$LOCAL_PATH_VERSION"
+        rm -rf "$tmp"
+    fi
+    echo "$image"
+}
+
+# local_path_manifest <provisioner image> <helper image>: upstream's manifest, adapted.
+local_path_manifest() {
+    local src out
+    src="$(cd / && GOTOOLCHAIN=local GOMODCACHE="$CHAT_HISTORY_CACHE/go/mod" \
+        go mod download -json "$LOCAL_PATH_MODULE@$LOCAL_PATH_VERSION" |
+        sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')"
+    [[ -f "$src/deploy/local-path-storage.yaml" ]] ||
+        die "no deploy/local-path-storage.yaml in $LOCAL_PATH_MODULE@$LOCAL_PATH_VERSION"
+    out="$(sed -e "s#image: rancher/local-path-provisioner:.*#image: $1#" \
+        -e "s#image: busybox#image: $2#" \
+        -e 's#^  name: local-path$#  name: standard\n  annotations:\n    storageclass.kubernetes.io/is-default-class: "true"#' \
+        -e 's#/opt/local-path-provisioner#/var/local-path-provisioner#' \
+        "$src/deploy/local-path-storage.yaml")"
+    local want
+    for want in "image: $1" "image: $2" 'is-default-class: "true"' /var/local-path-provisioner; do
+        grep -qF "$want" <<<"$out" ||
+            die "$LOCAL_PATH_MODULE@$LOCAL_PATH_VERSION's manifest changed shape (no '$want'): adapt local_path_manifest"
+    done
+    echo "$out"
+}
+
 main() {
     local start=$SECONDS key node_tar images pause_image
     ensure_dockerd
@@ -385,7 +436,8 @@ main() {
         kmod procps ca-certificates socat)"
     key="$({
         echo "$K8S_VERSION $KIND_VERSION $images $HOSTGW_SCRIPT"
-        declare -f hostgw_manifest
+        declare -f hostgw_manifest local_path_manifest
+        echo "$LOCAL_PATH_VERSION"
         basename "$node_tar"
         # Contents only: the same build whatever path this script was called by.
         cat "${BASH_SOURCE[0]}" "$HERE/build.sh" \
@@ -397,11 +449,12 @@ main() {
         echo "$KIND_NODE_IMAGE"
         return 0
     fi
-    local list built=() hostgw
+    local list built=() hostgw local_path
     list="$(control_plane_images)"
     mapfile -t built <<<"$list"
     hostgw="$(hostgw_image)"
-    built+=("$hostgw")
+    local_path="$(local_path_image)"
+    built+=("$hostgw" "$local_path")
 
     local base="chat-history/kind-node-base:$key" ctr_name="chat-history-kind-node-build-$$"
     log "docker import $base"
@@ -418,6 +471,8 @@ main() {
     docker exec "$ctr_name" sh -c "sed -i 's#@PAUSE_IMAGE@#$pause_image#' /etc/containerd/config.toml &&
         printf '%s' '$K8S_VERSION' >/kind/version && mkdir -p /kind/manifests"
     hostgw_manifest "$hostgw" | docker exec -i "$ctr_name" sh -c 'cat >/kind/manifests/default-cni.yaml'
+    local_path_manifest "$local_path" "$hostgw" |
+        docker exec -i "$ctr_name" sh -c 'cat >/kind/manifests/default-storage.yaml'
     docker exec -d "$ctr_name" sh -c 'containerd >/tmp/containerd.log 2>&1'
     wait_for 30 "containerd in the build container" docker exec "$ctr_name" ctr version ||
         die "containerd did not start in $ctr_name: $(docker exec "$ctr_name" cat /tmp/containerd.log)"
