@@ -4,10 +4,10 @@
 # pulled); then, as docs/kind.md says, scripts/kind-up.sh (KIND_NODE_IMAGE set),
 # scripts/deploy.sh (the base and Redis images of the image stage, airgap values),
 # scripts/e2e.sh --target kube, and scripts/kind-down.sh.
-#   scripts/kind-e2e.sh             needs root, docker, Go (the first node image takes ~10 min)
+#   scripts/kind-e2e.sh             needs root, docker, Go (the node image's parts: ~16 min cold)
 #   KEEP_CLUSTER=1 scripts/kind-e2e.sh   leave the cluster up afterwards
-#   KIND_WORKERS=N                  worker nodes (default 0 here: 2 cores, and the fallback
-#                                   host-path storage keeps a PV on one node only)
+#   KIND_WORKERS=N                  worker nodes (default 0 here: 2 cores; the stand-in pod
+#                                   network's routes between nodes are untested)
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=../cluster/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../cluster/lib.sh"
