@@ -243,6 +243,9 @@ ensure_privileged_docker() {
     ensure_dockerd
     [[ -z "$(missing_caps)" ]] && return 0
     local wrapper="$CHAT_HISTORY_CACHE/tools/runc-caps" conf=/etc/docker/daemon.json pid
+    # The wrapper edits the OCI spec with jq and execs Debian's runc: both must be there before
+    # it becomes the runtime of every container.
+    ensure_debian_packages jq runc
     docker_default_runtime_is runc-caps && cmp -s "$REPO_ROOT/cluster/runc-caps.sh" "$wrapper" && return 0
     mkdir -p "$CHAT_HISTORY_CACHE/tools"
     install -m 0755 "$REPO_ROOT/cluster/runc-caps.sh" "$wrapper.tmp"
