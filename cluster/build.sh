@@ -2,6 +2,8 @@
 # Build the binaries of the air-gapped single-node cluster from source, through the Go module
 # proxy only: kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy,
 # kubectl, etcd, coredns, helm and the project's pause program.
+#   cluster/build.sh                 all of them (what the host-process cluster needs)
+#   cluster/build.sh kubeadm ...     only the named components (kubeadm: for the kind node image)
 #
 # Outputs are cached outside the clone, keyed by version:
 #   $CHAT_HISTORY_CACHE/versions/<component>-<version>/bin/...
@@ -23,6 +25,9 @@ export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 export GOMODCACHE="$CHAT_HISTORY_GOMODCACHE" GOCACHE="$CHAT_HISTORY_GOCACHE"
 CACHE="$CHAT_HISTORY_CACHE"
 BIN="$CACHE_BIN"
+# LINK_BINS=0: build into versions/ only, leave $BIN's links alone (cluster/kind-node-image.sh
+# builds other etcd/CoreDNS versions than the host-process cluster runs).
+: "${LINK_BINS:=1}"
 mkdir -p "$BIN" "$CACHE/versions" "$CACHE/src" "$GOMODCACHE" "$GOCACHE"
 
 # A tiny ldflags-safe date string from a module version's commit time (fixed, reproducible).
@@ -38,12 +43,14 @@ finish() { # finish <dir> <binaries...>: stamp the build and link its binaries i
     go version >"$dir/.done"
     for b in "$@"; do
         [[ -x "$dir/bin/$b" ]] || die "$dir/bin/$b was not built"
+        [[ "$LINK_BINS" == 1 ]] || continue
         ln -sfn "$dir/bin/$b" "$BIN/$b"
     done
 }
 relink() { # relink <dir> <binaries...>: a cached build; make sure $BIN points at it
     local dir="$1" b
     shift
+    [[ "$LINK_BINS" == 1 ]] || return 0
     for b in "$@"; do ln -sfn "$dir/bin/$b" "$BIN/$b"; done
 }
 
@@ -113,6 +120,37 @@ build_kubernetes() {
     log "kubernetes $K8S_VERSION: go build ${K8S_BINS[*]} (the long step)"
     (cd "$src" && go build -trimpath -tags selinux,notest -ldflags "$ld" -o "$dir/bin/" "${pkgs[@]}")
     finish "$dir" "${K8S_BINS[@]}"
+}
+
+# kubeadm is only needed by the kind node image (cluster/kind-node-image.sh), so it is a
+# component of its own: the host-process cluster's cold build does not pay for it. It reuses the
+# Kubernetes wrapper module (same replaces, same version ldflags) with kubeadm added.
+build_kubeadm() {
+    local dir="$CACHE/versions/kubeadm-$K8S_VERSION" src="$CACHE/src/kubeadm-$K8S_VERSION"
+    local k8s_src="$CACHE/src/kubernetes-$K8S_VERSION"
+    if built "$dir"; then
+        relink "$dir" kubeadm
+        log "kubeadm $K8S_VERSION: cached"
+        return
+    fi
+    [[ -f "$k8s_src/go.mod" ]] || build_kubernetes
+    mkdir -p "$src" "$dir/bin"
+    cp "$k8s_src/go.mod" "$k8s_src/go.sum" "$src/"
+    sed -i 's#^module .*#module chat-history.local/kubeadm-build#' "$src/go.mod"
+    printf '%s\n' '//go:build tools' '' '// Package tools pins the command this module builds.' \
+        'package tools' '' 'import _ "k8s.io/kubernetes/cmd/kubeadm"' >"$src/tools.go"
+    (cd "$src" && go mod tidy)
+    local major minor date ld="-s -w" pkg
+    major="$(cut -d. -f1 <<<"${K8S_VERSION#v}")"
+    minor="$(cut -d. -f2 <<<"${K8S_VERSION#v}")"
+    date="$(cd "$src" && module_time "k8s.io/kubernetes@$K8S_VERSION")"
+    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+        ld+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
+        ld+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$date"
+    done
+    log "kubeadm $K8S_VERSION: go build"
+    (cd "$src" && go build -trimpath -tags selinux,notest -ldflags "$ld" -o "$dir/bin/" k8s.io/kubernetes/cmd/kubeadm)
+    finish "$dir" kubeadm
 }
 
 build_etcd() {
@@ -185,7 +223,16 @@ build_pause() {
 }
 
 main() {
-    local start=$SECONDS
+    local start=$SECONDS c
+    if (($#)); then # build.sh COMPONENT...: only these (kubeadm is built only this way)
+        for c in "$@"; do
+            case "$c" in
+                pause | helm | kubernetes | kubeadm | etcd | coredns) timed "$c" "build_$c" ;;
+                *) die "unknown component $c: use pause, helm, kubernetes, kubeadm, etcd or coredns" ;;
+            esac
+        done
+        return
+    fi
     log "cache: $CACHE (go: $(go env GOVERSION))"
     timed "pause" build_pause
     timed "helm $HELM_VERSION" build_helm

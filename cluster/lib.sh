@@ -221,3 +221,52 @@ rootfs_tar() {
 image_key() {
     docker image inspect -f '{{index .Config.Labels "org.chat-history.key"}}' "$1" 2>/dev/null || true
 }
+
+# missing_caps: the capabilities this machine's root lacks (its bounding set), space-separated
+# numbers; empty on an ordinary machine. Here: 24 (CAP_SYS_RESOURCE).
+missing_caps() {
+    local bnd last i missing=()
+    bnd=$((16#$(awk '/^CapBnd:/ {print $2}' /proc/self/status)))
+    last="$(cat /proc/sys/kernel/cap_last_cap)"
+    for ((i = 0; i <= last; i++)); do (((bnd >> i) & 1)) || missing+=("$i"); done
+    echo "${missing[*]}"
+}
+
+docker_default_runtime_is() { [[ "$(docker info -f '{{.DefaultRuntime}}' 2>/dev/null)" == "$1" ]]; }
+
+# ensure_privileged_docker: `docker run --privileged` (kind's node containers) works. Where root
+# lacks a capability, runc 1.1 refuses every privileged container ("unable to apply caps:
+# operation not permitted"); then the dockerd these scripts started (ensure_dockerd) gets
+# cluster/runc-caps.sh as its default runtime, through a config file of its own that a SIGHUP
+# reloads. A dockerd started by someone else is left alone: the function says what to do.
+ensure_privileged_docker() {
+    ensure_dockerd
+    [[ -z "$(missing_caps)" ]] && return 0
+    local wrapper="$CHAT_HISTORY_CACHE/tools/runc-caps" conf=/etc/docker/daemon.json pid
+    # The wrapper edits the OCI spec with jq and execs Debian's runc: both must be there before
+    # it becomes the runtime of every container.
+    ensure_debian_packages jq runc
+    docker_default_runtime_is runc-caps && cmp -s "$REPO_ROOT/cluster/runc-caps.sh" "$wrapper" && return 0
+    mkdir -p "$CHAT_HISTORY_CACHE/tools"
+    install -m 0755 "$REPO_ROOT/cluster/runc-caps.sh" "$wrapper.tmp"
+    mv "$wrapper.tmp" "$wrapper"
+    pid="$(cat "$DOCKERD_STATE/dockerd.pid" 2>/dev/null || true)"
+    if [[ -z "$pid" ]] || ! kill -0 "$pid" 2>/dev/null; then
+        die "root lacks capabilities $(missing_caps) (see /proc/self/status CapBnd), so runc" \
+            "refuses privileged containers, and this dockerd was not started by these scripts:" \
+            "add {\"runtimes\": {\"runc-caps\": {\"path\": \"$wrapper\"}}, \"default-runtime\": \"runc-caps\"}" \
+            "to its daemon.json and reload it (kill -HUP)"
+    fi
+    # dockerd started without --config-file reloads /etc/docker/daemon.json; only ever ours.
+    if [[ -f "$conf" ]] && ! grep -q '"runc-caps"' "$conf"; then
+        die "$conf exists and is not this project's: add the runc-caps runtime ($wrapper) as" \
+            "its default-runtime yourself, then kill -HUP $pid"
+    fi
+    mkdir -p /etc/docker
+    printf '{"runtimes": {"runc-caps": {"path": "%s"}}, "default-runtime": "runc-caps"}\n' \
+        "$wrapper" >"$conf"
+    log "dockerd (pid $pid): default runtime runc-caps ($wrapper), reloading"
+    kill -HUP "$pid"
+    wait_for 10 "dockerd's default runtime runc-caps" docker_default_runtime_is runc-caps ||
+        die "dockerd did not take the runc-caps runtime: see $DOCKERD_STATE/dockerd.log"
+}

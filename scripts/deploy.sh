@@ -6,6 +6,10 @@
 # Each backend gets its namespace: chat-history-memory and chat-history-redis. The releases get
 # the chart's defaults (the files under helm/chat-history/ci/ are CI's own, never installed
 # here); VALUES=my-values.yaml scripts/deploy.sh adds values of yours to both.
+# Without a registry (docs/kind.md, "Air-gapped"): DOCKER_BUILD_ARGS adds arguments to the
+# `docker build` (e.g. "--build-arg BASE_IMAGE=my/python:3.11 --network=host"), and
+# EXTRA_IMAGES="img:tag ..." loads more local images into the cluster (e.g. your Redis image,
+# named in your VALUES file).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -34,20 +38,26 @@ fi
 
 [[ -f "${REPO_ROOT}/Dockerfile" ]] || die "no Dockerfile in ${REPO_ROOT}"
 log "building ${image}"
-docker build --tag "${image}" "${REPO_ROOT}"
+# shellcheck disable=SC2086 # DOCKER_BUILD_ARGS is a list of arguments
+docker build ${DOCKER_BUILD_ARGS:-} --tag "${image}" "${REPO_ROOT}"
+images=("${image}")
+for extra in ${EXTRA_IMAGES:-}; do
+  docker image inspect "${extra}" >/dev/null 2>&1 || die "EXTRA_IMAGES: ${extra} is not a local image"
+  images+=("${extra}")
+done
 
 case "${loader}" in
   kind)
     require kind "install kind: https://kind.sigs.k8s.io/docs/user/quick-start/#installation"
-    log "loading ${image} into kind cluster ${CLUSTER}"
-    kind load docker-image "${image}" --name "${CLUSTER}"
+    log "loading ${images[*]} into kind cluster ${CLUSTER}"
+    kind load docker-image "${images[@]}" --name "${CLUSTER}"
     ;;
   minikube)
     require minikube "install minikube: https://minikube.sigs.k8s.io/docs/start/"
-    log "loading ${image} into minikube"
-    minikube image load "${image}"
+    log "loading ${images[*]} into minikube"
+    for extra in "${images[@]}"; do minikube image load "${extra}"; done
     ;;
-  none) log "context ${context}: not loading ${image}; the nodes must be able to get it" ;;
+  none) log "context ${context}: not loading ${images[*]}; the nodes must be able to get them" ;;
   *) die "unknown loader ${loader}: use kind, minikube or none" ;;
 esac
 

@@ -3,6 +3,8 @@
 # kindnet enforces NetworkPolicy since kind v0.24, so the chart's "only chat pods reach Redis"
 # policy is real here. Two workers let the chat pods spread over nodes.
 #   scripts/kind-up.sh          then: scripts/deploy.sh && scripts/e2e.sh --target kube
+# KIND_NODE_IMAGE=IMAGE: the node image to use instead of kind's default (which kind pulls);
+# for machines without a registry, cluster/kind-node-image.sh builds one from source.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -29,12 +31,26 @@ else
   log "creating kind cluster ${CLUSTER} (1 control plane, ${KIND_WORKERS} workers)"
   workers=""
   for _ in $(seq "${KIND_WORKERS}"); do workers+=$'\n  - role: worker'; done
-  kind create cluster --name "${CLUSTER}" --wait 180s --config - <<YAML
+  image=()
+  if [[ -n "${KIND_NODE_IMAGE:-}" ]]; then
+    docker image inspect "${KIND_NODE_IMAGE}" >/dev/null 2>&1 ||
+      die "KIND_NODE_IMAGE=${KIND_NODE_IMAGE} is not a local image: build or load it first"
+    image=(--image "${KIND_NODE_IMAGE}")
+    log "node image ${KIND_NODE_IMAGE}"
+  fi
+  patches=""
+  if [[ "$(docker info -f "{{.CgroupVersion}}" 2>/dev/null)" == 1 ]]; then
+    # Kubernetes >= 1.35's kubelet refuses to start on cgroup v1 unless told otherwise.
+    log "docker runs on cgroup v1: setting the kubelet's failCgroupV1: false"
+    patches=$'kubeadmConfigPatches:\n  - |\n    kind: KubeletConfiguration\n    failCgroupV1: false'
+  fi
+  kind create cluster --name "${CLUSTER}" ${image[@]+"${image[@]}"} --wait 180s --config - <<YAML
 kind: Cluster
 apiVersion: kind.x-k8s.io/v1alpha4
 networking:
   # The default CNI (kindnet) enforces NetworkPolicy from kind v0.24 on; keep it.
   disableDefaultCNI: false
+${patches}
 nodes:
   - role: control-plane${workers}
 YAML

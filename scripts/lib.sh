@@ -14,6 +14,9 @@ export REPO_ROOT
 # The docker compose scripts/compose-check.sh uses; scripts/tools.sh builds it (its go.mod's Go
 # version must not be newer than the Go on the machine).
 : "${COMPOSE_VERSION:=v5.6.0}"
+# The kind the kind stage (scripts/kind-e2e.sh) builds and runs; cluster/kind-node-image.sh
+# writes the node-side setup this version expects.
+: "${KIND_VERSION:=v0.33.0}"
 
 # The speaking script as the log shows it: "test" for scripts/test.sh, "cluster/up" for
 # cluster/up.sh.
@@ -205,4 +208,16 @@ prepare_target() {
       ;;
     *) die "unknown target ${target}: use local or kube" ;;
   esac
+}
+
+# kind_blocker : prints why this machine cannot run the kind stage (scripts/kind-e2e.sh), or
+# nothing when it can. scripts/test.sh skips the stage then.
+kind_blocker() {
+  if ((EUID != 0)); then
+    echo "not root (it builds the node image with debootstrap and runs privileged containers)"
+  elif ! have go; then
+    echo "no Go to build kind and the node image's binaries with"
+  elif ! have docker && ! { [[ -r /etc/debian_version ]] && have apt-get; }; then
+    echo "no docker, and no Debian/Ubuntu apt-get to install docker.io with"
+  fi
 }

@@ -4,9 +4,10 @@
 # (and installs what it needs); this file only lists them.
 #   CHAT_HISTORY_SKIP_CLUSTER=1  skip the real-Kubernetes stage on purpose;
 #   CHAT_HISTORY_SKIP_IMAGE=1    skip the image stage on purpose;
-#   CHAT_HISTORY_SKIP_COMPOSE=1  skip the compose stage on purpose. Without them, these three
+#   CHAT_HISTORY_SKIP_COMPOSE=1  skip the compose stage on purpose;
+#   CHAT_HISTORY_SKIP_KIND=1     skip the kind stage on purpose. Without them, these four
 #                                stages are skipped (with the reason) only when this machine cannot
-#                                run them: not root, or no Debian/Ubuntu apt-get to install with.
+#                                run them: not root, no Go (kind), or no Debian/Ubuntu apt-get.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -61,6 +62,8 @@ optional_stage compose image_blocker ./scripts/compose-check.sh
 stage e2e ./scripts/e2e.sh --target local --require-target -p no:cacheprovider
 stage bench ./scripts/bench.sh --smoke
 optional_stage cluster cluster_blocker ./scripts/cluster-e2e.sh
+# The user's kind path (docs/kind.md) on a node image built from source: nothing is pulled.
+optional_stage kind kind_blocker ./scripts/kind-e2e.sh
 
 printf -v recap '%s, ' "${summary[@]}"
 log "all stages passed in $((SECONDS - run_started)) s (${recap%, })"

@@ -6,8 +6,9 @@
 #   scripts/tools.sh            helm: .tools/bin/helm (the chart scripts call this first)
 #   scripts/tools.sh compose    Docker Compose v2 or later: .tools/bin/docker-compose, run
 #                               standalone (scripts/compose-check.sh calls this)
+#   scripts/tools.sh kind       kind: .tools/bin/kind (scripts/kind-e2e.sh calls this)
 #   scripts/tools.sh helm compose
-# The pins (HELM_VERSION, COMPOSE_VERSION) live in scripts/lib.sh.
+# The pins (HELM_VERSION, COMPOSE_VERSION, KIND_VERSION) live in scripts/lib.sh.
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -84,11 +85,30 @@ install_compose() {
   cache_copy docker-compose "${cached}"
 }
 
+# `kind version` prints e.g. "kind v0.33.0 go1.26.8 linux/amd64".
+install_kind() {
+  local cached="${CHAT_HISTORY_CACHE}/tools/kind-${KIND_VERSION}"
+  if [[ -x "${TOOLS_BIN}/kind" && "$("${TOOLS_BIN}/kind" version 2>/dev/null | cut -d' ' -f2)" == "${KIND_VERSION}" ]]; then
+    log "kind ${KIND_VERSION} already installed"
+  elif [[ -x "${cached}" ]]; then
+    cp "${cached}" "${TOOLS_BIN}/kind"
+    log "kind ${KIND_VERSION} copied from ${cached}"
+  else
+    require go "install Go >= 1.26 (https://go.dev/doc/install); kind is built with go install"
+    log "building kind ${KIND_VERSION} with go install"
+    GOBIN="${TOOLS_BIN}" CGO_ENABLED=0 GOTOOLCHAIN=local go install -trimpath -ldflags "-s -w" \
+      "sigs.k8s.io/kind@${KIND_VERSION}"
+    log "$("${TOOLS_BIN}/kind" version)"
+  fi
+  cache_copy kind "${cached}"
+}
+
 (($#)) || set -- helm
 for tool in "$@"; do
   case "${tool}" in
     helm) install_helm ;;
     compose) install_compose ;;
-    *) die "unknown tool ${tool}: use helm or compose" ;;
+    kind) install_kind ;;
+    *) die "unknown tool ${tool}: use helm, compose or kind" ;;
   esac
 done

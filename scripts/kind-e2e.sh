@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The kind stage: the user's path of docs/kind.md on a machine with no registry. kind
+# (KIND_VERSION) is built from source, its node image by cluster/kind-node-image.sh (nothing
+# pulled); then, as docs/kind.md says, scripts/kind-up.sh (KIND_NODE_IMAGE set),
+# scripts/deploy.sh (the base and Redis images of the image stage, airgap values),
+# scripts/e2e.sh --target kube, and scripts/kind-down.sh.
+#   scripts/kind-e2e.sh             needs root, docker, Go (the node image's parts: ~16 min cold)
+#   KEEP_CLUSTER=1 scripts/kind-e2e.sh   leave the cluster up afterwards
+#   KIND_WORKERS=N                  worker nodes (default 0 here: 2 cores; the stand-in pod
+#                                   network's routes between nodes are untested)
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=../cluster/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../cluster/lib.sh"
+cd "${REPO_ROOT}"
+
+blocker="$(kind_blocker)"
+[[ -z "${blocker}" ]] ||
+  die "this machine cannot run the kind stage: ${blocker}. ./scripts/test.sh skips it then."
+
+step_started=${SECONDS}
+step() {
+  log "-- $1 ($((SECONDS - step_started)) s)"
+  step_started=${SECONDS}
+}
+
+ensure_venv test,e2e
+"${REPO_ROOT}/scripts/tools.sh" kind helm
+export PATH="${REPO_ROOT}/.tools/bin:${PATH}"
+step "kind ${KIND_VERSION} and helm ready"
+KIND_NODE_IMAGE="$("${REPO_ROOT}/cluster/kind-node-image.sh")"
+export KIND_NODE_IMAGE
+step "node image ${KIND_NODE_IMAGE} built or found"
+ensure_privileged_docker
+step "docker runs privileged containers"
+
+: "${CLUSTER:=chat-history}"
+: "${KIND_WORKERS:=0}"
+export CLUSTER KIND_WORKERS
+values="${REPO_ROOT}/helm/chat-history/ci/airgap-values.yaml"
+base="$("${REPO_ROOT}/cluster/base-image.sh")"
+redis="$("${REPO_ROOT}/cluster/images.sh" redis)"
+step "base image ${base}, Redis image ${redis}"
+finish() {
+  local rc=$?
+  if ((rc != 0)); then
+    log "kind stage failed; the node's logs:"
+    local node
+    for node in $(kind get nodes --name "${CLUSTER}" 2>/dev/null); do
+      docker exec "${node}" journalctl --no-pager -u containerd -u kubelet 2>&1 | tail -n 60 >&2 || true
+    done
+  fi
+  if [[ -z "${KEEP_CLUSTER:-}" ]]; then "${REPO_ROOT}/scripts/kind-down.sh" || rc=1; fi
+  exit "${rc}"
+}
+trap finish EXIT
+"${REPO_ROOT}/scripts/kind-up.sh"
+kubectl get nodes -o wide
+kubectl get pods -A -o wide
+step "kind cluster ${CLUSTER} up"
+DOCKER_BUILD_ARGS="--build-arg BASE_IMAGE=${base} --network=host" EXTRA_IMAGES="${redis}" \
+  VALUES="${values}" "${REPO_ROOT}/scripts/deploy.sh"
+step "scripts/deploy.sh: both releases installed"
+"${REPO_ROOT}/scripts/e2e.sh" --target kube --require-target --kube-values "${values}" \
+  -p no:cacheprovider
+step "scripts/e2e.sh --target kube"
