@@ -53,6 +53,7 @@ class LocalSentinel:
                    "--repl-diskless-sync-delay", "0", "--appendfsync", "everysec"]  # fmt: skip
         if password:
             options += ["--masterauth", password]
+        self._workdir, self._options = workdir, options
         self.nodes = [
             RedisServer(workdir / f"redis{i}", password=password, extra_args=options)
             for i in range(replicas + 1)
@@ -218,6 +219,27 @@ class LocalSentinel:
         wait_until(
             synced, timeout_s=READY_TIMEOUT_S, what="the restarted node to sync as a replica"
         )
+
+    def add_replica(self) -> RedisServer:
+        """One more data node, started as a replica of the primary the Sentinels name (what a
+        new pod of the chart's StatefulSet does); returns once every Sentinel lists it."""
+        node = RedisServer(
+            self._workdir / f"redis{len(self.nodes)}", password=self.password,
+            extra_args=self._options,
+        )  # fmt: skip
+        self.nodes.append(node)
+        self.restart_as_replica(node)
+
+        def listed() -> bool:
+            for index in range(len(self.sentinels)):
+                with self.sentinel_client(index) as client:
+                    ports = [int(r["port"]) for r in client.sentinel_slaves(self.master)]
+                if node.port not in ports:
+                    return False
+            return True
+
+        wait_until(listed, timeout_s=READY_TIMEOUT_S, what="every Sentinel to list the replica")
+        return node
 
     def start_as_replica_of(self, node: RedisServer, primary: RedisServer) -> None:
         """Start a stopped node as a replica of `primary`, dead or alive; no waiting for a

@@ -296,3 +296,27 @@ async def test_wait_survives_a_script_cache_flush_and_works_from_sync_code(
     assert len(history.messages) == 4  # not undone
     history.close()
     too_many.close()
+
+
+async def test_an_added_replica_is_found_by_the_sentinels_and_counts_for_wait(
+    healthy: LocalSentinel,
+) -> None:
+    """The runbook's "add a replica": a new data node started as a replica of the primary the
+    Sentinels name is listed by every Sentinel (so it can be promoted) and confirms turns: with
+    3 replicas, `WAIT 3` acknowledges. Runs last: it leaves the set with a removed node."""
+    settings = sentinel_settings(
+        healthy, "message-history", redis_wait_replicas=3, redis_wait_timeout_seconds=0.5
+    )
+    async with app_client(settings) as client:
+        await wait_ready(client)
+        assert (await turn(client, "r", "two replicas only")).status_code == 503
+        added = healthy.add_replica()
+        try:
+            r = await turn(client, "r", "three replicas")
+            assert r.status_code == 200, r.text
+            with added.client() as replica:
+                stored = replica.lrange("chat-history:r", 0, -1)
+            assert any(b"three replicas" in item for item in stored)
+        finally:
+            added.stop()
+            healthy.nodes.remove(added)
