@@ -252,10 +252,16 @@ class WarmedPool:
         if self._warming is not None:
             self._warming.cancel()
             await asyncio.wait([self._warming])
-        await self.client.aclose()
-        if isinstance(self.client, aredis.Redis):
-            pool = self.client.connection_pool
-            await pool.disconnect()
-            if isinstance(pool, SentinelConnectionPool):  # its clients of the Sentinels
-                for sentinel in pool.sentinel_manager.sentinels:
-                    await sentinel.aclose()
+        try:
+            await self.client.aclose()
+            if isinstance(self.client, aredis.Redis):
+                pool = self.client.connection_pool
+                await pool.disconnect()
+                if isinstance(pool, SentinelConnectionPool):  # its clients of the Sentinels
+                    for sentinel in pool.sentinel_manager.sentinels:
+                        await sentinel.aclose()
+        except (redis.RedisError, OSError) as exc:
+            # redis-py waits at most REDIS_CONNECT_TIMEOUT_SECONDS for each socket to close (a
+            # starved CPU can take longer); the sockets are closed either way. Shutting down
+            # goes on: nothing is left to lose, and a crash here would hide the real exit.
+            logger.warning("closing the Redis connections: %s (shutting down anyway)", exc)
