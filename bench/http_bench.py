@@ -1,10 +1,12 @@
-"""HTTP level: `POST /v1/chat` under wrk, for the memory backend, the Redis backend and a bare
-FastAPI endpoint (the framework's ceiling).
+"""HTTP level: `POST /v1/chat` under wrk, for the memory backend, the Redis backend, the common
+way a user would write it instead (`bench/langchain_app.py`: `RunnableWithMessageHistory` over
+langchain-community's `RedisChatMessageHistory`) and a bare FastAPI endpoint (the framework's
+ceiling).
 
 Each target is 3 uvicorn replicas (the image's command line, on loopback) behind its own nginx
-doing round robin with keep-alive upstream connections; wrk drives nginx. All three targets run
-at the same time and the runs are interleaved (every round runs every concurrency on every
-target, in a rotating order), so they share the machine's noise.
+doing round robin with keep-alive upstream connections; wrk drives nginx. All targets run at the
+same time (the two Redis ones on one redis-server) and the runs are interleaved (every round
+runs every concurrency on every target, in a rotating order), so they share the machine's noise.
 """
 
 from __future__ import annotations
@@ -24,15 +26,17 @@ import httpx
 from bench import bench_redis
 from testsupport import Nginx, ProcessError, RedisServer, Replica, require_tool
 
-TARGETS = ("memory", "redis", "bare")
+TARGETS = ("memory", "redis", "langchain", "bare")
 LABELS = {
     "memory": "service, HISTORY_BACKEND=memory",
     "redis": "service, HISTORY_BACKEND=redis",
+    "langchain": "RunnableWithMessageHistory + RedisChatMessageHistory",
     "bare": "bare FastAPI endpoint (ceiling)",
 }
 APPS = {
     "memory": "chat_history_k8s.main:app",
     "redis": "chat_history_k8s.main:app",
+    "langchain": "bench.langchain_app:app",
     "bare": "bench.bare_app:app",
 }
 WRK_SCRIPT = Path(__file__).parent / "wrk" / "chat.lua"
@@ -90,7 +94,7 @@ def front(
     name: str, replicas: list[Replica], workdir: Path, stops: list[Callable[[], None]]
 ) -> Deployment:
     for replica in replicas:
-        replica.wait_ready("/readyz" if name != "bare" else "/healthz")
+        replica.wait_ready("/readyz" if name in ("memory", "redis") else "/healthz")
     nginx = Nginx(workdir / name, [r.port for r in replicas], keepalive=128)
     stops.append(nginx.stop)
     nginx.start()
@@ -164,6 +168,7 @@ class HttpResults:
     seconds: int
     runs: dict[str, dict[int, list[dict[str, Any]]]] = field(default_factory=dict)
     redis_session_lengths: list[int] = field(default_factory=list)
+    langchain_session_lengths: list[int] = field(default_factory=list)
 
     def median(self, target: str, c: int, metric: str) -> float:
         return float(statistics.median(run[metric] for run in self.runs[target][c]))
@@ -185,6 +190,7 @@ def run(config: HttpConfig, workdir: Path, log: Callable[[str], None]) -> HttpRe
         envs = {
             "memory": {**SERVICE_ENV, "HISTORY_BACKEND": "memory"},
             "redis": {**SERVICE_ENV, "HISTORY_BACKEND": "redis", "REDIS_URL": server.url},
+            "langchain": {"REDIS_URL": server.url},
             "bare": {},
         }
         # Start every replica first, then wait: they import in parallel.
@@ -194,6 +200,7 @@ def run(config: HttpConfig, workdir: Path, log: Callable[[str], None]) -> HttpRe
         }
         deployments = {name: front(name, started[name], workdir, stops) for name in TARGETS}
         deployments["redis"].store = server
+        deployments["langchain"].store = server
         log(f"http: {len(deployments)} targets of {config.replicas} replica(s) + nginx are up")
         return _run(config, deployments, server, log)
     finally:
@@ -218,7 +225,7 @@ def _run(
         )
     for rnd in range(config.rounds):
         for c in config.concurrencies:
-            order = TARGETS[rnd % 3 :] + TARGETS[: rnd % 3]
+            order = TARGETS[rnd % len(TARGETS) :] + TARGETS[: rnd % len(TARGETS)]
             for name in order:
                 before = deployments[name].cpu_seconds()
                 result = wrk(
@@ -236,6 +243,8 @@ def _run(
     client = server.client(socket_timeout=30)
     keys = [k for k in client.scan_iter(match="chat-history:r*", count=1000)][:50]
     results.redis_session_lengths = sorted(int(client.llen(k)) for k in keys)
+    keys = [k for k in client.scan_iter(match="message_store:r*", count=1000)][:50]
+    results.langchain_session_lengths = sorted(int(client.llen(k)) for k in keys)
     client.close()
     reply = httpx.post(
         f"{deployments['redis'].nginx.url}/v1/chat",

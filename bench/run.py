@@ -109,6 +109,8 @@ def smoke_checks(
             failures.append(f"{http.errors()} HTTP errors under load")
         if not http.redis_session_lengths or min(http.redis_session_lengths) < 2:
             failures.append(f"Redis sessions hold {http.redis_session_lengths} messages")
+        if not http.langchain_session_lengths or min(http.langchain_session_lengths) < 2:
+            failures.append(f"langchain peer sessions hold {http.langchain_session_lengths}")
     if memory is not None:
         cap = memory.bounds["sessions"] * memory.bounds["messages"]
         for row in memory.replicas:
