@@ -32,12 +32,14 @@ LABELS = {
     "redis": "service, HISTORY_BACKEND=redis",
     "langchain": "RunnableWithMessageHistory + RedisChatMessageHistory",
     "bare": "bare FastAPI endpoint (ceiling)",
+    "redis_before": "service before this change, HISTORY_BACKEND=redis",
 }
 APPS = {
     "memory": "chat_history_k8s.main:app",
     "redis": "chat_history_k8s.main:app",
     "langchain": "bench.langchain_app:app",
     "bare": "bench.bare_app:app",
+    "redis_before": "chat_history_k8s.main:app",
 }
 WRK_SCRIPT = Path(__file__).parent / "wrk" / "chat.lua"
 # Histories are capped so that every run, whatever its length, sees the same per-turn work.
@@ -80,10 +82,15 @@ def start_deployment(
     config: HttpConfig,
     workdir: Path,
     stops: list[Callable[[], None]],
+    source: Path | None = None,
 ) -> list[Replica]:
+    """`config.replicas` replicas of `app`; with `source`, from that directory's copy of the
+    package (the first entry of a `python -m` process's path is its working directory)."""
     replicas = []
     for i in range(config.replicas):
         replica = Replica(f"{name}-{i}", workdir, env, app=app)
+        if source is not None:
+            replica.process.cwd = source
         stops.append(replica.stop)
         replica.start()
         replicas.append(replica)
@@ -94,7 +101,7 @@ def front(
     name: str, replicas: list[Replica], workdir: Path, stops: list[Callable[[], None]]
 ) -> Deployment:
     for replica in replicas:
-        replica.wait_ready("/readyz" if name in ("memory", "redis") else "/healthz")
+        replica.wait_ready("/healthz" if name in ("langchain", "bare") else "/readyz")
     nginx = Nginx(workdir / name, [r.port for r in replicas], keepalive=128)
     stops.append(nginx.stop)
     nginx.start()
@@ -182,8 +189,27 @@ class HttpResults:
         )
 
 
-def run(config: HttpConfig, workdir: Path, log: Callable[[str], None]) -> HttpResults:
+def export_source(rev: str, workdir: Path) -> Path:
+    """`chat_history_k8s/` as of git revision `rev`, in a directory of its own."""
+    out = workdir / "before-src"
+    out.mkdir(parents=True)
+    repo = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(
+        ["git", "-C", str(repo), "archive", rev, "chat_history_k8s"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
+    return out
+
+
+def run(
+    config: HttpConfig, workdir: Path, log: Callable[[str], None], before: str | None = None
+) -> HttpResults:
+    """With `before` (a git revision), the Redis backend as of that revision is a target too:
+    what the changes since bought, measured side by side."""
     stops: list[Callable[[], None]] = []
+    targets = TARGETS + (("redis_before",) if before else ())
     try:
         server = bench_redis(workdir / "redis-http")
         stops.append(server.stop)
@@ -193,14 +219,25 @@ def run(config: HttpConfig, workdir: Path, log: Callable[[str], None]) -> HttpRe
             "langchain": {"REDIS_URL": server.url},
             "bare": {},
         }
+        envs["redis_before"] = envs["redis"] | {"REDIS_KEY_PREFIX": "before:"}
+        source = export_source(before, workdir) if before else None
         # Start every replica first, then wait: they import in parallel.
         started = {
-            name: start_deployment(name, APPS[name], envs[name], config, workdir, stops)
-            for name in TARGETS
+            name: start_deployment(
+                name,
+                APPS[name],
+                envs[name],
+                config,
+                workdir,
+                stops,
+                source if name == "redis_before" else None,
+            )
+            for name in targets
         }
-        deployments = {name: front(name, started[name], workdir, stops) for name in TARGETS}
-        deployments["redis"].store = server
-        deployments["langchain"].store = server
+        deployments = {name: front(name, started[name], workdir, stops) for name in targets}
+        for name in ("redis", "langchain", "redis_before"):
+            if name in deployments:
+                deployments[name].store = server
         log(f"http: {len(deployments)} targets of {config.replicas} replica(s) + nginx are up")
         return _run(config, deployments, server, log)
     finally:
@@ -225,7 +262,8 @@ def _run(
         )
     for rnd in range(config.rounds):
         for c in config.concurrencies:
-            order = TARGETS[rnd % len(TARGETS) :] + TARGETS[: rnd % len(TARGETS)]
+            names = tuple(deployments)
+            order = names[rnd % len(names) :] + names[: rnd % len(names)]
             for name in order:
                 before = deployments[name].cpu_seconds()
                 result = wrk(

@@ -224,7 +224,9 @@ def store_section(store: StoreResults, plot_rel: str) -> list[str]:
         "|---:|---|---:|---:|---:|---:|---|---:|---:|",
     ]
     for L in store.lengths:
-        for impl in ("ours", "langchain", "raw", "raw_json", "langchain_ttl"):
+        for impl in (
+            "ours", "ours_nocache", "ours_before", "langchain", "raw", "raw_json", "langchain_ttl",
+        ):  # fmt: skip
             counts = store.counts.get(impl, {}).get(L)
             if impl in store.turns_per_s:
                 runs = store.turns_per_s[impl][L]
@@ -293,7 +295,7 @@ def profile_section(store: StoreResults) -> list[str]:
     codec = sum(v for k, v in share.items() if k.startswith(("JSON", "langchain", "pydantic")))
     wire = sum(v for k, v in share.items() if k.startswith(("redis-py", "socket")))
     per = p["per_turn_us"]
-    decode = per["  decode (json + messages_from_dict)"]
+    decode = next(us for name, us in per.items() if name.strip().startswith("decode"))
     parts = {
         "turning stored JSON into langchain-core messages and back (JSON, langchain-core, "
         "pydantic)": codec,
@@ -303,12 +305,64 @@ def profile_section(store: StoreResults) -> list[str]:
     lines += [
         "",
         f"**What dominates a turn:** {top} takes {top_share:.0%} of the self time, then "
-        f"{second} {second_share:.0%}. Decoding the 20-message window alone "
+        f"{second} {second_share:.0%}. Decoding the 20-message window "
         f"({n(decode)} µs) costs {decode / per['  LRANGE (redis-py, wire)']:.1f} x the LRANGE "
         f"that fetched it ({n(per['  LRANGE (redis-py, wire)'])} µs, round trip included). "
         "Redis itself is cheap: see redis-server's CPU per request in the HTTP table.",
         "",
     ]
+    return lines
+
+
+def bought_section(
+    store: StoreResults | None, http: HttpResults | None, before_rev: str | None
+) -> list[str]:
+    """What each change to the Redis path bought, from variants measured side by side."""
+    lines = ["## What each change bought (before/after in this run)", ""]
+    has_store = store is not None and "ours_before" in store.turns_per_s
+    has_http = http is not None and "redis_before" in http.runs
+    if not (has_store or has_http):
+        return []
+    if store is not None and has_store:
+        lines += [
+            "Store level, turns/s ratios (medians of per-repeat ratios, same run as the table "
+            "below): *script* = the append as one EVALSHA instead of the MULTI pipeline (no "
+            "decode cache on either side); *decode cache* = each stored message decoded once "
+            "(`chat_history_k8s/history/codec.py`), on top of the script.",
+            "",
+            "| history | script | decode cache | both: after / before | before, of raw ceiling "
+            "| after, of raw ceiling |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
+        for L in store.lengths:
+            lines.append(
+                f"| {n(L)} | {store.ratio('ours_nocache', L, 'ours_before'):.2f} x "
+                f"| {store.ratio('ours', L, 'ours_nocache'):.2f} x "
+                f"| {store.ratio('ours', L, 'ours_before'):.2f} x "
+                f"| {store.ratio('ours_before', L, 'raw'):.0%} "
+                f"| {store.ratio('ours', L, 'raw'):.0%} |"
+            )
+        lines.append("")
+    if http is not None and has_http:
+        lines += [
+            f"HTTP level: the service as of `{before_rev}` (before these changes, "
+            "`python -m bench.run --before REV` runs it from a `git archive` of that revision) "
+            "as a fifth target, on the same redis-server, measured in the same rotation.",
+            "",
+            "| concurrency | req/s before | req/s after | after / before "
+            "| replica CPU ms/req before | after | before, x memory | after, x memory |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for c in http.concurrencies:
+            memory = http.median("memory", c, "rps")
+            b, a = http.median("redis_before", c, "rps"), http.median("redis", c, "rps")
+            lines.append(
+                f"| {c} | {n(b)} | {n(a)} | {a / b:.2f} x "
+                f"| {http.median('redis_before', c, 'cpu_ms_replicas'):.2f} "
+                f"| {http.median('redis', c, 'cpu_ms_replicas'):.2f} "
+                f"| {b / memory:.2f} x | {a / memory:.2f} x |"
+            )
+        lines.append("")
     return lines
 
 
@@ -331,12 +385,12 @@ def http_section(http: HttpResults, replicas: int) -> list[str]:
     for c in http.concurrencies:
         memory = http.median("memory", c, "rps")
         bare = http.median("bare", c, "rps")
-        for target in http_bench.TARGETS:
+        for target in http.runs:
             rps = http.median(target, c, "rps")
             errors = sum(r["non2xx"] + r["socket_errors"] for r in http.runs[target][c])
             redis_cpu = (
                 f"{http.median(target, c, 'cpu_ms_redis'):.3f}"
-                if target in ("redis", "langchain")
+                if target in ("redis", "langchain", "redis_before")
                 else ""
             )
             lines.append(
@@ -487,6 +541,7 @@ def render(results: Results, *, plot_rel: str, checkpoint_plot_rel: str) -> str:
             verdict = "yes" if t.met else f"**no** — {t.why}" if t.why else "**no**"
             lines.append(f"| {t.name} | {t.measured} | {verdict} |")
         lines.append("")
+    lines += bought_section(store, http, env.get("before_rev"))
     if store is not None:
         lines += store_section(store, plot_rel) + profile_section(store)
     if http is not None:
