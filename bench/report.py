@@ -342,6 +342,16 @@ def bought_section(
                 f"| {store.ratio('ours_before', L, 'raw'):.0%} "
                 f"| {store.ratio('ours', L, 'raw'):.0%} |"
             )
+        mem = store.decode_cache
+        if mem:
+            lines += [
+                "",
+                f"The decode cache's price: full (its default {n(mem['entries'])} messages, each "
+                f"~450 B stored), it holds {mib(mem['bytes'])} per process "
+                f"({n(mem['per_entry'])} B per message: the stored bytes as the key and the "
+                "decoded message; tracemalloc). Its hit rate follows the window: a turn reads "
+                "the 18 messages it read last turn and the 2 it wrote.",
+            ]
         lines.append("")
     if http is not None and has_http:
         lines += [

@@ -31,6 +31,7 @@ import pstats
 import statistics
 import subprocess
 import time
+import tracemalloc
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
@@ -485,6 +486,22 @@ def profile_ours(server: RedisServer, length: int, turns: int) -> dict[str, Any]
     }
 
 
+def decode_cache_memory() -> dict[str, float]:
+    """Bytes a full default-sized DecodeCache holds (tracemalloc), with this benchmark's turns."""
+    cache = DecodeCache()
+    raw = [encode_ours(m) for i in range(cache.max_messages // 2) for m in make_pair(i)]
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for start in range(0, len(raw), WINDOW):
+        cache.decode(raw[start : start + WINDOW])
+    gc.collect()
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    entries = cache.info()["entries"]
+    return {"entries": entries, "bytes": held, "per_entry": held / max(1, entries)}
+
+
 # -- the whole store benchmark -----------------------------------------------------------------
 @dataclass
 class StoreResults:
@@ -495,6 +512,7 @@ class StoreResults:
     redis_benchmark_c32: dict[str, float] = field(default_factory=dict)
     profile: dict[str, Any] = field(default_factory=dict)
     redis_version: str = ""
+    decode_cache: dict[str, float] = field(default_factory=dict)
 
     def median(self, impl: str, length: int) -> float:
         return statistics.median(self.turns_per_s[impl][length])
@@ -541,6 +559,7 @@ def _run(server: RedisServer, config: StoreConfig, log: Callable[[str], None]) -
     log("store: counted round trips, commands and bytes")
     results.profile = profile_ours(server, config.profile_length, config.profile_turns)
     log("store: profiled a turn")
+    results.decode_cache = decode_cache_memory()
     for client in clients.values():
         client.close()
     admin.close()
