@@ -23,8 +23,8 @@ from langchain_core.messages import BaseMessage, message_to_dict, messages_from_
 from chat_history_k8s.history.base import whole_tool_groups
 
 # Entries of the default cache: a 20-message window over ~200 sessions in flight at once. An
-# entry is the stored bytes (the key) and one message object: ~1.5 KiB for a turn like the
-X
+# entry is the stored bytes (the key) and one message object: ~2.1 KiB for a turn like the
+# benchmark's, so about 8 MiB when full (docs/benchmarks.md measures it).
 DEFAULT_MAX_MESSAGES = 4096
 
 _IMMUTABLE = (str, int, float, bool, bytes, type(None))
