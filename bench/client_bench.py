@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import importlib.metadata
 import importlib.util
 import os
 import shutil
@@ -180,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
+    load_before = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     # Standalone (no testsupport): runnable from a throwaway virtualenv without the project.
     binary = shutil.which("redis-server")
     if binary is None:
@@ -200,7 +202,32 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 server.terminate()
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
-    lines = [*table(runs), "", f"Load average after the run: {load}."]
+    versions = []
+    for dist in ("redis", "hiredis", "coredis", "valkey-glide"):
+        try:
+            versions.append(f"{dist} {importlib.metadata.version(dist)}")
+        except importlib.metadata.PackageNotFoundError:
+            versions.append(f"{dist} (not installed: its rows are absent)")
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    lines = [
+        "# Async Redis clients on the service's two operations",
+        "",
+        "Written by `python -m bench.client_bench --out docs/benchmarks-clients.md` (run it "
+        "from a virtualenv that also has coredis and valkey-glide); do not edit by hand. "
+        f"Run of {stamp}, {args.turns} turns per run, median of {args.repeats} runs, "
+        f"load average {load_before} before and {load} after (a shared 2-core machine). "
+        f"Versions: {', '.join(versions)}.",
+        "",
+        *(__doc__ or "").split("\n\n", 2)[2].splitlines(),
+        "",
+        *table(runs),
+        "",
+        "Least client CPU per turn in this run: "
+        + min(runs, key=lambda name: statistics.median(c for _, c in runs[name]))
+        + ". The service uses redis-py (asyncio, hiredis parser) and appends with one "
+        "`EVALSHA`; another client would have to bring Sentinel and Cluster support as "
+        "redis-py does (chat_history_k8s/history/redis_pool.py) to be adopted.",
+    ]
     print("\n".join(lines))
     if args.out:
         args.out.write_text("\n".join(lines) + "\n")

@@ -591,8 +591,10 @@ METHOD = [
     "",
     "- A *turn* is what the chat handler does with its history: load the context, append "
     "the (human, ai) pair. For this project: `get_window(20)` (one `LRANGE -20 -1`) + "
-    "`append_turn([human, ai])` (one MULTI/RPUSH/LTRIM/EXPIRE/EXEC), with the service's "
-    "TTL and a cap above every length measured. For langchain-community's "
+    "`append_turn([human, ai])` (one `EVALSHA` of the append script: RPUSH, LTRIM, EXPIRE), "
+    "with the service's TTL and a cap above every length measured, and the process's decode "
+    "cache as the service has it (each timed run's sessions are fresh, so a run starts with "
+    "their preloaded messages undecoded). For langchain-community's "
     "`RedisChatMessageHistory`: `.messages` — its only read, the full history, which is "
     "what `RunnableWithMessageHistory` and its users load — then `.add_messages([human, "
     "ai])`, which its base class turns into one `LPUSH` per message (plus one `EXPIRE` each "
@@ -600,10 +602,18 @@ METHOD = [
     "constructor also opens a connection and sends `INFO cluster`; users who build one per "
     "request (the usual `get_session_history` factory) pay that on every turn, which is "
     "left out here: the alternative's figures are its best case.",
-    "- *Raw ceiling*: the same `LRANGE` and `MULTI` pipeline issued with redis-py on "
-    "pre-encoded bytes. *raw + JSON* adds `json.loads` of the window and `json.dumps` of the "
+    "- *Raw ceiling*: the same `LRANGE` and `EVALSHA` issued with redis-py on "
+    "pre-encoded bytes (so the ceiling got faster with the script too). *raw + JSON* adds "
+    "`json.loads` of the window and `json.dumps` of the "
     "two message dicts, so `ours` minus `raw + JSON` is the cost of langchain-core message "
     "objects.",
+    "- *Before* variants, to show what each change bought: `RedisChatHistory` with a "
+    "disabled decode cache, and that with the append as the MULTI/RPUSH/LTRIM/EXPIRE/EXEC "
+    "pipeline it was (`bench/store_bench.py`: `OursNoCache`, `OursBefore`); at the HTTP "
+    "level, `--before REV` runs the service as of that revision as a fifth target.",
+    "- Redis clients: `bench/client_bench.py` measures redis-py (hiredis and Python parsers), "
+    "coredis and valkey-glide on the same two operations, MULTI pipeline against EVALSHA: "
+    "[benchmarks-clients.md](benchmarks-clients.md).",
     "- Every timed run starts from fresh sessions preloaded (untimed) to the history length "
     "and spreads its turns over enough sessions that no history grows by more than ~10%. "
     "Each repeat runs every implementation at every length in a rotating order, so they "
