@@ -101,7 +101,9 @@ def front(
     name: str, replicas: list[Replica], workdir: Path, stops: list[Callable[[], None]]
 ) -> Deployment:
     for replica in replicas:
-        replica.wait_ready("/healthz" if name in ("langchain", "bare") else "/readyz")
+        # Up to 15 replicas import at once on a shared 2-core machine: give them time.
+        path = "/healthz" if name in ("langchain", "bare") else "/readyz"
+        replica.wait_ready(path, timeout_s=180)
     nginx = Nginx(workdir / name, [r.port for r in replicas], keepalive=128)
     stops.append(nginx.stop)
     nginx.start()
