@@ -139,9 +139,9 @@ def targets(store: StoreResults | None, http: HttpResults | None) -> list[Target
                 worst >= 0.7,
                 "the ceiling sends pre-encoded bytes and decodes nothing; at "
                 f"{n(mid)} messages adding just the JSON codec brings raw redis-py to "
-                f"{json_only:.0%} of itself, and building langchain-core message objects "
-                f"(pydantic) to {fractions[mid]:.0%}: full-fidelity messages cost about as "
-                "much Python as the two round trips (see the profile)",
+                f"{json_only:.0%} of itself, and full-fidelity langchain-core message objects "
+                f"(each decoded once, then copied per read) bring it to {fractions[mid]:.0%} "
+                "(see the profile)",
             )
         )
     if http is not None and 16 in http.concurrencies:
@@ -156,10 +156,11 @@ def targets(store: StoreResults | None, http: HttpResults | None) -> list[Target
                 f"{cpu_memory:.2f} ms, ratio {cpu_memory / cpu_redis:.2f}); the common way "
                 f"(RunnableWithMessageHistory + RedisChatMessageHistory): {common:.2f} x",
                 ratio >= 0.8,
-                "the replicas are CPU-bound here (2 cores for 3 replicas, nginx, wrk and "
-                "Redis), so throughput follows CPU per request, and a Redis turn costs the "
-                "replica more CPU than a dict lookup: two async redis-py round trips and "
-                "decoding the 20-message window into message objects (see the profile)",
+                "the replicas are CPU-bound here (2 cores for the replicas, nginx, wrk and "
+                "Redis), so throughput follows CPU per request, and a Redis turn still costs "
+                f"the replica {cpu_redis - cpu_memory:.2f} ms more CPU than a dict lookup: two "
+                "asyncio socket round trips through redis-py, and a copy of each of the "
+                "window's decoded messages (see the profile)",
             )
         )
     return out
