@@ -40,6 +40,11 @@ def test_a_cached_decode_equals_a_fresh_one_for_every_message_type() -> None:
         assert got == decode(raw) == MESSAGES
         assert messages_to_dict(got) == messages_to_dict(MESSAGES)
         assert [type(m) for m in got] == [type(m) for m in MESSAGES]
+        fresh = decode(raw)
+        assert [m.model_fields_set for m in got] == [m.model_fields_set for m in fresh]
+        assert [m.model_dump(exclude_unset=True) for m in got] == [
+            m.model_dump(exclude_unset=True) for m in fresh
+        ]
     # Plain messages are shared through templates; the rest is decoded on every read.
     assert cache.info()["hits"] == 2 * len(MESSAGES)
 
