@@ -10,6 +10,7 @@ from typing import Any
 import redis
 import redis.asyncio as aredis
 from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.observability import recorder
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.asyncio.sentinel import SentinelConnectionPool, SentinelManagedConnection
 from redis.backoff import ExponentialBackoff
@@ -36,12 +37,59 @@ class PacedConnectionPool(aredis.BlockingConnectionPool):
     at a time. A healthy pooled connection takes the usual path (one non-blocking check); only
     a connection that must be opened or reopened waits its turn, for at most `connect_wait`
     seconds, then fails with `redis.ConnectionError` like any failed connect (so a dead store
-    still answers 503 fast instead of queueing every request behind timeouts)."""
+    still answers 503 fast instead of queueing every request behind timeouts).
+
+    Checking a connection out and back in is the pool's own bookkeeping when nothing needs
+    more: an idle connection is there and nobody waits for one. redis-py's path takes the
+    pool's condition and lock, arms a timeout and records its OpenTelemetry metrics on every
+    command, twice per command (out and in): a sixth of a Redis replica's CPU per chat turn
+    (docs/benchmarks.md). The short path is taken only when it does exactly what that path
+    would: no task waits (else `release` must wake one), no maintenance notice is being
+    handled, redis-py's metrics are off, and the connection has no pending re-authentication
+    (the listener redis-py runs on release). Anything else takes redis-py's path unchanged.
+    """
 
     def __init__(self, *, connect_wait: float, **options: Any) -> None:
         super().__init__(**options)
         self._connect_wait = connect_wait
         self._connecting = asyncio.Semaphore(CONNECT_CONCURRENCY)
+        self._waiting = 0  # tasks in redis-py's checkout (one of them may wait for a release)
+
+    def _short_path(self) -> bool:
+        return (
+            not self._waiting
+            and not self._in_maintenance
+            and recorder._get_or_create_collector() is None  # redis-py's metrics are off
+        )
+
+    async def get_connection(
+        self, command_name: Any = None, *keys: Any, **options: Any
+    ) -> AbstractConnection:
+        if self._available_connections and self._short_path():
+            connection: AbstractConnection = self._available_connections.pop()
+            self._in_use_connections.add(connection)
+            try:
+                await self.ensure_connection(connection)
+            except BaseException:
+                await self.release(connection)
+                raise
+            return connection
+        self._waiting += 1
+        try:
+            # The ignore: redis-py's deprecation decorator leaves get_connection untyped.
+            checked_out: AbstractConnection = await super().get_connection()  # type: ignore[no-untyped-call]  # see above
+            return checked_out
+        finally:
+            self._waiting -= 1
+
+    async def release(self, connection: AbstractConnection) -> None:
+        if connection._re_auth_token is None and self._short_path():
+            self._in_use_connections.remove(connection)
+            if connection.should_reconnect():  # type: ignore[no-untyped-call]  # untyped in redis-py
+                await connection.disconnect()
+            self._available_connections.append(connection)
+            return
+        await super().release(connection)
 
     async def ensure_connection(self, connection: AbstractConnection) -> None:
         maint = self.maint_notifications_enabled()  # type: ignore[no-untyped-call]  # untyped in redis-py
