@@ -15,6 +15,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.asyncio.sentinel import SentinelConnectionPool, SentinelManagedConnection
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisClusterException
+from redis.maint_notifications import MaintNotificationsConfig
 
 from chat_history_k8s.config import Settings
 from chat_history_k8s.history.base import HistoryUnavailable
@@ -171,6 +172,12 @@ def build_async_client(settings: Settings) -> AsyncClient:
             **options,
         )
     pooled: dict[str, Any] = options | {
+        # Maintenance notifications (CLIENT MAINT_NOTIFICATIONS, RESP3 pushes announcing a
+        # managed service's node moves) are off: open-source Redis and Sentinel send none, and
+        # redis-py's "auto" default made every checkout take the pool's reconnect path (a
+        # semaphore, a timeout and redis-py's own checks: a tenth of a replica's CPU per turn,
+        # docs/benchmarks.md) and every connect try the handshake.
+        "maint_notifications_config": MaintNotificationsConfig(enabled=False),
         # Waiting for a turn to connect: the same budget as one command (connect + reply).
         "connect_wait": settings.redis_connect_timeout_seconds
         + settings.redis_socket_timeout_seconds,
