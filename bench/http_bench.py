@@ -33,6 +33,7 @@ LABELS = {
     "langchain": "RunnableWithMessageHistory + RedisChatMessageHistory",
     "bare": "bare FastAPI endpoint (ceiling)",
     "redis_before": "service before this change, HISTORY_BACKEND=redis",
+    "redis_step": "service at an intermediate revision, HISTORY_BACKEND=redis",
 }
 APPS = {
     "memory": "chat_history_k8s.main:app",
@@ -40,6 +41,7 @@ APPS = {
     "langchain": "bench.langchain_app:app",
     "bare": "bench.bare_app:app",
     "redis_before": "chat_history_k8s.main:app",
+    "redis_step": "chat_history_k8s.main:app",
 }
 WRK_SCRIPT = Path(__file__).parent / "wrk" / "chat.lua"
 # Histories are capped so that every run, whatever its length, sees the same per-turn work.
@@ -191,9 +193,9 @@ class HttpResults:
         )
 
 
-def export_source(rev: str, workdir: Path) -> Path:
+def export_source(rev: str, workdir: Path, name: str = "before-src") -> Path:
     """`chat_history_k8s/` as of git revision `rev`, in a directory of its own."""
-    out = workdir / "before-src"
+    out = workdir / name
     out.mkdir(parents=True)
     repo = Path(__file__).resolve().parent.parent
     archive = subprocess.run(
@@ -206,12 +208,17 @@ def export_source(rev: str, workdir: Path) -> Path:
 
 
 def run(
-    config: HttpConfig, workdir: Path, log: Callable[[str], None], before: str | None = None
+    config: HttpConfig,
+    workdir: Path,
+    log: Callable[[str], None],
+    before: str | None = None,
+    step: str | None = None,
 ) -> HttpResults:
     """With `before` (a git revision), the Redis backend as of that revision is a target too:
-    what the changes since bought, measured side by side."""
+    what the changes since bought, measured side by side; with `step` as well, the Redis
+    backend as of a revision in between (what the changes up to it bought, and after it)."""
     stops: list[Callable[[], None]] = []
-    targets = TARGETS + (("redis_before",) if before else ())
+    targets = TARGETS + (("redis_before",) if before else ()) + (("redis_step",) if step else ())
     try:
         server = bench_redis(workdir / "redis-http")
         stops.append(server.stop)
@@ -222,7 +229,11 @@ def run(
             "bare": {},
         }
         envs["redis_before"] = envs["redis"] | {"REDIS_KEY_PREFIX": "before:"}
-        source = export_source(before, workdir) if before else None
+        envs["redis_step"] = envs["redis"] | {"REDIS_KEY_PREFIX": "step:"}
+        sources = {
+            "redis_before": export_source(before, workdir) if before else None,
+            "redis_step": export_source(step, workdir, "step-src") if step else None,
+        }
         # Start every replica first, then wait: they import in parallel.
         started = {
             name: start_deployment(
@@ -232,12 +243,12 @@ def run(
                 config,
                 workdir,
                 stops,
-                source if name == "redis_before" else None,
+                sources.get(name),
             )
             for name in targets
         }
         deployments = {name: front(name, started[name], workdir, stops) for name in targets}
-        for name in ("redis", "langchain", "redis_before"):
+        for name in ("redis", "langchain", "redis_before", "redis_step"):
             if name in deployments:
                 deployments[name].store = server
         log(f"http: {len(deployments)} targets of {config.replicas} replica(s) + nginx are up")

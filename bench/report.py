@@ -315,10 +315,16 @@ def profile_section(store: StoreResults) -> list[str]:
     return lines
 
 
+def short(subject: str, limit: int = 72) -> str:
+    """A commit subject cut to `limit` characters."""
+    return subject if len(subject) <= limit else subject[: limit - 1].rstrip() + "…"
+
+
 def bought_section(
-    store: StoreResults | None, http: HttpResults | None, before_rev: str | None
+    store: StoreResults | None, http: HttpResults | None, env: dict[str, Any]
 ) -> list[str]:
     """What each change to the Redis path bought, from variants measured side by side."""
+    before_rev = env.get("before_rev")
     lines = ["## What each change bought (before/after in this run)", ""]
     has_store = store is not None and "ours_before" in store.turns_per_s
     has_http = http is not None and "redis_before" in http.runs
@@ -374,6 +380,29 @@ def bought_section(
                 f"| {b / memory:.2f} x | {a / memory:.2f} x |"
             )
         lines.append("")
+    if http is not None and has_http and "redis_step" in http.runs:
+        c16 = 16 if 16 in http.concurrencies else http.concurrencies[-1]
+        lines += [
+            f"Step by step at concurrency {c16} (the same run; a sixth target runs the service "
+            "as of an intermediate revision, `--step REV`):",
+            "",
+            "| the Redis backend as of | req/s | x memory | replica CPU ms/req "
+            "| redis-server CPU ms/req |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        memory = http.median("memory", c16, "rps")
+        for target, label in (
+            ("redis_before", f"`{before_rev}` {short(env.get('before_subject', ''))}"),
+            ("redis_step", f"`{env.get('step_rev')}` {short(env.get('step_subject', ''))}"),
+            ("redis", "this revision"),
+        ):
+            rps = http.median(target, c16, "rps")
+            lines.append(
+                f"| {label} | {n(rps)} | {rps / memory:.2f} x "
+                f"| {http.median(target, c16, 'cpu_ms_replicas'):.2f} "
+                f"| {http.median(target, c16, 'cpu_ms_redis'):.3f} |"
+            )
+        lines.append("")
     return lines
 
 
@@ -401,7 +430,7 @@ def http_section(http: HttpResults, replicas: int) -> list[str]:
             errors = sum(r["non2xx"] + r["socket_errors"] for r in http.runs[target][c])
             redis_cpu = (
                 f"{http.median(target, c, 'cpu_ms_redis'):.3f}"
-                if target in ("redis", "langchain", "redis_before")
+                if target in ("redis", "langchain", "redis_before", "redis_step")
                 else ""
             )
             lines.append(
@@ -552,7 +581,7 @@ def render(results: Results, *, plot_rel: str, checkpoint_plot_rel: str) -> str:
             verdict = "yes" if t.met else f"**no** — {t.why}" if t.why else "**no**"
             lines.append(f"| {t.name} | {t.measured} | {verdict} |")
         lines.append("")
-    lines += bought_section(store, http, env.get("before_rev"))
+    lines += bought_section(store, http, env)
     if store is not None:
         lines += store_section(store, plot_rel) + profile_section(store)
     if http is not None:

@@ -202,6 +202,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="REV",
         help="http: also run the Redis backend as of this git revision (what a change bought)",
     )
+    parser.add_argument(
+        "--step",
+        metavar="REV",
+        help="http, with --before: also run the Redis backend as of a revision in between",
+    )
     args = parser.parse_args(argv)
     parts = [p for p in args.only.split(",") if p]
     unknown = set(parts) - set(PARTS)
@@ -212,13 +217,14 @@ def main(argv: list[str] | None = None) -> int:
         return render_saved(args.render, args.out or REPO_ROOT / "docs")
     started = time.monotonic()
     env = environment()
-    if args.before:
-        env["before_rev"] = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", args.before],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+    for key, rev in (("before", args.before), ("step", args.step)):
+        if rev:
+            env[f"{key}_rev"], env[f"{key}_subject"] = subprocess.run(
+                ["git", "-C", str(REPO_ROOT), "log", "-1", "--format=%h%n%s", rev],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.splitlines()[:2]
     env["load_before"] = load_average()
     mode = "smoke" if args.smoke else "full"
     log(f"{mode} run of {', '.join(parts)}; load average {env['load_before']}")
@@ -232,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                 store = store_bench.run(config, workdir, log)
             if "http" in parts:
                 http_config = http_bench.SMOKE if args.smoke else http_bench.FULL
-                http = http_bench.run(http_config, workdir, log, before=args.before)
+                http = http_bench.run(http_config, workdir, log, before=args.before, step=args.step)
             if "profile" in parts:
                 profiles = [
                     profile_http.profile(

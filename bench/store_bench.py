@@ -43,6 +43,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, messag
 
 from bench import bench_redis
 from bench.counting import WireStats, calls_delta, command_calls, counted
+from chat_history_k8s import gc_tuning
 from chat_history_k8s.history.codec import DecodeCache
 from chat_history_k8s.history.redis import APPEND_SCRIPT, APPEND_SHA, RedisChatHistory
 from chat_history_k8s.history.redis_wait import raise_first_error, send_together
@@ -526,6 +527,8 @@ class StoreResults:
 
 
 def run(config: StoreConfig, workdir: Any, log: Callable[[str], None]) -> StoreResults:
+    # This process's collector tuned as a replica's is (every implementation runs under it).
+    gc_tuning.tune()
     server = bench_redis(workdir / "redis-store")
     try:
         return _run(server, config, log)
