@@ -158,9 +158,16 @@ def targets(store: StoreResults | None, http: HttpResults | None) -> list[Target
                 ratio >= 0.8,
                 "the replicas are CPU-bound here (2 cores for the replicas, nginx, wrk and "
                 "Redis), so throughput follows CPU per request, and a Redis turn still costs "
-                f"the replica {cpu_redis - cpu_memory:.2f} ms more CPU than a dict lookup: two "
-                "asyncio socket round trips through redis-py, and a copy of each of the "
-                "window's decoded messages (see the profile)",
+                f"the replica {cpu_redis - cpu_memory:.2f} ms more CPU than a dict lookup. "
+                "With the collector tuned and the pool's checkout short, what is left is the "
+                "two round trips themselves: each wakes redis-server and then the replica "
+                "again, which on oversubscribed cores costs more than the Python around it (a "
+                "memory turn has no wake-up between request and response); redis-py's "
+                "packing, parsing and timeouts around them (~110 µs of client CPU per turn "
+                "alone, [benchmarks-clients.md](benchmarks-clients.md)); and a copy of each of "
+                "the window's 20 decoded messages, kept because sharing them would let a change "
+                "made to one session's message show in every session that stored the same "
+                "bytes (see the profile)",
             )
         )
     return out
@@ -640,7 +647,11 @@ METHOD = [
     "- *Before* variants, to show what each change bought: `RedisChatHistory` with a "
     "disabled decode cache, and that with the append as the MULTI/RPUSH/LTRIM/EXPIRE/EXEC "
     "pipeline it was (`bench/store_bench.py`: `OursNoCache`, `OursBefore`); at the HTTP "
-    "level, `--before REV` runs the service as of that revision as a fifth target.",
+    "level, `--before REV` runs the service as of that revision as a fifth target, and "
+    "`--step REV` one as of a revision in between as a sixth.",
+    "- The store part runs in a process whose garbage collector is tuned as a replica's is "
+    "(`chat_history_k8s/gc_tuning.py`: the startup heap frozen, the young threshold at "
+    "10,000); every implementation, the ceiling included, runs under it.",
     "- Redis clients: `bench/client_bench.py` measures redis-py (hiredis and Python parsers), "
     "coredis and valkey-glide on the same two operations, MULTI pipeline against EVALSHA: "
     "[benchmarks-clients.md](benchmarks-clients.md).",
