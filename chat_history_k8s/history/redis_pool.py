@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis
@@ -308,16 +309,18 @@ class WarmedPool:
         if self._warming is not None:
             self._warming.cancel()
             await asyncio.wait([self._warming])
-        try:
-            await self.client.aclose()
-            if isinstance(self.client, aredis.Redis):
-                pool = self.client.connection_pool
-                await pool.disconnect()
-                if isinstance(pool, SentinelConnectionPool):  # its clients of the Sentinels
-                    for sentinel in pool.sentinel_manager.sentinels:
-                        await sentinel.aclose()
-        except (redis.RedisError, OSError) as exc:
-            # redis-py waits at most REDIS_CONNECT_TIMEOUT_SECONDS for each socket to close (a
-            # starved CPU can take longer); the sockets are closed either way. Shutting down
-            # goes on: nothing is left to lose, and a crash here would hide the real exit.
-            logger.warning("closing the Redis connections: %s (shutting down anyway)", exc)
+        closing: list[Callable[[], Awaitable[Any]]] = [self.client.aclose]
+        if isinstance(self.client, aredis.Redis):
+            pool = self.client.connection_pool
+            closing.append(pool.disconnect)
+            if isinstance(pool, SentinelConnectionPool):  # its clients of the Sentinels
+                closing += [sentinel.aclose for sentinel in pool.sentinel_manager.sentinels]
+        for close in closing:  # every one, whatever an earlier one raised
+            try:
+                await close()
+            except (redis.RedisError, OSError) as exc:
+                # redis-py waits at most REDIS_CONNECT_TIMEOUT_SECONDS for each socket to
+                # close (a starved CPU can take longer); the sockets are closed either way.
+                # Shutting down goes on: nothing is left to lose, and a crash here would hide
+                # the real exit.
+                logger.warning("closing the Redis connections: %s (shutting down anyway)", exc)
