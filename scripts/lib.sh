@@ -14,6 +14,9 @@ export REPO_ROOT
 # The docker compose scripts/compose-check.sh uses; scripts/tools.sh builds it (its go.mod's Go
 # version must not be newer than the Go on the machine).
 : "${COMPOSE_VERSION:=v5.6.0}"
+# The chart linters scripts/chart-check.sh runs over the rendered chart (scripts/tools.sh).
+: "${KUBE_SCORE_VERSION:=v1.20.0}"
+: "${CHECKOV_VERSION:=3.3.30}"
 
 # The speaking script as the log shows it: "test" for scripts/test.sh, "cluster/up" for
 # cluster/up.sh.
