@@ -178,15 +178,20 @@ def admitted(rules: list[Manifest], side: str, labels: dict[str, str], port: int
     return False
 
 
-DNS_RULE = {
-    "to": [
-        {
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-        }
-    ],
-    "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
-}
+def dns_rule(values_file: Path | None) -> Manifest:
+    """The egress rule to the cluster DNS: kube-dns pods, on their ports (53 by default)."""
+    ports = values_of(values_file).get("networkPolicy", {}).get("dnsPorts", [53])
+    return {
+        "to": [
+            {
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
+                },
+                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+            }
+        ],
+        "ports": [{"port": p, "protocol": proto} for p in ports for proto in ("UDP", "TCP")],
+    }
 
 
 def test_every_pod_is_fenced_in_both_directions(manifests: list[Manifest]) -> None:
@@ -231,7 +236,7 @@ def test_redis_opens_no_connection_it_does_not_need(
         assert egress == []
         return
     # Replication: the other Redis pods (by their DNS names) and nothing else.
-    assert egress[0] == DNS_RULE
+    assert egress[0] == dns_rule(redis_values_file)
     (peers,) = egress[1:]
     assert peers["ports"] == [{"port": 6379, "protocol": "TCP"}, {"port": 26379, "protocol": "TCP"}]
     (peer,) = peers["to"]
@@ -249,7 +254,7 @@ def test_chat_pods_reach_only_dns_and_their_history_store(
     assert chat_np["metadata"]["name"] == RELEASE
     assert chat_np["spec"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
     egress = chat_np["spec"]["egress"]
-    assert egress[0] == DNS_RULE
+    assert egress[0] == dns_rule(values_file)
     rest = egress[1:]
     values = values_of(values_file)
     if backend_of(values_file) == "memory":
@@ -286,12 +291,14 @@ def test_the_model_provider_is_reachable_only_with_the_openai_model(render: Rend
     }
 
 
-def test_the_helm_test_pod_reaches_only_the_chat_pods(manifests: list[Manifest]) -> None:
+def test_the_helm_test_pod_reaches_only_the_chat_pods(
+    manifests: list[Manifest], values_file: Path | None
+) -> None:
     (pod,) = by_kind(manifests, "Pod")
     (np,) = policies_of(manifests, pod["metadata"]["labels"])
     assert np["spec"]["ingress"] == []
     egress = np["spec"]["egress"]
-    assert egress[0] == DNS_RULE
+    assert egress[0] == dns_rule(values_file)
     for name, _, labels in pod_specs(manifests):
         assert admitted(egress[1:], "to", labels, "http") == (name == f"Deployment/{RELEASE}")
 

@@ -229,16 +229,18 @@ The Secret volume that holds the Redis password as the file "password" (only tha
 {{- end }}
 
 {{/*
-The NetworkPolicy egress rule to the cluster DNS (UDP and TCP 53).
+The NetworkPolicy egress rule to the cluster DNS (networkPolicy.dnsPorts, UDP and TCP).
 */}}
 {{- define "chat-history.dnsEgress" -}}
 - to:
     {{- toYaml .Values.networkPolicy.dnsTo | nindent 4 }}
   ports:
-    - port: 53
+    {{- range .Values.networkPolicy.dnsPorts }}
+    - port: {{ . }}
       protocol: UDP
-    - port: 53
+    - port: {{ . }}
       protocol: TCP
+    {{- end }}
 {{- end }}
 
 {{/*
