@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # crash reporters that dump the environment).
 _SECRET_FILES = {
     "redis_password": "redis_password_file",
+    "redis_sentinel_password": "redis_sentinel_password_file",
     "openai_api_key": "openai_api_key_file",
 }
 
@@ -63,6 +64,8 @@ class Settings(BaseSettings):
     redis_password: SecretStr | None = None
     # Read once at startup; the chart mounts the Secret here instead of setting REDIS_PASSWORD.
     redis_password_file: Path | None = None
+    # The Sentinels' password (REDIS_SENTINEL_PASSWORD, REDIS_MODE=sentinel) from a file.
+    redis_sentinel_password_file: Path | None = None
     redis_key_prefix: str = Field(default="chat-history:", min_length=1)
     redis_socket_timeout_seconds: float = Field(default=1.0, gt=0, le=30)
     redis_connect_timeout_seconds: float = Field(default=0.5, gt=0, le=30)

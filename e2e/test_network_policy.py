@@ -30,6 +30,7 @@ pytestmark = [
 
 REDIS_PORT = 6379
 CHAT_PORT = 8000
+PROBE_PORT = 8080
 CONNECT_TIMEOUT_S = 3
 PY_CONNECT = (
     "import socket, sys\n"
@@ -57,7 +58,6 @@ class Addresses:
     redis_pod: str
     redis_service: str
     chat_pod: str
-    other_chat_pod: str
     dns_service: str
     api_service: str
 
@@ -102,7 +102,6 @@ def addresses(release: KubeDeployment, kube: KubeTarget) -> Addresses:
             "jsonpath={.spec.clusterIP}",
         ),
         chat_pod=chat_pods[0]["status"]["podIP"],
-        other_chat_pod=chat_pods[1]["status"]["podIP"],
         dns_service=_kubectl(
             kube,
             "-n",
@@ -128,8 +127,9 @@ def addresses(release: KubeDeployment, kube: KubeTarget) -> Addresses:
 
 def _probe_pod(
     kube: KubeTarget, namespace: str, name: str, labels: dict[str, str], image: str
-) -> None:
-    """A pod running the chat image that does nothing until a test execs a connect in it."""
+) -> str:
+    """A pod running the chat image: it serves HTTP on PROBE_PORT (a destination no policy of
+    the chart opens) and runs the connects the tests exec in it."""
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -144,12 +144,14 @@ def _probe_pod(
                 "runAsGroup": 10001,
                 "seccompProfile": {"type": "RuntimeDefault"},
             },
+            "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Mi"}}],
             "containers": [
                 {
                     "name": "probe",
                     "image": image,
                     "imagePullPolicy": "IfNotPresent",
-                    "command": ["python", "-c", "import time; time.sleep(3600)"],
+                    "command": ["python", "-m", "http.server", str(PROBE_PORT), "-d", "/tmp"],
+                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
                     "resources": {
                         "requests": {"cpu": "10m", "memory": "32Mi"},
                         "limits": {"cpu": "200m", "memory": "64Mi"},
@@ -165,9 +167,15 @@ def _probe_pod(
     }
     kube.kubectl("apply", "-f", "-", stdin=json.dumps(pod))
     kube.kubectl(
-        "-n", namespace, "wait", "--for=condition=Ready", f"pod/{name}", "--timeout=120s",
+        "-n",
+        namespace,
+        "wait",
+        "--for=condition=Ready",
+        f"pod/{name}",
+        "--timeout=120s",
         timeout_s=150,
-    )  # fmt: skip
+    )
+    return _kubectl(kube, "-n", namespace, "get", "pod", name, "-o", "jsonpath={.status.podIP}")
 
 
 @dataclass(frozen=True)
@@ -177,6 +185,7 @@ class Probes:
 
     local: tuple[str, str]
     foreign: tuple[str, str]
+    local_ip: str
 
 
 @pytest.fixture
@@ -191,9 +200,11 @@ def probes(release: KubeDeployment, kube: KubeTarget) -> Iterator[Probes]:
     local = (release.namespace, f"np-probe-{suffix}")
     foreign = (foreign_ns, f"np-probe-{suffix}")
     try:
-        _probe_pod(kube, *local, {"app.kubernetes.io/name": "np-probe"}, image)
+        local_ip = _probe_pod(kube, *local, {"app.kubernetes.io/name": "np-probe"}, image)
         _probe_pod(kube, *foreign, CHAT_LABELS, image)
-        yield Probes(local=local, foreign=foreign)
+        # The probes' own network works: one reaches the other's HTTP port.
+        assert connects_from_python(kube, *foreign, local_ip, PROBE_PORT)
+        yield Probes(local=local, foreign=foreign, local_ip=local_ip)
     finally:
         kube.kubectl(
             "-n", local[0], "delete", "pod", local[1], "--ignore-not-found", "--wait=false"
@@ -271,11 +282,13 @@ def test_redis_opens_no_connection(
     # Redis needs none of them, and its egress policy allows nothing.
     destinations = {
         "a chat pod": (addresses.chat_pod, CHAT_PORT),
+        "a pod of its namespace": (probes.local_ip, PROBE_PORT),
         "the cluster DNS": (addresses.dns_service, 53),
         "the API server": (addresses.api_service, 443),
     }
     for what, (host, port) in destinations.items():
-        assert connects_from_python(kube, *probes.local, host, port), f"{what} is unreachable"
+        source = probes.foreign if host == probes.local_ip else probes.local
+        assert connects_from_python(kube, *source, host, port), f"{what} is unreachable"
         assert not connects_from_redis(kube, release.namespace, host, port), (
             f"the Redis pod reached {what} at {host}:{port}"
         )
@@ -287,7 +300,7 @@ def test_chat_pods_reach_nothing_beyond_dns_and_redis(
     pods = _json(
         kube, "-n", release.namespace, "get", "pods", "-l", "app.kubernetes.io/component=chat"
     )["items"]
-    # The pod whose address is addresses.chat_pod; the other one is the destination below.
+    # The pod whose address is addresses.chat_pod.
     (chat_pod,) = [
         p["metadata"]["name"] for p in pods if p["status"]["podIP"] == addresses.chat_pod
     ]
@@ -295,10 +308,12 @@ def test_chat_pods_reach_nothing_beyond_dns_and_redis(
     assert connects_from_python(
         kube, release.namespace, chat_pod, addresses.dns_service, 53, container="chat"
     ), "the chat pods must resolve names"
+    # Destinations no ingress rule of the chart opens. (Not another chat pod's http port:
+    # kube-router v2.1.0 checks a pod's egress and the destination's ingress rules in one chain,
+    # so the chat pods' own ingress rule, "anyone on http", lets that connection through.)
     for what, (host, port) in {
         "the API server": (addresses.api_service, 443),
-        # Not itself: a pod's own address never leaves the pod.
-        "another chat pod": (addresses.other_chat_pod, CHAT_PORT),
+        "a pod of its namespace": (probes.local_ip, PROBE_PORT),
     }.items():
         assert not connects_from_python(
             kube, release.namespace, chat_pod, host, port, container="chat"

@@ -23,6 +23,7 @@ NOT_A_DEFAULT = {
     "POD_NAME": "the pod's own name, from the downward API",
     "REDIS_PASSWORD_FILE": "where the chart mounts the release's Secret",
     "OPENAI_API_KEY_FILE": "where the chart mounts the Secret the user names",
+    "REDIS_SENTINEL_PASSWORD_FILE": "where the chart mounts the Sentinels' password",
     "OPENAI_MODEL": "required with chat.model=openai; the service has no default",
     "AUTH_API_KEYS_FILE": "where the chart mounts the API keys' Secret",
     "REDIS_MODE": "follows redis.architecture and redis.external",

@@ -105,6 +105,9 @@ def test_the_chat_pods_follow_the_sentinels(replication: list[Manifest]) -> None
     assert config["REDIS_SENTINEL_MASTER"] == "chat-history"
     assert config["REDIS_WAIT_REPLICAS"] == "1"
     assert "REDIS_URL" not in config  # only Sentinel knows the primary
+    # The chart's Sentinels take the data nodes' password.
+    assert config["REDIS_PASSWORD_FILE"] == "/run/secrets/redis/password"
+    assert config["REDIS_SENTINEL_PASSWORD_FILE"] == "/run/secrets/redis/password"
     # Pod names resolve through the headless Service, before the pods are ready too.
     headless = one(replication, "Service", HEADLESS)["spec"]
     assert headless["clusterIP"] == "None" and headless["publishNotReadyAddresses"] is True
@@ -171,6 +174,7 @@ def test_external_redis_deploys_nothing_and_points_the_chat_pods_at_it(render: R
     )
     assert config["REDIS_SENTINEL_MASTER"] == "chat"
     assert config["REDIS_PASSWORD_FILE"] == "/run/secrets/redis/password"
+    assert config["REDIS_SENTINEL_PASSWORD_FILE"] == "/run/secrets/redis/sentinel-password"
 
 
 def test_external_redis_without_a_password_mounts_none(render: Render) -> None:
@@ -185,6 +189,6 @@ def test_external_redis_without_a_password_mounts_none(render: Render) -> None:
         "standalone",
         "rediss://managed.example:6380/0",
     )
-    assert "REDIS_PASSWORD_FILE" not in config
+    assert "REDIS_PASSWORD_FILE" not in config and "REDIS_SENTINEL_PASSWORD_FILE" not in config
     spec = one(manifests, "Deployment", RELEASE)["spec"]["template"]["spec"]
     assert "redis-password" not in [v["name"] for v in spec["volumes"]]

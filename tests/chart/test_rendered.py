@@ -362,16 +362,19 @@ def test_redis_keeps_its_data_on_a_pvc_in_every_pod(
     assert any(line.startswith("appendfsync ") for line in conf)
 
 
-def mounted_secrets(spec: Manifest, container: Manifest) -> dict[str, tuple[str, str, str]]:
-    """mount path -> (Secret, key, file name) of the container's Secret volumes."""
+def mounted_secrets(
+    spec: Manifest, container: Manifest
+) -> dict[str, tuple[str, tuple[tuple[str, str], ...]]]:
+    """mount path -> (Secret, ((key, file name), ...)) of the container's Secret volumes: only
+    the keys it needs, never the whole Secret."""
     volumes = {v["name"]: v for v in spec.get("volumes", [])}
     out = {}
     for mount in container.get("volumeMounts", []):
         secret = volumes.get(mount["name"], {}).get("secret")  # "data": a claim template
         if secret:
-            (item,) = secret["items"]  # only the key it needs
+            items = tuple((i["key"], i["path"]) for i in secret["items"])
             assert mount.get("readOnly") is True
-            out[mount["mountPath"]] = (secret["secretName"], item["key"], item["path"])
+            out[mount["mountPath"]] = (secret["secretName"], items)
     return out
 
 
@@ -394,7 +397,10 @@ def test_the_redis_password_is_a_mounted_file_in_every_container_never_an_env_va
         (secret,) = secrets
         assert secret["metadata"]["name"] == REDIS and key in secret["data"]
     uses_redis = backend_of(values_file) == "redis"
-    expected = ("/run/secrets/redis", (secret_name, key, "password"))
+    items: tuple[tuple[str, str], ...] = ((key, "password"),)
+    if external.get("sentinelPasswordKey"):
+        items += ((external["sentinelPasswordKey"], "sentinel-password"),)
+    expected = ("/run/secrets/redis", (secret_name, items))
     config = one(manifests, "ConfigMap", RELEASE)["data"]
     assert config.get("REDIS_PASSWORD_FILE") == (
         "/run/secrets/redis/password" if uses_redis else None
@@ -434,8 +440,7 @@ def test_the_openai_key_is_a_mounted_file(render: Render) -> None:
     spec = one(manifests, "Deployment", RELEASE)["spec"]["template"]["spec"]
     assert mounted_secrets(spec, spec["containers"][0])["/run/secrets/openai"] == (
         "provider",
-        "api-key",
-        "api-key",
+        (("api-key", "api-key"),),
     )
     config = one(manifests, "ConfigMap", RELEASE)["data"]
     assert config["OPENAI_API_KEY_FILE"] == "/run/secrets/openai/api-key"
@@ -468,10 +473,10 @@ def test_config_map_is_settings_the_service_accepts(
     pending = {k for k in DESIGN_REDIS_SETTINGS if k.lower() not in Settings.model_fields}
     unknown = {k for k in data if k.lower() not in Settings.model_fields} - pending
     assert not unknown, f"the service reads no such variables: {unknown}"
-    if "REDIS_PASSWORD_FILE" in data:  # the mounted Secret, here a file of the test's
-        password = tmp_path / "password"
-        password.write_text("pw")
-        data["REDIS_PASSWORD_FILE"] = str(password)
+    for name in [k for k in data if k.endswith("_FILE")]:  # mounted Secrets: the test's files
+        secret = tmp_path / name.lower()
+        secret.write_text("pw")
+        data[name] = str(secret)
     settings = Settings(**{k.lower(): v for k, v in data.items() if k not in pending}, pod_name="p")
     if settings.history_backend == "redis" and data.get("REDIS_MODE") == "standalone":
         assert settings.redis_url == f"redis://{REDIS}:6379/0"

@@ -133,6 +133,12 @@ BAD_COMBINATIONS = {
         "redis:\n  architecture: replication\n  replication:\n    minReplicasToWrite: 3\n",
         "redis.replication.minReplicasToWrite (3) must not exceed redis.replication.replicas (2)",
     ),
+    "sentinel_password_key_without_sentinel_mode": (
+        "redis:\n  external:\n    enabled: true\n    url: redis://r:6379\n"
+        "    existingSecret: s\n    sentinelPasswordKey: k\n"
+        "    egress: [{ports: [{port: 6379}]}]\n",
+        "redis.external.sentinelPasswordKey needs redis.external.mode=sentinel",
+    ),
     "external_redis_with_no_egress": (
         "redis:\n  external:\n    enabled: true\n    url: redis://r:6379\n",
         "redis.external.egress is required with networkPolicy.enabled",

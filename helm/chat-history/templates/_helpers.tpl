@@ -226,6 +226,10 @@ The Secret volume that holds the Redis password as the file "password" (only tha
     items:
       - key: {{ include "chat-history.redis.secretKey" . }}
         path: password
+      {{- if and .Values.redis.external.enabled .Values.redis.external.sentinelPasswordKey }}
+      - key: {{ .Values.redis.external.sentinelPasswordKey }}
+        path: sentinel-password
+      {{- end }}
 {{- end }}
 
 {{/*
@@ -303,6 +307,9 @@ set. Included once, from the chat Deployment.
 {{- fail "limits.rateLimitTurns and limits.maxSessionsPerPrincipal are per principal and need auth.enabled=true: with auth.enabled=false set both to 0" }}
 {{- end }}
 {{- if and (include "chat-history.redis.enabled" .) .Values.redis.external.enabled }}
+{{- if and .Values.redis.external.sentinelPasswordKey (or (ne .Values.redis.external.mode "sentinel") (not .Values.redis.external.existingSecret)) }}
+{{- fail "redis.external.sentinelPasswordKey needs redis.external.mode=sentinel and redis.external.existingSecret (the Secret that holds it)" }}
+{{- end }}
 {{- if and .Values.networkPolicy.enabled (not .Values.redis.external.egress) }}
 {{- fail "redis.external.egress is required with networkPolicy.enabled: the chat pods may reach only what a rule allows (e.g. an ipBlock of the managed Redis and its ports), or set networkPolicy.enabled=false" }}
 {{- end }}
