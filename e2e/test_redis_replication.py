@@ -70,21 +70,34 @@ class Replication:
         )
 
     def converged(self) -> bool:
-        """Every pod ready, and every Sentinel agrees on the primary and knows 2 replicas and
-        the 2 other Sentinels."""
+        """Every pod ready; every Sentinel agrees on the primary and knows 2 replicas and the 2
+        other Sentinels; the primary has 2 connected replicas, and the 2 others are replicas of
+        it with their link up (a pod that came back as a primary was turned into one)."""
         try:
             if not all(self.ready(pod) for pod in PODS):
                 return False
             primaries = {self.primary(pod) for pod in PODS}
             infos = [self.master_info(pod) for pod in PODS]
+            if len(primaries) != 1:
+                return False
+            (primary,) = primaries
+            roles = {pod: self.cli(pod, "info", "replication") for pod in PODS}
         except (RuntimeError, ValueError, IndexError):
             return False
-        return len(primaries) == 1 and all(
+        sentinels_agree = all(
             i["num-slaves"] == "2"
             and i["num-other-sentinels"] == "2"
             and "s_down" not in i["flags"]
             for i in infos
         )
+        replicas_follow = all(
+            "role:slave" in info
+            and f"master_host:{primary}." in info
+            and "master_link_status:up" in info
+            for pod, info in roles.items()
+            if pod != primary
+        )
+        return sentinels_agree and replicas_follow and "connected_slaves:2" in roles[primary]
 
 
 @pytest.fixture(scope="module")
