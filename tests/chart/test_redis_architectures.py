@@ -8,6 +8,7 @@ import re
 import pytest
 
 from tests.chart.conftest import CI_VALUES, RELEASE, Manifest, Render, by_kind, one, selects
+from tests.chart.test_values import notes
 
 REDIS = f"{RELEASE}-redis"
 HEADLESS = f"{REDIS}-headless"
@@ -192,3 +193,15 @@ def test_external_redis_without_a_password_mounts_none(render: Render) -> None:
     assert "REDIS_PASSWORD_FILE" not in config and "REDIS_SENTINEL_PASSWORD_FILE" not in config
     spec = one(manifests, "Deployment", RELEASE)["spec"]["template"]["spec"]
     assert "redis-password" not in [v["name"] for v in spec["volumes"]]
+
+
+def test_notes_say_where_history_lives_for_each_architecture() -> None:
+    replication = notes("redis.architecture=replication")
+    assert "a primary, 2 replicas and a Sentinel in each pod" in replication
+    assert "sentinel get-master-addr-by-name chat-history" in replication
+    external = notes(
+        "redis.external.enabled=true",
+        "redis.external.url=redis://r:6379",
+        "redis.external.egress[0].ports[0].port=6379",
+    )
+    assert "the existing Redis the values name" in external and "deploys none" in external
