@@ -122,27 +122,7 @@ class Settings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _read_secret_files(cls, data: Any) -> Any:
-        # `<NAME>_FILE` fills `<NAME>` from the file's content (trailing newlines dropped, as a
-        # shell's "$(cat file)" does). Both set is refused: which one wins would be a guess.
-        if not isinstance(data, dict):
-            return data
-        data = dict(data)
-        for secret, file_field in _SECRET_FILES.items():
-            path = data.get(file_field)
-            if path in (None, ""):
-                continue
-            if data.get(secret) not in (None, ""):
-                raise ValueError(f"set {secret.upper()} or {file_field.upper()}, not both")
-            try:
-                value = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise ValueError(
-                    f"{file_field.upper()}: cannot read {path}: {exc.__class__.__name__}"
-                ) from None
-            if not value:
-                raise ValueError(f"{file_field.upper()}: {path} is empty")
-            data[secret] = value
-        return data
+        return read_secret_files(data) if isinstance(data, dict) else data
 
     @field_validator("cors_allow_origins")
     @classmethod
@@ -263,6 +243,28 @@ class Settings(BaseSettings):
                 "CHECKPOINT_LEASE_SECONDS must exceed twice OPENAI_TIMEOUT_SECONDS (a model call "
                 "is tried twice) so that a slow turn keeps its lease"
             )
+
+
+def read_secret_files(data: dict[str, Any]) -> dict[str, Any]:
+    """The settings `data` with each `<NAME>_FILE` read into `<NAME>` (trailing newlines dropped,
+    as a shell's "$(cat file)" does). Both set is refused: which one wins would be a guess."""
+    data = dict(data)
+    for secret, file_field in _SECRET_FILES.items():
+        path = data.get(file_field)
+        if path in (None, ""):
+            continue
+        if data.get(secret) not in (None, ""):
+            raise ValueError(f"set {secret.upper()} or {file_field.upper()}, not both")
+        try:
+            value = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(
+                f"{file_field.upper()}: cannot read {path}: {exc.__class__.__name__}"
+            ) from None
+        if not value:
+            raise ValueError(f"{file_field.upper()}: {path} is empty")
+        data[secret] = value
+    return data
 
 
 class SettingsError(ValueError):

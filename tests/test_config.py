@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from chat_history_k8s.config import Settings, SettingsError, get_settings
+from chat_history_k8s.config import Settings, SettingsError, get_settings, read_secret_files
 
 
 @pytest.mark.parametrize(
@@ -143,3 +143,16 @@ def test_a_bad_secret_file_stops_the_start_with_a_clear_message(
             get_settings()
     finally:
         get_settings.cache_clear()
+
+
+def test_the_sentinel_password_file_fills_the_sentinel_password(tmp_path: Path) -> None:
+    # REDIS_SENTINEL_PASSWORD belongs to REDIS_MODE=sentinel; its file form is read like the
+    # others, into the same field.
+    path = tmp_path / "sentinel-password"
+    path.write_text("s3ntinel\n")
+    data = read_secret_files({"redis_sentinel_password_file": str(path)})
+    assert data["redis_sentinel_password"] == "s3ntinel"
+    with pytest.raises(ValueError, match="set REDIS_SENTINEL_PASSWORD or REDIS_SENTINEL_"):
+        read_secret_files(
+            {"redis_sentinel_password_file": str(path), "redis_sentinel_password": "x"}
+        )
