@@ -122,6 +122,7 @@ class Settings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _read_secret_files(cls, data: Any) -> Any:
+        # REDIS_PASSWORD_FILE and the like, before the fields are validated.
         return read_secret_files(data) if isinstance(data, dict) else data
 
     @field_validator("cors_allow_origins")
