@@ -64,8 +64,6 @@ class Settings(BaseSettings):
     redis_password: SecretStr | None = None
     # Read once at startup; the chart mounts the Secret here instead of setting REDIS_PASSWORD.
     redis_password_file: Path | None = None
-    # The Sentinels' password (REDIS_SENTINEL_PASSWORD, REDIS_MODE=sentinel) from a file.
-    redis_sentinel_password_file: Path | None = None
     redis_key_prefix: str = Field(default="chat-history:", min_length=1)
     redis_socket_timeout_seconds: float = Field(default=1.0, gt=0, le=30)
     redis_connect_timeout_seconds: float = Field(default=0.5, gt=0, le=30)
@@ -80,6 +78,7 @@ class Settings(BaseSettings):
     redis_sentinels: str = ""  # host:port,host:port,... (sentinel mode)
     redis_sentinel_master: str = ""  # the name the Sentinels monitor the primary under
     redis_sentinel_password: SecretStr | None = None  # the Sentinels' own requirepass
+    redis_sentinel_password_file: Path | None = None  # or read from this file at startup
     # A turn is acknowledged once this many replicas have its write (WAIT, same round trip).
     redis_wait_replicas: int = Field(default=0, ge=0, le=100)
     redis_wait_timeout_seconds: float = Field(default=0.5, gt=0, le=30)

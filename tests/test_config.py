@@ -99,7 +99,7 @@ def test_the_log_level_is_read_in_any_case(monkeypatch: pytest.MonkeyPatch) -> N
     assert Settings().log_level == "INFO"
 
 
-@pytest.mark.parametrize("secret", ["REDIS_PASSWORD", "OPENAI_API_KEY"])
+@pytest.mark.parametrize("secret", ["REDIS_PASSWORD", "REDIS_SENTINEL_PASSWORD", "OPENAI_API_KEY"])
 def test_a_secret_is_read_from_its_file_once_at_startup(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, secret: str
 ) -> None:

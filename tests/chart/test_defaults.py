@@ -31,11 +31,6 @@ NOT_A_DEFAULT = {
     "REDIS_SENTINEL_MASTER": "redis.replication.masterName or redis.external.sentinelMaster",
 }
 
-# Settings whose names and defaults DESIGN.md fixes ("Redis modes"), for as long as the service
-# does not define them yet (another branch adds them): the chart's defaults are checked against
-# DESIGN.md's meanwhile, and against the service's own once it has them.
-DESIGN_DEFAULTS: dict[str, Any] = {"REDIS_WAIT_REPLICAS": 0}
-
 # Value sets that, between them, make the chart set every variable it can set.
 RENDERS = {
     "defaults": (),
@@ -76,8 +71,6 @@ def documented_differences() -> dict[str, str]:
 
 
 def service_default(variable: str) -> Any:
-    if variable.lower() not in Settings.model_fields and variable in DESIGN_DEFAULTS:
-        return DESIGN_DEFAULTS[variable]
     field = Settings.model_fields[variable.lower()]
     assert not field.is_required() and field.default_factory is None, variable
     return field.default
@@ -108,8 +101,7 @@ def test_every_variable_the_chart_sets_is_the_service_default_or_says_why(
         path, default = sources[variable], service_default(variable)
         if path in overridden:
             continue
-        field = Settings.model_fields.get(variable.lower())
-        annotation = field.annotation if field else type(default)
+        annotation = Settings.model_fields[variable.lower()].annotation
         assert annotation is not None
         value = TypeAdapter(annotation).validate_python(rendered)
         if path in differs:

@@ -456,30 +456,21 @@ def test_memory_backend_deploys_no_redis(render: Render) -> None:
     assert [e["name"] for e in env] == ["POD_NAME"]
 
 
-# Settings DESIGN.md fixes ("Redis modes") that the service may not define yet (another branch
-# adds them); once it does, they are checked like every other.
-DESIGN_REDIS_SETTINGS = {
-    "REDIS_MODE",
-    "REDIS_SENTINELS",
-    "REDIS_SENTINEL_MASTER",
-    "REDIS_WAIT_REPLICAS",
-}
-
-
 def test_config_map_is_settings_the_service_accepts(
     manifests: list[Manifest], tmp_path: Path
 ) -> None:
     data = dict(one(manifests, "ConfigMap", RELEASE)["data"])
-    pending = {k for k in DESIGN_REDIS_SETTINGS if k.lower() not in Settings.model_fields}
-    unknown = {k for k in data if k.lower() not in Settings.model_fields} - pending
+    unknown = {k for k in data if k.lower() not in Settings.model_fields}
     assert not unknown, f"the service reads no such variables: {unknown}"
     for name in [k for k in data if k.endswith("_FILE")]:  # mounted Secrets: the test's files
         secret = tmp_path / name.lower()
         secret.write_text("pw")
         data[name] = str(secret)
-    settings = Settings(**{k.lower(): v for k, v in data.items() if k not in pending}, pod_name="p")
-    if settings.history_backend == "redis" and data.get("REDIS_MODE") == "standalone":
+    settings = Settings(**{k.lower(): v for k, v in data.items()}, pod_name="p")
+    if settings.history_backend == "redis" and settings.redis_mode == "standalone":
         assert settings.redis_url == f"redis://{REDIS}:6379/0"
+    if settings.redis_mode == "sentinel":  # the password files were read
+        assert settings.redis_sentinel_password is not None
 
 
 def test_pod_name_comes_from_the_downward_api(manifests: list[Manifest]) -> None:

@@ -121,6 +121,11 @@ BAD_COMBINATIONS = {
         "history:\n  api: checkpointer\n  ttlSeconds: 10\n",
         "history.ttlSeconds (10) must be 0 or at least history.checkpointer.leaseSeconds (30)",
     ),
+    "wait_timeout_not_under_the_socket_timeout": (
+        "redis:\n  client:\n    waitTimeoutSeconds: 1.0\n",
+        "redis.client.waitTimeoutSeconds (1) must be less than "
+        "redis.client.socketTimeoutSeconds (1)",
+    ),
     "wait_for_replicas_a_standalone_redis_lacks": (
         "redis:\n  client:\n    waitReplicas: 1\n",
         "redis.client.waitReplicas (1) must not exceed the replicas there are (0)",

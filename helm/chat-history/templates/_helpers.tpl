@@ -341,6 +341,9 @@ set. Included once, from the chat Deployment.
 {{- /* An external Redis's replicas are unknown here: the service finds out. */}}
 {{- $replicas = int .Values.redis.client.waitReplicas }}
 {{- end }}
+{{- if ge (float64 .Values.redis.client.waitTimeoutSeconds) (float64 .Values.redis.client.socketTimeoutSeconds) }}
+{{- fail (printf "redis.client.waitTimeoutSeconds (%v) must be less than redis.client.socketTimeoutSeconds (%v): WAIT's answer must come before the socket gives up" .Values.redis.client.waitTimeoutSeconds .Values.redis.client.socketTimeoutSeconds) }}
+{{- end }}
 {{- if gt (int .Values.redis.client.waitReplicas) $replicas }}
 {{- fail (printf "redis.client.waitReplicas (%d) must not exceed the replicas there are (%d): every turn would wait for replicas that do not exist and fail. Use redis.architecture=replication, or 0" (int .Values.redis.client.waitReplicas) $replicas) }}
 {{- end }}
