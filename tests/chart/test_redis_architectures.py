@@ -205,3 +205,15 @@ def test_notes_say_where_history_lives_for_each_architecture() -> None:
         "redis.external.egress[0].ports[0].port=6379",
     )
     assert "the existing Redis the values name" in external and "deploys none" in external
+
+
+def test_a_redis_pod_is_ready_only_when_it_can_do_its_part(replication: list[Manifest]) -> None:
+    # A primary without a current replica refuses writes (min-replicas-to-write); a replica
+    # whose link is down serves stale data: neither is ready (checked on real processes in
+    # the kube target's e2e/test_redis_replication.py).
+    spec = sts_spec(replication)["template"]["spec"]
+    redis = next(c for c in spec["containers"] if c["name"] == "redis")
+    assert redis["readinessProbe"]["exec"]["command"] == ["sh", "-c", "sh /etc/redis/ready.sh"]
+    script = one(replication, "ConfigMap", REDIS)["data"]["ready.sh"]
+    assert "min_slaves_good_slaves" in script and "-ge 1" in script
+    assert "*master_link_status:up*) exit 0" in script
