@@ -217,3 +217,5 @@ def test_a_redis_pod_is_ready_only_when_it_can_do_its_part(replication: list[Man
     script = one(replication, "ConfigMap", REDIS)["data"]["ready.sh"]
     assert "min_slaves_good_slaves" in script and "-ge 1" in script
     assert "*master_link_status:up*) exit 0" in script
+    mounts = {m["mountPath"]: m["name"] for m in redis["volumeMounts"]}
+    assert mounts["/etc/redis"] == "config", "the probe's script is in the ConfigMap"
