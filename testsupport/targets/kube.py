@@ -415,10 +415,19 @@ class KubeDeployment(Deployment):
             "get", f"statefulset/{RELEASE}-redis", "-o",
             "jsonpath={.spec.template.spec.containers[0].image}",
         ).strip()  # fmt: skip
+        # The restored files belong to Redis's own UID, whatever the chart runs it as.
+        redis_ids = json.loads(
+            self._kubectl(
+                "get", f"statefulset/{RELEASE}-redis", "-o",
+                "jsonpath={.spec.template.spec.securityContext}",
+            )
+        )  # fmt: skip
         self._store_down()
         overrides = {
             "spec": {
-                "securityContext": {"runAsUser": 999, "runAsGroup": 999, "fsGroup": 999},
+                "securityContext": {
+                    key: redis_ids[key] for key in ("runAsUser", "runAsGroup", "fsGroup")
+                },
                 "volumes": [{"name": "data", "persistentVolumeClaim": {
                     "claimName": f"data-{self._redis_pod}"}}],
                 "containers": [{
