@@ -132,6 +132,15 @@ def commandstats(client: redis.Redis) -> dict[str, int]:
     return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
 
 
+def commands_per_turn(
+    before: dict[str, int], after: dict[str, int], turns: int
+) -> dict[str, float]:
+    """The commands Redis ran per turn between two `commandstats`, those it ran at all (INFO,
+    the reading itself, left out)."""
+    counts = {k: (n - before.get(k, 0)) / turns for k, n in after.items() if k != "info"}
+    return {k: v for k, v in counts.items() if v}
+
+
 @pytest.fixture
 def api_keys(tmp_path: Path) -> dict[str, str]:
     """A key file with one fresh key each for alice and bob; `path` maps to the file."""

@@ -10,7 +10,14 @@ import pytest
 import redis
 
 from chat_history_k8s.config import Settings
-from tests.conftest import app_client, auth_settings, bearer, commandstats, make_settings
+from tests.conftest import (
+    app_client,
+    auth_settings,
+    bearer,
+    commands_per_turn,
+    commandstats,
+    make_settings,
+)
 
 
 @pytest.fixture
@@ -137,8 +144,8 @@ async def test_isolation_costs_no_round_trip_and_keys_carry_the_principal(
             await chat(client, api_keys["alice"], "s1", "again")
         after = commandstats(server)
     assert count_round_trips[0] == 10
-    per_turn = {k: (after[k] - before.get(k, 0)) / 5 for k in after if k != "info"}
-    assert {k: v for k, v in per_turn.items() if v} == {
+    per_turn = commands_per_turn(before, after, 5)
+    assert per_turn == {
         "lrange": 1, "multi": 1, "rpush": 1, "ltrim": 1, "expire": 1, "exec": 1,
     }  # fmt: skip
     assert sorted(server.keys("*")) == [b"chat-history:alice/s1", b"chat-history:alice/warm"]

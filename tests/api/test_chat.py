@@ -25,6 +25,18 @@ TURN_ROUND_TRIPS = {
 }
 
 
+async def assert_stored_nothing(
+    client: httpx.AsyncClient, backend: str, history_api: str, request: pytest.FixtureRequest
+) -> None:
+    """No turn counted, and the store empty: Redis holds no key, memory no session."""
+    metrics = (await client.get("/metrics")).text
+    assert f'chat_turns_total{{backend="{backend}"}}' not in metrics
+    if backend == "redis":
+        assert redis.Redis.from_url(request.getfixturevalue("redis_url")).dbsize() == 0
+    else:
+        assert f"{MEMORY_SESSIONS[history_api]} 0.0" in metrics
+
+
 async def chat(
     client: httpx.AsyncClient, message: str, session_id: str | None = None
 ) -> dict[str, Any]:
@@ -204,12 +216,7 @@ async def test_bad_input_is_rejected_with_the_error_body_and_stores_nothing(
     assert error["code"] == code and error["message"]
     assert r.headers["x-served-by"] == SERVED_BY[backend]
     assert (await client.get("/v1/sessions/victim/messages")).status_code == 404
-    metrics = (await client.get("/metrics")).text
-    assert f'chat_turns_total{{backend="{backend}"}}' not in metrics
-    if backend == "redis":
-        assert redis.Redis.from_url(request.getfixturevalue("redis_url")).dbsize() == 0
-    else:
-        assert f"{MEMORY_SESSIONS[history_api]} 0.0" in metrics
+    await assert_stored_nothing(client, backend, history_api, request)
 
 
 async def test_a_message_at_the_limit_is_accepted(client: httpx.AsyncClient) -> None:

@@ -8,9 +8,8 @@ import json
 
 import httpx
 import pytest
-import redis
 
-from tests.api.test_chat import MEMORY_SESSIONS, SERVED_BY
+from tests.api.test_chat import SERVED_BY, assert_stored_nothing
 
 JSON = {"content-type": "application/json"}
 INVALID = "invalid_request"
@@ -29,17 +28,6 @@ async def assert_error(r: httpx.Response, status: int, code: str, backend: str) 
     for internal in ("Traceback", ".py", "127.0.0.1", "redis://", "0x"):
         assert internal not in message
     return message
-
-
-async def assert_stored_nothing(
-    client: httpx.AsyncClient, backend: str, history_api: str, request: pytest.FixtureRequest
-) -> None:
-    metrics = (await client.get("/metrics")).text
-    assert f'chat_turns_total{{backend="{backend}"}}' not in metrics
-    if backend == "redis":
-        assert redis.Redis.from_url(request.getfixturevalue("redis_url")).dbsize() == 0
-    else:
-        assert f"{MEMORY_SESSIONS[history_api]} 0.0" in metrics
 
 
 BODIES = [

@@ -17,7 +17,7 @@ from langgraph.types import Durability
 from chat_history_k8s.conversation.agent import TURN_CONFIG_KEY, CommitGate, Turn, TurnMiddleware
 from chat_history_k8s.metrics import Metrics
 from tests.api.models import FAIL, FlakyModel
-from tests.conftest import app_client, commandstats, make_settings
+from tests.conftest import app_client, commands_per_turn, commandstats, make_settings
 
 
 def round_trip_counts(metrics: str) -> Counter[str]:
@@ -104,9 +104,9 @@ async def test_a_checkpointer_turn_is_four_round_trips_whatever_the_thread_lengt
         after = commandstats(server)
         counted = round_trip_counts((await client.get("/metrics")).text) - counted
     assert count_round_trips[0] == 20
-    per_turn = {k: (after[k] - before.get(k, 0)) / 5 for k in after if k != "info"}
+    per_turn = commands_per_turn(before, after, 5)
     assert per_turn["evalsha"] == 4  # the rest is what the scripts run inside Redis
-    assert not {"eval", "scan", "keys"} & {k for k, v in per_turn.items() if v}
+    assert not {"eval", "scan", "keys"} & set(per_turn)
     assert r.json()["history_length"] == min(2 * (prior_turns + 4), 1000)
     assert counted == Counter({"acquire": 5, "get": 5, "put": 5, "release": 5})  # /metrics agrees
 
