@@ -26,7 +26,7 @@ from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
-from chat_history_k8s.hopcheck.client import Endpoint
+from chat_history_k8s.hopcheck.client import Api, Endpoint
 from testsupport import REPO_ROOT, find_tool, wait_until
 from testsupport.targets.base import (
     Backend,
@@ -280,7 +280,31 @@ class KubeDeployment(Deployment):
         wait_until(settled, timeout_s=timeout_s, what=f"{count} ready chat pods", interval_s=1.0)
 
     def wait_replicas_ready(self, timeout_s: float) -> None:
+        started = time.monotonic()
         self._wait_chat(len(self._pods()), timeout_s=timeout_s)
+        self._wait_answering_ready(max(1.0, timeout_s - (time.monotonic() - started)))
+
+    def _wait_answering_ready(self, timeout_s: float) -> None:
+        """Wait until every chat pod answers /readyz with 200 now, asked through its own
+        port-forward, as the local target asks its processes.
+
+        The pods' Ready condition is the kubelet's last probe: a Redis restart shorter than
+        periodSeconds x failureThreshold (10 s) never changes it, so it says nothing about the
+        new Redis pod. A pod's /readyz answers 200 once its ping reaches Redis the way a turn
+        does (DNS, the Service's rules, the NetworkPolicy); kube-proxy programs the Service's
+        rules for a new Redis pod up to seconds after that pod is Ready, and until then a
+        connect times out (a turn answers 503 "redis: TimeoutError").
+        """
+
+        def answering() -> bool:
+            for endpoint in self.replicas():
+                with Api(endpoint, timeout_s=5.0) as api:
+                    if not api.ready():
+                        return False
+            return True
+
+        wait_until(answering, timeout_s=timeout_s, interval_s=0.5,
+                   what="every chat pod to answer /readyz with 200")  # fmt: skip
 
     def _wait_store(self, *, running: bool, not_uid: str | None = None) -> None:
         def settled() -> bool:
