@@ -1,12 +1,22 @@
-"""Failover under traffic, measured (issue 13): 24 turns/s over 8 sessions through the load
+"""Failover under traffic, measured (issue 13): 24 turns/s over 12 sessions through the load
 balancers for 60 s while the Redis primary serving them is SIGKILLed 3 times (each killed node
-comes back as a replica). Then every acknowledged turn is looked up in the transcripts. The
-figures are printed at the end of the run; docs/runbook.md quotes them.
+comes back as a replica; on the kube target the primary's pod is deleted with zero grace, see
+testsupport.targets.kube.KubePrimaryKiller, and Redis Cluster is local only). Then every
+acknowledged turn is looked up in the transcripts. The figures are printed at the end of the
+run; docs/runbook.md quotes them.
 
-One run per Redis mode (Sentinel; a Cluster with 2 replicas per primary). Each run deploys the
-service four times on the same Redis, 2 replicas behind nginx each: both memory APIs, each with
-REDIS_WAIT_REPLICAS=1 and 0, two sessions each. With WAIT no acknowledged turn may be lost;
-without it the loss is reported.
+One run per Redis mode (Sentinel; a Cluster), each with 2 replicas per primary. Each run deploys
+the service six times on the same Redis, 2 replicas behind nginx each: both memory APIs, each
+with REDIS_WAIT_REPLICAS=2, 1 and 0, two sessions each.
+
+What is asserted is what `WAIT` guarantees. With WAIT 2 every replica has an acknowledged turn,
+so whichever replica is promoted has it: no acknowledged turn may be lost. With WAIT 1 only one
+replica is known to have it, and the promoted one may be the other: a Sentinel picks by the
+replication offsets it last read, and skips a replica that was slow to answer (a CI run under
+heavy load lost 6 such turns; tests/history/test_redis_sentinel.py shows the mechanism
+deterministically). WAIT 1 and WAIT 0 losses are reported, not asserted. Availability is
+asserted where the killed node's return is not needed: with WAIT 1 and 0 no run of failed turns
+may last over 10 s (WAIT 2 fails turns until the killed node is back as a replica; reported).
 """
 
 from __future__ import annotations
@@ -25,10 +35,12 @@ from testsupport.targets.base import HISTORY_APIS, RedisMode
 
 DURATION_S = 60.0
 KILLS = 3
-SESSIONS_PER_GROUP = 2  # 4 groups x 2 sessions x 3 turns/s = 24 turns/s
-PER_SESSION_RATE = 3.0
+SESSIONS_PER_GROUP = 2  # 6 groups x 2 sessions x 2 turns/s = 24 turns/s
+PER_SESSION_RATE = 2.0
 LONGEST_FAILURE_S = 10.0
-REPLICAS = 2
+REPLICAS = 2  # chat replicas per deployment
+REDIS_REPLICAS = 2  # per Redis primary, in both modes
+WAITS = (REDIS_REPLICAS, 1, 0)
 
 
 @pytest.fixture
@@ -38,7 +50,7 @@ def deployments(
     request: pytest.FixtureRequest,
     report: list[str],
 ) -> Iterator[dict[str, Deployment]]:
-    """group label -> its deployment; all four on the Redis the first one made."""
+    """group label -> its deployment; all six on the Redis the first one made."""
     mode: RedisMode = request.param
     if target.name != "local" and mode == "cluster":
         pytest.skip("Redis Cluster runs on the local target only: the chart deploys Redis "
@@ -48,7 +60,7 @@ def deployments(
     started = time.monotonic()
     try:
         for api in HISTORY_APIS:
-            for wait in (1, 0):
+            for wait in WAITS:
                 made[f"{api}, REDIS_WAIT_REPLICAS={wait}"] = target.deploy(
                     "redis", REPLICAS, api, redis_mode=mode,
                     settings={"REDIS_WAIT_REPLICAS": str(wait)},
@@ -102,8 +114,10 @@ def test_killing_the_redis_primary_under_traffic(
     assert len(result.kills) == KILLS
     assert len(result.outcomes) >= 20 * DURATION_S * 0.9, "the traffic fell below 20 turns/s"
     assert result.replica_restarts == 0
-    assert result.longest_failure_s <= LONGEST_FAILURE_S
     for group in deployments:
-        if "REDIS_WAIT_REPLICAS=1" in group:
-            lost = result.of(group).lost
-            assert not lost, f"{group}: acknowledged turns lost: {[o.message for o in lost]}"
+        part = result.of(group)
+        if f"REDIS_WAIT_REPLICAS={REDIS_REPLICAS}" in group:
+            lost = [o.message for o in part.lost]
+            assert not lost, f"{group}: acknowledged turns lost: {lost}"
+        else:
+            assert part.longest_failure_s <= LONGEST_FAILURE_S, f"{group}: failed too long"

@@ -21,9 +21,12 @@ class LocalSentinel:
 
     `down_after_ms` is how long the Sentinels wait before they call the primary down (then a
     failover takes about a second more); `min_replicas_to_write` is set on every data node (a
-    primary refuses writes with fewer replicas connected). A killed node comes back with
-    `restart_as_replica`, as the chart's pods do: as a replica of whichever primary the
-    Sentinels name now.
+    primary refuses writes with fewer replicas connected). The data nodes use `appendfsync
+    everysec`, as the chart does: a SIGKILLed process loses nothing either way (the OS still
+    writes what it was given), and with `always` a busy disk stalls the node's main thread for
+    over a second at times, which the Sentinels read as "down" and fail over for. A killed node
+    comes back with `restart_as_replica`, as the chart's pods do: as a replica of whichever
+    primary the Sentinels name now.
     """
 
     def __init__(
@@ -35,7 +38,7 @@ class LocalSentinel:
         replicas: int = 2,
         sentinels: int = 3,
         quorum: int = 2,
-        down_after_ms: int = 1000,
+        down_after_ms: int = 2000,
         failover_timeout_ms: int = 4000,
         min_replicas_to_write: int = 0,
         master: str = MASTER,
@@ -47,9 +50,10 @@ class LocalSentinel:
         self._timing = (down_after_ms, failover_timeout_ms)
         options = ["--min-replicas-to-write", str(min_replicas_to_write),
                    "--min-replicas-max-lag", "10", "--repl-diskless-sync", "yes",
-                   "--repl-diskless-sync-delay", "0"]  # fmt: skip
+                   "--repl-diskless-sync-delay", "0", "--appendfsync", "everysec"]  # fmt: skip
         if password:
             options += ["--masterauth", password]
+        self._workdir, self._options = workdir, options
         self.nodes = [
             RedisServer(workdir / f"redis{i}", password=password, extra_args=options)
             for i in range(replicas + 1)
@@ -164,7 +168,9 @@ class LocalSentinel:
                 try:
                     client.execute_command("SENTINEL", "FAILOVER", self.master)
                 except redis.ResponseError as exc:
-                    if str(exc).startswith("INPROG"):  # the last one is still settling
+                    # The last failover still settling, or no replica's state fresh enough
+                    # yet (a replica that just came back is "good" once its INFO is read).
+                    if str(exc).startswith(("INPROG", "NOGOODSLAVE")):
                         return False
                     raise
             return True
@@ -197,14 +203,61 @@ class LocalSentinel:
 
     def restart_as_replica(self, node: RedisServer) -> None:
         """Start a stopped node again as a replica of the primary the Sentinels name now (its
-        AOF is discarded by the full resync), and wait until the primary counts it online."""
-        primary = self.primary()
+        AOF is discarded by the full resync), and wait until it is an online replica of the
+        primary they name then (another failover may have happened meanwhile: the Sentinels
+        reconfigure the node)."""
+        self._replica_of(node, self.primary())
+        node.start()
+
+        def synced() -> bool:
+            port = self.primary_port()
+            if port is None:
+                return False
+            running = sum(n.running for n in self.nodes)
+            return self._online_replicas(self._node(port)) >= running - 1
+
+        wait_until(
+            synced, timeout_s=READY_TIMEOUT_S, what="the restarted node to sync as a replica"
+        )
+
+    def add_replica(self) -> RedisServer:
+        """One more data node, started as a replica of the primary the Sentinels name (what a
+        new pod of the chart's StatefulSet does); returns once every Sentinel lists it."""
+        node = RedisServer(
+            self._workdir / f"redis{len(self.nodes)}", password=self.password,
+            extra_args=self._options,
+        )  # fmt: skip
+        self.nodes.append(node)
+        self.restart_as_replica(node)
+
+        def listed() -> bool:
+            for index in range(len(self.sentinels)):
+                with self.sentinel_client(index) as client:
+                    ports = [int(r["port"]) for r in client.sentinel_slaves(self.master)]
+                if node.port not in ports:
+                    return False
+            return True
+
+        wait_until(listed, timeout_s=READY_TIMEOUT_S, what="every Sentinel to list the replica")
+        return node
+
+    def start_as_replica_of(self, node: RedisServer, primary: RedisServer) -> None:
+        """Start a stopped node as a replica of `primary`, dead or alive; no waiting for a
+        sync."""
         self._replica_of(node, primary)
         node.start()
-        wait_until(
-            lambda: self._online_replicas(primary) >= sum(n.running for n in self.nodes) - 1,
-            timeout_s=READY_TIMEOUT_S, what="the restarted node to sync as a replica",
-        )  # fmt: skip
+
+    def seen_down_by_all(self, node: RedisServer) -> bool:
+        """Whether every running Sentinel flags replica `node` as down (`s_down`)."""
+        for index, (_, process) in enumerate(self.sentinels):
+            if not process.running:
+                continue
+            with self.sentinel_client(index) as client:
+                replicas = client.sentinel_slaves(self.master)
+            flags = [str(r["flags"]) for r in replicas if int(r["port"]) == node.port]
+            if not flags or "s_down" not in flags[0]:
+                return False
+        return True
 
     @staticmethod
     def _replica_of(node: RedisServer, primary: RedisServer) -> None:

@@ -6,6 +6,7 @@ extra round trip."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -169,7 +170,8 @@ async def test_wait_replicas_adds_no_round_trip(
     for wait in (0, 2):
         settings = make_settings(
             "redis", primary.url, history_api=api, redis_password=PASSWORD,
-            redis_wait_replicas=wait,
+            redis_wait_replicas=wait, redis_socket_timeout_seconds=5.0,
+            redis_wait_timeout_seconds=4.0,  # a loaded machine's replicas may lag: not tested here
         )  # fmt: skip
         async with app_client(settings) as client:
             assert (await turn(client, "warm", "hi")).status_code == 200
@@ -202,6 +204,52 @@ async def test_too_few_replicas_is_a_503_and_the_write_stays_on_the_primary(
         assert message.startswith("history store unavailable: redis: WAIT: 2 of 3 replicas")
         assert "may still be kept" in message
         assert "unconfirmed" in await messages(client, "w")
+
+
+async def test_wait_1_loses_a_turn_when_the_one_replica_with_it_cannot_be_promoted(
+    healthy: LocalSentinel,
+) -> None:
+    """What `WAIT 1` does not promise, shown step by step. With replica B down, turn "held by
+    A" is acknowledged by `WAIT 1` (A has it) while `WAIT 2` refuses it. Then A hangs (SIGSTOP:
+    a stalled or unreachable replica), the primary dies and B comes back: the Sentinels promote
+    B, the only replica that answers, and A comes back as B's replica. The acknowledged turn is
+    gone. Under heavy load "hangs" is "answers too late": a Sentinel picks the replica to
+    promote from the offsets it last read and skips one slow to answer. Only `WAIT` = every
+    replica makes any promotable replica hold every acknowledged turn (docs/runbook.md)."""
+    primary = healthy.primary()
+    a, b = (node for node in healthy.nodes if node is not primary)
+    one = sentinel_settings(
+        healthy, "message-history", redis_wait_replicas=1, redis_wait_timeout_seconds=0.3
+    )
+    every = sentinel_settings(
+        healthy, "message-history", redis_wait_replicas=2, redis_wait_timeout_seconds=0.3
+    )
+    b.kill()
+    async with app_client(one) as client:
+        assert (await turn(client, "w1", "held by A")).status_code == 200
+    async with app_client(every) as client:
+        r = await turn(client, "w2", "refused")
+        assert r.status_code == 503
+        assert "1 of 2 replicas" in r.json()["error"]["message"]
+
+    a.process.send(signal.SIGSTOP)
+    try:
+        wait_until(lambda: healthy.seen_down_by_all(a), timeout_s=30.0,
+                   what="every Sentinel to see replica A down")  # fmt: skip
+        primary.kill()
+        healthy.start_as_replica_of(b, primary)  # as a restarted pod: its old primary, dead
+        assert healthy.wait_failover(primary, timeout_s=60.0) is b
+    finally:
+        a.kill()  # A is restarted as B's replica below: the turn goes with its resync
+    healthy.restart_as_replica(a)
+    healthy.restart_as_replica(primary)
+    healthy.wait_settled()
+    async with app_client(one) as client:
+        await wait_ready(client)
+        gone = await client.get("/v1/sessions/w1/messages")  # acknowledged with WAIT 1
+        assert gone.status_code == 404, gone.text
+    with a.client() as replica_a:
+        assert replica_a.dbsize() == 0  # A's copy went with its resync from B
 
 
 def test_sentinel_settings_are_checked_at_startup() -> None:
@@ -248,3 +296,27 @@ async def test_wait_survives_a_script_cache_flush_and_works_from_sync_code(
     assert len(history.messages) == 4  # not undone
     history.close()
     too_many.close()
+
+
+async def test_an_added_replica_is_found_by_the_sentinels_and_counts_for_wait(
+    healthy: LocalSentinel,
+) -> None:
+    """The runbook's "add a replica": a new data node started as a replica of the primary the
+    Sentinels name is listed by every Sentinel (so it can be promoted) and confirms turns: with
+    3 replicas, `WAIT 3` acknowledges. Runs last: it leaves the set with a removed node."""
+    settings = sentinel_settings(
+        healthy, "message-history", redis_wait_replicas=3, redis_wait_timeout_seconds=0.5
+    )
+    async with app_client(settings) as client:
+        await wait_ready(client)
+        assert (await turn(client, "r", "two replicas only")).status_code == 503
+        added = healthy.add_replica()
+        try:
+            r = await turn(client, "r", "three replicas")
+            assert r.status_code == 200, r.text
+            with added.client() as replica:
+                stored = replica.lrange("chat-history:r", 0, -1)
+            assert any(b"three replicas" in item for item in stored)
+        finally:
+            added.stop()
+            healthy.nodes.remove(added)

@@ -344,7 +344,7 @@ class _HaRedis(Protocol):
 
 
 class _SentinelRedis:
-    description = "Redis primary + 2 replicas (AOF, fsync always) + 3 Sentinels (quorum 2)"
+    description = "Redis primary + 2 replicas (AOF) + 3 Sentinels (quorum 2, down after 2 s)"
 
     def __init__(self, workdir: Path) -> None:
         self.password = secrets.token_urlsafe(16)
