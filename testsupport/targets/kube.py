@@ -190,6 +190,28 @@ class KubeReplication:
         answer = self.sentinel(asking, "sentinel", "get-master-addr-by-name", SENTINEL_MASTER)
         return answer.splitlines()[0].split(".")[0]
 
+    def fqdn(self, pod: str) -> str:
+        """`pod`'s DNS name, as the pods announce it (taken from a Sentinel's answer)."""
+        for asking in REDIS_PODS:
+            with contextlib.suppress(RuntimeError, IndexError, subprocess.TimeoutExpired):
+                answer = self.sentinel(
+                    asking, "sentinel", "get-master-addr-by-name", SENTINEL_MASTER
+                )
+                return f"{pod}.{answer.splitlines()[0].split('.', 1)[1]}"
+        raise RuntimeError(f"no Sentinel in {self.namespace} answers")
+
+    def resolvable(self, name: str) -> bool:
+        """Every Redis pod resolves `name` now."""
+        for pod in REDIS_PODS:
+            try:
+                self.target.kubectl(
+                    "-n", self.namespace, "exec", pod, "-c", "sentinel", "--",
+                    "getent", "hosts", name, timeout_s=30,
+                )  # fmt: skip
+            except (RuntimeError, subprocess.TimeoutExpired):
+                return False
+        return True
+
     def current_primary(self) -> str:
         """The primary as the first Sentinel that answers names it."""
         for pod in REDIS_PODS:
@@ -295,6 +317,7 @@ class KubePrimaryKiller:
 
     def __init__(self, replication: KubeReplication) -> None:
         self._replication = replication
+        self._killed: str | None = None
         self.failover_s: list[float] = []  # kill to promotion, per kill
 
     def _scheduling(self, on: bool) -> None:
@@ -312,6 +335,7 @@ class KubePrimaryKiller:
     def kill_primary(self) -> str:
         old = self._replication.current_primary()
         survivor = next(p for p in REDIS_PODS if p != old)
+        self._killed = old
         self._scheduling(on=False)
         try:
             started = time.monotonic()
@@ -331,7 +355,22 @@ class KubePrimaryKiller:
         return f"{old} deleted (zero grace), {new} primary after {self.failover_s[-1]:.1f} s"
 
     def restore(self) -> None:
+        """Wait until the deleted pod is a synced replica and its DNS name resolves again.
+
+        Lookups of the name while the pod was gone were answered NXDOMAIN, and CoreDNS caches
+        that (`cache 30` with the kubernetes plugin's `ttl 30`, kubeadm's defaults and the CI
+        cluster's) for up to 30 s after the pod is back. A failover to this pod inside that
+        window goes wrong (seen on the CI cluster): a Sentinel that cannot resolve the new
+        primary keeps the old one, for good (its epoch has moved on), and the chat pods cannot
+        connect to it. A node is back when everyone can reach it."""
         self._replication.wait_converged("the deleted pod to come back as a synced replica")
+        if self._killed is not None:
+            name = self._replication.fqdn(self._killed)
+            wait_until(
+                functools.partial(self._replication.resolvable, name),
+                timeout_s=REJOIN_LIMIT_S, interval_s=1.0,
+                what=f"{name} to resolve in every Redis pod (CoreDNS's negative cache)",
+            )  # fmt: skip
 
 
 class KubeDeployment(Deployment):
