@@ -81,7 +81,7 @@ def test_sentinels_monitor_with_quorum_two_and_announce_pod_dns_names(
         "replica-announce-ip $me",
         # ci/redis-replication-values.yaml's timings (the chart's defaults: 5000, 30000).
         "sentinel down-after-milliseconds chat-history 2000",
-        "sentinel failover-timeout chat-history 2500",
+        "sentinel failover-timeout chat-history 1500",
     ):
         assert any(directive in line for line in lines), directive
     assert f'domain="{HEADLESS}.{NAMESPACE}.svc.cluster.local"' in lines
