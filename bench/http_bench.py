@@ -1,10 +1,12 @@
-"""HTTP level: `POST /v1/chat` under wrk, for the memory backend, the Redis backend and a bare
-FastAPI endpoint (the framework's ceiling).
+"""HTTP level: `POST /v1/chat` under wrk, for the memory backend, the Redis backend, the common
+way a user would write it instead (`bench/langchain_app.py`: `RunnableWithMessageHistory` over
+langchain-community's `RedisChatMessageHistory`) and a bare FastAPI endpoint (the framework's
+ceiling).
 
 Each target is 3 uvicorn replicas (the image's command line, on loopback) behind its own nginx
-doing round robin with keep-alive upstream connections; wrk drives nginx. All three targets run
-at the same time and the runs are interleaved (every round runs every concurrency on every
-target, in a rotating order), so they share the machine's noise.
+doing round robin with keep-alive upstream connections; wrk drives nginx. All targets run at the
+same time (the two Redis ones on one redis-server) and the runs are interleaved (every round
+runs every concurrency on every target, in a rotating order), so they share the machine's noise.
 """
 
 from __future__ import annotations
@@ -24,16 +26,22 @@ import httpx
 from bench import bench_redis
 from testsupport import Nginx, ProcessError, RedisServer, Replica, require_tool
 
-TARGETS = ("memory", "redis", "bare")
+TARGETS = ("memory", "redis", "langchain", "bare")
 LABELS = {
     "memory": "service, HISTORY_BACKEND=memory",
     "redis": "service, HISTORY_BACKEND=redis",
+    "langchain": "RunnableWithMessageHistory + RedisChatMessageHistory",
     "bare": "bare FastAPI endpoint (ceiling)",
+    "redis_before": "service before this change, HISTORY_BACKEND=redis",
+    "redis_step": "service at an intermediate revision, HISTORY_BACKEND=redis",
 }
 APPS = {
     "memory": "chat_history_k8s.main:app",
     "redis": "chat_history_k8s.main:app",
+    "langchain": "bench.langchain_app:app",
     "bare": "bench.bare_app:app",
+    "redis_before": "chat_history_k8s.main:app",
+    "redis_step": "chat_history_k8s.main:app",
 }
 WRK_SCRIPT = Path(__file__).parent / "wrk" / "chat.lua"
 # Histories are capped so that every run, whatever its length, sees the same per-turn work.
@@ -76,10 +84,15 @@ def start_deployment(
     config: HttpConfig,
     workdir: Path,
     stops: list[Callable[[], None]],
+    source: Path | None = None,
 ) -> list[Replica]:
+    """`config.replicas` replicas of `app`; with `source`, from that directory's copy of the
+    package (the first entry of a `python -m` process's path is its working directory)."""
     replicas = []
     for i in range(config.replicas):
         replica = Replica(f"{name}-{i}", workdir, env, app=app)
+        if source is not None:
+            replica.process.cwd = source
         stops.append(replica.stop)
         replica.start()
         replicas.append(replica)
@@ -90,7 +103,9 @@ def front(
     name: str, replicas: list[Replica], workdir: Path, stops: list[Callable[[], None]]
 ) -> Deployment:
     for replica in replicas:
-        replica.wait_ready("/readyz" if name != "bare" else "/healthz")
+        # Up to 15 replicas import at once on a shared 2-core machine: give them time.
+        path = "/healthz" if name in ("langchain", "bare") else "/readyz"
+        replica.wait_ready(path, timeout_s=180)
     nginx = Nginx(workdir / name, [r.port for r in replicas], keepalive=128)
     stops.append(nginx.stop)
     nginx.start()
@@ -164,6 +179,7 @@ class HttpResults:
     seconds: int
     runs: dict[str, dict[int, list[dict[str, Any]]]] = field(default_factory=dict)
     redis_session_lengths: list[int] = field(default_factory=list)
+    langchain_session_lengths: list[int] = field(default_factory=list)
 
     def median(self, target: str, c: int, metric: str) -> float:
         return float(statistics.median(run[metric] for run in self.runs[target][c]))
@@ -177,23 +193,64 @@ class HttpResults:
         )
 
 
-def run(config: HttpConfig, workdir: Path, log: Callable[[str], None]) -> HttpResults:
+def export_source(rev: str, workdir: Path, name: str = "before-src") -> Path:
+    """`chat_history_k8s/` as of git revision `rev`, in a directory of its own."""
+    out = workdir / name
+    out.mkdir(parents=True)
+    repo = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(
+        ["git", "-C", str(repo), "archive", rev, "chat_history_k8s"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
+    return out
+
+
+def run(
+    config: HttpConfig,
+    workdir: Path,
+    log: Callable[[str], None],
+    before: str | None = None,
+    step: str | None = None,
+) -> HttpResults:
+    """With `before` (a git revision), the Redis backend as of that revision is a target too:
+    what the changes since bought, measured side by side; with `step` as well, the Redis
+    backend as of a revision in between (what the changes up to it bought, and after it)."""
     stops: list[Callable[[], None]] = []
+    targets = TARGETS + (("redis_before",) if before else ()) + (("redis_step",) if step else ())
     try:
         server = bench_redis(workdir / "redis-http")
         stops.append(server.stop)
         envs = {
             "memory": {**SERVICE_ENV, "HISTORY_BACKEND": "memory"},
             "redis": {**SERVICE_ENV, "HISTORY_BACKEND": "redis", "REDIS_URL": server.url},
+            "langchain": {"REDIS_URL": server.url},
             "bare": {},
+        }
+        envs["redis_before"] = envs["redis"] | {"REDIS_KEY_PREFIX": "before:"}
+        envs["redis_step"] = envs["redis"] | {"REDIS_KEY_PREFIX": "step:"}
+        sources = {
+            "redis_before": export_source(before, workdir) if before else None,
+            "redis_step": export_source(step, workdir, "step-src") if step else None,
         }
         # Start every replica first, then wait: they import in parallel.
         started = {
-            name: start_deployment(name, APPS[name], envs[name], config, workdir, stops)
-            for name in TARGETS
+            name: start_deployment(
+                name,
+                APPS[name],
+                envs[name],
+                config,
+                workdir,
+                stops,
+                sources.get(name),
+            )
+            for name in targets
         }
-        deployments = {name: front(name, started[name], workdir, stops) for name in TARGETS}
-        deployments["redis"].store = server
+        deployments = {name: front(name, started[name], workdir, stops) for name in targets}
+        for name in ("redis", "langchain", "redis_before", "redis_step"):
+            if name in deployments:
+                deployments[name].store = server
         log(f"http: {len(deployments)} targets of {config.replicas} replica(s) + nginx are up")
         return _run(config, deployments, server, log)
     finally:
@@ -218,7 +275,8 @@ def _run(
         )
     for rnd in range(config.rounds):
         for c in config.concurrencies:
-            order = TARGETS[rnd % 3 :] + TARGETS[: rnd % 3]
+            names = tuple(deployments)
+            order = names[rnd % len(names) :] + names[: rnd % len(names)]
             for name in order:
                 before = deployments[name].cpu_seconds()
                 result = wrk(
@@ -236,6 +294,8 @@ def _run(
     client = server.client(socket_timeout=30)
     keys = [k for k in client.scan_iter(match="chat-history:r*", count=1000)][:50]
     results.redis_session_lengths = sorted(int(client.llen(k)) for k in keys)
+    keys = [k for k in client.scan_iter(match="message_store:r*", count=1000)][:50]
+    results.langchain_session_lengths = sorted(int(client.llen(k)) for k in keys)
     client.close()
     reply = httpx.post(
         f"{deployments['redis'].nginx.url}/v1/chat",

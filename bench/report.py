@@ -139,25 +139,35 @@ def targets(store: StoreResults | None, http: HttpResults | None) -> list[Target
                 worst >= 0.7,
                 "the ceiling sends pre-encoded bytes and decodes nothing; at "
                 f"{n(mid)} messages adding just the JSON codec brings raw redis-py to "
-                f"{json_only:.0%} of itself, and building langchain-core message objects "
-                f"(pydantic) to {fractions[mid]:.0%}: full-fidelity messages cost about as "
-                "much Python as the two round trips (see the profile)",
+                f"{json_only:.0%} of itself, and full-fidelity langchain-core message objects "
+                f"(each decoded once, then copied per read) bring it to {fractions[mid]:.0%} "
+                "(see the profile)",
             )
         )
     if http is not None and 16 in http.concurrencies:
         ratio = http.median("redis", 16, "rps") / http.median("memory", 16, "rps")
         cpu_memory = http.median("memory", 16, "cpu_ms_replicas")
         cpu_redis = http.median("redis", 16, "cpu_ms_replicas")
+        common = http.median("langchain", 16, "rps") / http.median("memory", 16, "rps")
         out.append(
             Target(
                 "Redis backend HTTP throughput >= 0.8 x memory backend at concurrency 16",
                 f"{ratio:.2f} x (replica CPU per request: {cpu_redis:.2f} ms vs "
-                f"{cpu_memory:.2f} ms, ratio {cpu_memory / cpu_redis:.2f})",
+                f"{cpu_memory:.2f} ms, ratio {cpu_memory / cpu_redis:.2f}); the common way "
+                f"(RunnableWithMessageHistory + RedisChatMessageHistory): {common:.2f} x",
                 ratio >= 0.8,
-                "the replicas are CPU-bound here (2 cores for 3 replicas, nginx, wrk and "
-                "Redis), so throughput follows CPU per request, and a Redis turn costs the "
-                "replica more CPU than a dict lookup: two async redis-py round trips and "
-                "decoding the 20-message window into message objects (see the profile)",
+                "the replicas are CPU-bound here (2 cores for the replicas, nginx, wrk and "
+                "Redis), so throughput follows CPU per request, and a Redis turn still costs "
+                f"the replica {cpu_redis - cpu_memory:.2f} ms more CPU than a dict lookup. "
+                "With the collector tuned and the pool's checkout short, what is left is the "
+                "two round trips themselves: each wakes redis-server and then the replica "
+                "again, which on oversubscribed cores costs more than the Python around it (a "
+                "memory turn has no wake-up between request and response); redis-py's "
+                "packing, parsing and timeouts around them (~110 µs of client CPU per turn "
+                "alone, [benchmarks-clients.md](benchmarks-clients.md)); and a copy of each of "
+                "the window's 20 decoded messages, kept because sharing them would let a change "
+                "made to one session's message show in every session that stored the same "
+                "bytes (see the profile)",
             )
         )
     return out
@@ -222,7 +232,9 @@ def store_section(store: StoreResults, plot_rel: str) -> list[str]:
         "|---:|---|---:|---:|---:|---:|---|---:|---:|",
     ]
     for L in store.lengths:
-        for impl in ("ours", "langchain", "raw", "raw_json", "langchain_ttl"):
+        for impl in (
+            "ours", "ours_nocache", "ours_before", "langchain", "raw", "raw_json", "langchain_ttl",
+        ):  # fmt: skip
             counts = store.counts.get(impl, {}).get(L)
             if impl in store.turns_per_s:
                 runs = store.turns_per_s[impl][L]
@@ -291,7 +303,7 @@ def profile_section(store: StoreResults) -> list[str]:
     codec = sum(v for k, v in share.items() if k.startswith(("JSON", "langchain", "pydantic")))
     wire = sum(v for k, v in share.items() if k.startswith(("redis-py", "socket")))
     per = p["per_turn_us"]
-    decode = per["  decode (json + messages_from_dict)"]
+    decode = next(us for name, us in per.items() if name.strip().startswith("decode"))
     parts = {
         "turning stored JSON into langchain-core messages and back (JSON, langchain-core, "
         "pydantic)": codec,
@@ -301,12 +313,103 @@ def profile_section(store: StoreResults) -> list[str]:
     lines += [
         "",
         f"**What dominates a turn:** {top} takes {top_share:.0%} of the self time, then "
-        f"{second} {second_share:.0%}. Decoding the 20-message window alone "
+        f"{second} {second_share:.0%}. Decoding the 20-message window "
         f"({n(decode)} µs) costs {decode / per['  LRANGE (redis-py, wire)']:.1f} x the LRANGE "
         f"that fetched it ({n(per['  LRANGE (redis-py, wire)'])} µs, round trip included). "
         "Redis itself is cheap: see redis-server's CPU per request in the HTTP table.",
         "",
     ]
+    return lines
+
+
+def short(subject: str, limit: int = 72) -> str:
+    """A commit subject cut to `limit` characters."""
+    return subject if len(subject) <= limit else subject[: limit - 1].rstrip() + "…"
+
+
+def bought_section(
+    store: StoreResults | None, http: HttpResults | None, env: dict[str, Any]
+) -> list[str]:
+    """What each change to the Redis path bought, from variants measured side by side."""
+    before_rev = env.get("before_rev")
+    lines = ["## What each change bought (before/after in this run)", ""]
+    has_store = store is not None and "ours_before" in store.turns_per_s
+    has_http = http is not None and "redis_before" in http.runs
+    if not (has_store or has_http):
+        return []
+    if store is not None and has_store:
+        lines += [
+            "Store level, turns/s ratios (medians of per-repeat ratios, same run as the table "
+            "below): *script* = the append as one EVALSHA instead of the MULTI pipeline (no "
+            "decode cache on either side); *decode cache* = each stored message decoded once "
+            "(`chat_history_k8s/history/codec.py`), on top of the script.",
+            "",
+            "| history | script | decode cache | both: after / before | before, of raw ceiling "
+            "| after, of raw ceiling |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
+        for L in store.lengths:
+            lines.append(
+                f"| {n(L)} | {store.ratio('ours_nocache', L, 'ours_before'):.2f} x "
+                f"| {store.ratio('ours', L, 'ours_nocache'):.2f} x "
+                f"| {store.ratio('ours', L, 'ours_before'):.2f} x "
+                f"| {store.ratio('ours_before', L, 'raw'):.0%} "
+                f"| {store.ratio('ours', L, 'raw'):.0%} |"
+            )
+        mem = store.decode_cache
+        if mem:
+            lines += [
+                "",
+                f"The decode cache's price: full (its default {n(mem['entries'])} messages, each "
+                f"~450 B stored), it holds {mib(mem['bytes'])} per process "
+                f"({n(mem['per_entry'])} B per message: the stored bytes as the key and the "
+                "decoded message; tracemalloc). Its hit rate follows the window: a turn reads "
+                "the 18 messages it read last turn and the 2 it wrote.",
+            ]
+        lines.append("")
+    if http is not None and has_http:
+        lines += [
+            f"HTTP level: the service as of `{before_rev}` (before these changes, "
+            "`python -m bench.run --before REV` runs it from a `git archive` of that revision) "
+            "as a fifth target, on the same redis-server, measured in the same rotation.",
+            "",
+            "| concurrency | req/s before | req/s after | after / before "
+            "| replica CPU ms/req before | after | before, x memory | after, x memory |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for c in http.concurrencies:
+            memory = http.median("memory", c, "rps")
+            b, a = http.median("redis_before", c, "rps"), http.median("redis", c, "rps")
+            lines.append(
+                f"| {c} | {n(b)} | {n(a)} | {a / b:.2f} x "
+                f"| {http.median('redis_before', c, 'cpu_ms_replicas'):.2f} "
+                f"| {http.median('redis', c, 'cpu_ms_replicas'):.2f} "
+                f"| {b / memory:.2f} x | {a / memory:.2f} x |"
+            )
+        lines.append("")
+    if http is not None and has_http and "redis_step" in http.runs:
+        c16 = 16 if 16 in http.concurrencies else http.concurrencies[-1]
+        lines += [
+            f"Step by step at concurrency {c16} (the same run; a sixth target runs the service "
+            "as of an intermediate revision, `--step REV`):",
+            "",
+            "| the Redis backend as of | req/s | x memory | replica CPU ms/req "
+            "| redis-server CPU ms/req |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        memory = http.median("memory", c16, "rps")
+        for target, label in (
+            ("redis_before", f"`{before_rev}` {short(env.get('before_subject', ''))}"),
+            ("redis_step", f"`{env.get('step_rev')}` {short(env.get('step_subject', ''))}"),
+            ("redis", "this revision"),
+        ):
+            rps = http.median(target, c16, "rps")
+            lines.append(
+                f"| {label} | {n(rps)} | {rps / memory:.2f} x "
+                f"| {http.median(target, c16, 'cpu_ms_replicas'):.2f} "
+                f"| {http.median(target, c16, 'cpu_ms_redis'):.3f} |"
+            )
+        lines.append("")
     return lines
 
 
@@ -329,10 +432,14 @@ def http_section(http: HttpResults, replicas: int) -> list[str]:
     for c in http.concurrencies:
         memory = http.median("memory", c, "rps")
         bare = http.median("bare", c, "rps")
-        for target in http_bench.TARGETS:
+        for target in http.runs:
             rps = http.median(target, c, "rps")
             errors = sum(r["non2xx"] + r["socket_errors"] for r in http.runs[target][c])
-            redis_cpu = f"{http.median(target, c, 'cpu_ms_redis'):.3f}" if target == "redis" else ""
+            redis_cpu = (
+                f"{http.median(target, c, 'cpu_ms_redis'):.3f}"
+                if target in ("redis", "langchain", "redis_before", "redis_step")
+                else ""
+            )
             lines.append(
                 f"| {c} | {http_bench.LABELS[target]} | {n(rps)} "
                 f"| {http.median(target, c, 'p50_ms'):.1f} "
@@ -346,6 +453,14 @@ def http_section(http: HttpResults, replicas: int) -> list[str]:
             "",
             f"Redis sessions after the runs hold {min(lens)}-{max(lens)} messages "
             "(capped at 100), so the Redis backend really kept every history.",
+        ]
+    lens = http.langchain_session_lengths
+    if lens:
+        lines += [
+            "",
+            f"The langchain-community peer's sessions hold {min(lens)}-{max(lens)} messages "
+            "(no cap: each of its turns read, and gave the model, the whole history so far, "
+            "and built a new Redis client as its `get_session_history` factory does).",
         ]
     lines.append("")
     return lines
@@ -473,6 +588,7 @@ def render(results: Results, *, plot_rel: str, checkpoint_plot_rel: str) -> str:
             verdict = "yes" if t.met else f"**no** — {t.why}" if t.why else "**no**"
             lines.append(f"| {t.name} | {t.measured} | {verdict} |")
         lines.append("")
+    lines += bought_section(store, http, env)
     if store is not None:
         lines += store_section(store, plot_rel) + profile_section(store)
     if http is not None:
@@ -512,8 +628,10 @@ METHOD = [
     "",
     "- A *turn* is what the chat handler does with its history: load the context, append "
     "the (human, ai) pair. For this project: `get_window(20)` (one `LRANGE -20 -1`) + "
-    "`append_turn([human, ai])` (one MULTI/RPUSH/LTRIM/EXPIRE/EXEC), with the service's "
-    "TTL and a cap above every length measured. For langchain-community's "
+    "`append_turn([human, ai])` (one `EVALSHA` of the append script: RPUSH, LTRIM, EXPIRE), "
+    "with the service's TTL and a cap above every length measured, and the process's decode "
+    "cache as the service has it (each timed run's sessions are fresh, so a run starts with "
+    "their preloaded messages undecoded). For langchain-community's "
     "`RedisChatMessageHistory`: `.messages` — its only read, the full history, which is "
     "what `RunnableWithMessageHistory` and its users load — then `.add_messages([human, "
     "ai])`, which its base class turns into one `LPUSH` per message (plus one `EXPIRE` each "
@@ -521,18 +639,34 @@ METHOD = [
     "constructor also opens a connection and sends `INFO cluster`; users who build one per "
     "request (the usual `get_session_history` factory) pay that on every turn, which is "
     "left out here: the alternative's figures are its best case.",
-    "- *Raw ceiling*: the same `LRANGE` and `MULTI` pipeline issued with redis-py on "
-    "pre-encoded bytes. *raw + JSON* adds `json.loads` of the window and `json.dumps` of the "
+    "- *Raw ceiling*: the same `LRANGE` and `EVALSHA` issued with redis-py on "
+    "pre-encoded bytes (so the ceiling got faster with the script too). *raw + JSON* adds "
+    "`json.loads` of the window and `json.dumps` of the "
     "two message dicts, so `ours` minus `raw + JSON` is the cost of langchain-core message "
     "objects.",
+    "- *Before* variants, to show what each change bought: `RedisChatHistory` with a "
+    "disabled decode cache, and that with the append as the MULTI/RPUSH/LTRIM/EXPIRE/EXEC "
+    "pipeline it was (`bench/store_bench.py`: `OursNoCache`, `OursBefore`); at the HTTP "
+    "level, `--before REV` runs the service as of that revision as a fifth target, and "
+    "`--step REV` one as of a revision in between as a sixth.",
+    "- The store part runs in a process whose garbage collector is tuned as a replica's is "
+    "(`chat_history_k8s/gc_tuning.py`: the startup heap frozen, the young threshold at "
+    "10,000); every implementation, the ceiling included, runs under it.",
+    "- Redis clients: `bench/client_bench.py` measures redis-py (hiredis and Python parsers), "
+    "coredis and valkey-glide on the same two operations, MULTI pipeline against EVALSHA: "
+    "[benchmarks-clients.md](benchmarks-clients.md).",
     "- Every timed run starts from fresh sessions preloaded (untimed) to the history length "
     "and spreads its turns over enough sessions that no history grows by more than ~10%. "
     "Each repeat runs every implementation at every length in a rotating order, so they "
     "share the machine's noise; medians are reported.",
     "- HTTP: wrk with `bench/wrk/chat.lua`, 1 thread at concurrency 1 and 2 threads above. "
-    "All three targets run at once and are measured in rotation. The bare endpoint "
+    "All four targets run at once and are measured in rotation. The bare endpoint "
     "(`bench/bare_app.py`) parses the same request model and returns the same response "
-    "model, and touches nothing else.",
+    "model, and touches nothing else. The common way (`bench/langchain_app.py`) is what a "
+    "user would write instead: the same request and response models and the same built-in "
+    "model under LangChain's `RunnableWithMessageHistory`, its `get_session_history` "
+    "returning langchain-community's `RedisChatMessageHistory(session_id, url=...)` as "
+    "LangChain's docs show it, on the same redis-server as the Redis backend.",
     "- Reproduce: `scripts/bench.sh` (full, ~12 min, rewrites this file and "
     f"`docs/img/{PLOT_NAME}`, `docs/img/{checkpoint_report.PLOT_NAME}`); `scripts/bench.sh "
     "--only checkpoint` (~6 min) re-measures the checkpoint part and rewrites only its "

@@ -8,10 +8,13 @@ Implementations, each with its own sync redis-py client (same settings) to the s
 - `langchain`: langchain-community's `RedisChatMessageHistory` (its defaults: no TTL), used the
   way its users do: `.messages` (its only read: the full history) + `.add_messages([human, ai])`;
 - `langchain_ttl`: the same with `ttl=` set (the sliding TTL ours has); counted only;
-- `raw`: the same two Redis operations as `ours` issued with redis-py on pre-encoded bytes
-  (the ceiling: no JSON, no message objects);
+- `raw`: the same two Redis operations as `ours` (`LRANGE`, `EVALSHA` of its append script)
+  issued with redis-py on pre-encoded bytes (the ceiling: no JSON, no message objects);
 - `raw_json`: `raw` plus JSON decoding of the window and encoding of the two messages (to
-  split the cost of `ours` between the wire, JSON, and langchain-core message objects).
+  split the cost of `ours` between the wire, JSON, and langchain-core message objects);
+- `ours_nocache`, `ours_before`: what each change to `RedisChatHistory` bought, measured side
+  by side: `ours` with every stored message decoded on every read (no `DecodeCache`), and that
+  with the append as it was before the script (a MULTI/RPUSH/LTRIM/EXPIRE/EXEC pipeline).
 
 Runs are interleaved: every repeat runs every implementation at every history length, in a
 rotating order. Each run uses fresh sessions preloaded (untimed) to the history length, and
@@ -28,6 +31,7 @@ import pstats
 import statistics
 import subprocess
 import time
+import tracemalloc
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
@@ -39,7 +43,10 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, messag
 
 from bench import bench_redis
 from bench.counting import WireStats, calls_delta, command_calls, counted
-from chat_history_k8s.history.redis import RedisChatHistory
+from chat_history_k8s import gc_tuning
+from chat_history_k8s.history.codec import DecodeCache
+from chat_history_k8s.history.redis import APPEND_SCRIPT, APPEND_SHA, RedisChatHistory
+from chat_history_k8s.history.redis_wait import raise_first_error, send_together
 from testsupport import LOOPBACK, RedisServer, require_tool
 
 WINDOW = 20  # the service's HISTORY_WINDOW_MESSAGES default
@@ -59,9 +66,11 @@ AI_TEXT = (
     "that tenant only, but that needs a ticket and sign-off from the data protection team."
 )[:480]
 
-IMPLS = ("ours", "langchain", "raw", "raw_json")
+IMPLS = ("ours", "langchain", "raw", "raw_json", "ours_nocache", "ours_before")
 LABELS = {
     "ours": "this project: RedisChatHistory",
+    "ours_nocache": "RedisChatHistory without its decode cache",
+    "ours_before": "RedisChatHistory before (no decode cache, MULTI pipeline)",
     "langchain": "langchain-community RedisChatMessageHistory",
     "langchain_ttl": "langchain-community RedisChatMessageHistory(ttl=7d)",
     "raw": "raw redis-py, same 2 operations (ceiling)",
@@ -151,17 +160,40 @@ class Impl:
         raise NotImplementedError
 
 
+class MultiAppendHistory(RedisChatHistory):
+    """`RedisChatHistory.append_turn` as it was before the script: MULTI, RPUSH, LTRIM, EXPIRE,
+    EXEC sent together in one round trip, five replies to parse."""
+
+    def append_turn(self, messages: Sequence[BaseMessage]) -> int:
+        encoded = self._append_args(messages)[4:]
+        commands: list[tuple[Any, ...]] = [
+            ("MULTI",),
+            ("RPUSH", self.key, *encoded),
+            ("LTRIM", self.key, -self.max_messages, -1),
+            ("EXPIRE", self.key, self.ttl_seconds),
+            ("EXEC",),
+        ]
+        with self._round_trip("append"):
+            replies = send_together(self._sync(), commands)
+            raise_first_error(replies)
+            return int(replies[-1][0]) - len(messages)
+
+
 class Ours(Impl):
     prefix = "bench:ours:"
+    history_class: type[RedisChatHistory] = RedisChatHistory
+    decode_cache: DecodeCache | None = None  # None: the process's, as the service uses it
 
     def sessions(self, ids: Sequence[str]) -> None:
+        cache = {} if self.decode_cache is None else {"decode_cache": self.decode_cache}
         self.histories = [
-            RedisChatHistory(
+            self.history_class(
                 s,
                 client=self.client,
                 key_prefix=self.prefix,
                 max_messages=CAP,
                 ttl_seconds=TTL_SECONDS,
+                **cache,  # type: ignore[arg-type]  # only decode_cache, a DecodeCache
             )
             for s in ids
         ]
@@ -170,6 +202,16 @@ class Ours(Impl):
         history = self.histories[index]
         history.get_window(WINDOW)
         history.append_turn(pair)
+
+
+class OursNoCache(Ours):
+    prefix = "bench:ours-nocache:"
+    decode_cache = DecodeCache(max_messages=0)
+
+
+class OursBefore(OursNoCache):
+    prefix = "bench:ours-before:"
+    history_class = MultiAppendHistory
 
 
 class LangChain(Impl):
@@ -219,11 +261,13 @@ class Raw(Impl):
     def turn(self, index: int, pair: Any) -> None:
         key = self.key(self.ids[index])
         self.client.lrange(key, -WINDOW, -1)
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.rpush(key, *pair)
-            pipe.ltrim(key, -CAP, -1)
-            pipe.expire(key, TTL_SECONDS)
-            pipe.execute()
+        self.append(key, pair)
+
+    def append(self, key: str, encoded: Sequence[bytes | str]) -> None:
+        try:
+            self.client.evalsha(APPEND_SHA, 1, key, CAP, TTL_SECONDS, *encoded)
+        except redis.exceptions.NoScriptError:
+            self.client.eval(APPEND_SCRIPT, 1, key, CAP, TTL_SECONDS, *encoded)
 
 
 class RawJson(Raw):
@@ -235,16 +279,13 @@ class RawJson(Raw):
     def turn(self, index: int, pair: Any) -> None:
         key = self.key(self.ids[index])
         [json.loads(item) for item in self.client.lrange(key, -WINDOW, -1)]
-        encoded = [json.dumps(d, ensure_ascii=False, separators=(",", ":")) for d in pair]
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.rpush(key, *encoded)
-            pipe.ltrim(key, -CAP, -1)
-            pipe.expire(key, TTL_SECONDS)
-            pipe.execute()
+        self.append(key, [json.dumps(d, ensure_ascii=False, separators=(",", ":")) for d in pair])
 
 
 IMPL_CLASSES: dict[str, type[Impl]] = {
     "ours": Ours,
+    "ours_nocache": OursNoCache,
+    "ours_before": OursBefore,
     "langchain": LangChain,
     "langchain_ttl": LangChainTTL,
     "raw": Raw,
@@ -417,14 +458,15 @@ def profile_ours(server: RedisServer, length: int, turns: int) -> dict[str, Any]
     per_turn_us = {
         "get_window": cumulative("chat_history_k8s/history/redis.py", "get_window"),
         "  LRANGE (redis-py, wire)": cumulative("redis/commands/core.py", "lrange"),
-        "  decode (json + messages_from_dict)": cumulative(
-            "chat_history_k8s/history/redis.py", "_decode"
+        "  decode (DecodeCache: json + messages_from_dict on a miss, a copy on a hit)": cumulative(
+            "chat_history_k8s/history/codec.py", "decode"
         ),
         "append_turn": cumulative("chat_history_k8s/history/redis.py", "append_turn"),
         "  encode (message_to_dict + json)": cumulative(
-            "chat_history_k8s/history/redis.py", "_encode"
+            "chat_history_k8s/history/codec.py", "encode"
         ),
-        "  pipeline execute (redis-py, wire)": cumulative("redis/client.py", "execute"),
+        "  EVALSHA (redis-py, wire)": cumulative("redis/client.py", "execute_command")
+        - cumulative("redis/commands/core.py", "lrange"),  # execute_command serves both
     }
     top = sorted(raw.items(), key=lambda kv: kv[1][2], reverse=True)[:12]
     return {
@@ -445,6 +487,22 @@ def profile_ours(server: RedisServer, length: int, turns: int) -> dict[str, Any]
     }
 
 
+def decode_cache_memory() -> dict[str, float]:
+    """Bytes a full default-sized DecodeCache holds (tracemalloc), with this benchmark's turns."""
+    cache = DecodeCache()
+    raw = [encode_ours(m) for i in range(cache.max_messages // 2) for m in make_pair(i)]
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for start in range(0, len(raw), WINDOW):
+        cache.decode(raw[start : start + WINDOW])
+    gc.collect()
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    entries = cache.info()["entries"]
+    return {"entries": entries, "bytes": held, "per_entry": held / max(1, entries)}
+
+
 # -- the whole store benchmark -----------------------------------------------------------------
 @dataclass
 class StoreResults:
@@ -455,6 +513,7 @@ class StoreResults:
     redis_benchmark_c32: dict[str, float] = field(default_factory=dict)
     profile: dict[str, Any] = field(default_factory=dict)
     redis_version: str = ""
+    decode_cache: dict[str, float] = field(default_factory=dict)
 
     def median(self, impl: str, length: int) -> float:
         return statistics.median(self.turns_per_s[impl][length])
@@ -468,6 +527,8 @@ class StoreResults:
 
 
 def run(config: StoreConfig, workdir: Any, log: Callable[[str], None]) -> StoreResults:
+    # This process's collector tuned as a replica's is (every implementation runs under it).
+    gc_tuning.tune()
     server = bench_redis(workdir / "redis-store")
     try:
         return _run(server, config, log)
@@ -493,7 +554,7 @@ def _run(server: RedisServer, config: StoreConfig, log: Callable[[str], None]) -
         results.redis_benchmark.append(redis_benchmark(server, config.rb_requests))
         log(f"store: repeat {rep + 1}/{config.repeats} done")
     results.redis_benchmark_c32 = redis_benchmark(server, config.rb_requests * 5, clients=32)
-    for name in ("ours", "langchain", "langchain_ttl", "raw"):
+    for name in ("ours", "langchain", "langchain_ttl", "raw", "ours_before"):
         results.counts[name] = {
             length: count_per_turn(server, name, length, config.count_turns)
             for length in config.lengths
@@ -501,6 +562,7 @@ def _run(server: RedisServer, config: StoreConfig, log: Callable[[str], None]) -
     log("store: counted round trips, commands and bytes")
     results.profile = profile_ours(server, config.profile_length, config.profile_turns)
     log("store: profiled a turn")
+    results.decode_cache = decode_cache_memory()
     for client in clients.values():
         client.close()
     admin.close()

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from langchain_core.language_models import BaseChatModel
 
-from chat_history_k8s import __version__
+from chat_history_k8s import __version__, gc_tuning
 from chat_history_k8s.api import chat, health, sessions
 from chat_history_k8s.api.deps import Runtime
 from chat_history_k8s.api.openapi import install_openapi
@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None, *, model: BaseChatModel | None 
         )
         try:
             await conversations.start()
+            gc_tuning.tune()  # the startup heap is built: freeze it (see gc_tuning)
             yield
         finally:
             await conversations.aclose()

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import orjson
 import redis
 import redis.asyncio as aredis
-from langchain_core.messages import BaseMessage, message_to_dict, messages_from_dict
-from redis.exceptions import RedisClusterException
+from langchain_core.messages import BaseMessage
+from redis.exceptions import NoScriptError, RedisClusterException
 
 from chat_history_k8s.config import Settings
-from chat_history_k8s.history.base import (
-    ChatHistory,
-    HistoryStore,
-    HistoryUnavailable,
-    whole_tool_groups,
-)
+from chat_history_k8s.history.base import ChatHistory, HistoryStore, HistoryUnavailable
+from chat_history_k8s.history.codec import DECODED, DecodeCache, encode
 from chat_history_k8s.history.redis_pool import AsyncClient, WarmedPool
 from chat_history_k8s.history.redis_wait import (
     Command,
@@ -30,15 +26,22 @@ from chat_history_k8s.history.redis_wait import (
 
 RoundTripHook = Callable[[str], None]
 
-
-def _encode(message: BaseMessage) -> bytes:
-    # message_to_dict keeps everything (tool calls, ids, metadata): full fidelity. orjson:
-    # decoding the window is a visible share of a turn's CPU (docs/benchmarks.md).
-    return orjson.dumps(message_to_dict(message), option=orjson.OPT_NON_STR_KEYS)
-
-
-def _decode(raw: Iterable[bytes | str]) -> list[BaseMessage]:
-    return whole_tool_groups(messages_from_dict([orjson.loads(item) for item in raw]))
+# The append, atomic as a script is: RPUSH the messages (ARGV[3..], in slices that Lua's
+# unpack can take), LTRIM to the cap (ARGV[1], 0 = none), EXPIRE (ARGV[2] seconds, 0 = none).
+# Returns the length after the push and before the trim. One EVALSHA and one integer reply
+# instead of a MULTI/RPUSH/LTRIM/EXPIRE/EXEC pipeline and its five replies to parse: the
+# client's CPU per append fell by ~40% (bench/client_bench.py, docs/benchmarks.md).
+APPEND_SCRIPT = """#!lua
+local key, n = KEYS[1], 0
+for i = 3, #ARGV, 1000 do
+  n = redis.call('RPUSH', key, unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+local cap, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
+if cap > 0 then redis.call('LTRIM', key, -cap, -1) end
+if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+return n
+"""
+APPEND_SHA = hashlib.sha1(APPEND_SCRIPT.encode()).hexdigest()  # noqa: S324 - EVALSHA's name
 
 
 class RedisChatHistory(ChatHistory):
@@ -49,12 +52,16 @@ class RedisChatHistory(ChatHistory):
     To share a pool, give it a `redis.asyncio.Redis` (the async methods), a `redis.Redis` (the
     sync ones), or both: an explicit client serves its own side only.
 
-    Appending queues `RPUSH` (every message), `LTRIM` (keep the last `max_messages`) and
-    `EXPIRE` (sliding TTL, when `ttl_seconds` > 0) in one `MULTI`/`EXEC` sent as a single round
-    trip, so a turn is never half-written and concurrent writers never interleave inside a
-    turn. With `wait_replicas` > 0, `WAIT` follows `EXEC` in that same round trip and an append
-    that fewer replicas acknowledged raises `ReplicasBehind` (the write stays on the primary).
-    Reading the model's window is one `LRANGE -n -1`. The async client may be a
+    Appending is one `EVALSHA` of `APPEND_SCRIPT`: `RPUSH` (every message), `LTRIM` (keep the
+    last `max_messages`) and `EXPIRE` (sliding TTL, when `ttl_seconds` > 0), atomic as a script
+    is, in a single round trip, so a turn is never half-written and concurrent writers never
+    interleave inside a turn. A server that does not have the script (restarted, failed over,
+    `SCRIPT FLUSH`) answers NOSCRIPT and the append is sent again as `EVAL` with the source,
+    which caches it: one more round trip, once per server. With `wait_replicas` > 0, `WAIT`
+    follows the script in that same round trip and an append that fewer replicas acknowledged
+    raises `ReplicasBehind` (the write stays on the primary). Reading the model's window is one
+    `LRANGE -n -1`, decoded through `decode_cache` (by default the process's: each stored
+    message decoded once, see chat_history_k8s/history/codec.py). The async client may be a
     `redis.asyncio.RedisCluster`: a session is one key, so one slot.
     """
 
@@ -71,6 +78,7 @@ class RedisChatHistory(ChatHistory):
         url: str | None = None,
         wait_replicas: int = 0,
         wait_timeout_seconds: float = 0.5,
+        decode_cache: DecodeCache = DECODED,
     ) -> None:
         super().__init__()
         if async_client is None and client is None and url is None:
@@ -85,6 +93,7 @@ class RedisChatHistory(ChatHistory):
         self._client = client
         self._on_round_trip = on_round_trip
         self.wait = WaitFor.seconds(wait_replicas, wait_timeout_seconds)
+        self.decoded = decode_cache
 
     @classmethod
     def from_url(cls, session_id: str, url: str, **options: Any) -> RedisChatHistory:
@@ -110,6 +119,8 @@ class RedisChatHistory(ChatHistory):
         """One round trip to Redis: counted, and its failures raised as `HistoryUnavailable`."""
         try:
             yield
+        except NoScriptError:
+            raise  # not a failure: the caller sends the script's source
         except (redis.RedisError, RedisClusterException) as exc:
             raise HistoryUnavailable.from_redis(exc) from exc
         finally:
@@ -141,28 +152,27 @@ class RedisChatHistory(ChatHistory):
     def _window_range(self, n: int) -> tuple[int, int]:
         return (-n if n else 0, -1)
 
-    def _append_commands(self, messages: Sequence[BaseMessage]) -> list[Command]:
-        """MULTI, RPUSH, LTRIM, EXPIRE, EXEC (queued explicitly, so that WAIT can follow EXEC
-        in the same round trip), then WAIT when replicas must acknowledge."""
-        commands: list[Command] = [("MULTI",), ("RPUSH", self.key, *map(_encode, messages))]
-        if self.max_messages:
-            commands.append(("LTRIM", self.key, -self.max_messages, -1))
-        if self.ttl_seconds:
-            commands.append(("EXPIRE", self.key, self.ttl_seconds))
-        return [*commands, ("EXEC",), *self.wait.command()]
+    def _append_args(self, messages: Sequence[BaseMessage]) -> tuple[Any, ...]:
+        """The script's keys and arguments (after its name): `numkeys key cap ttl *messages`."""
+        return (1, self.key, self.max_messages, self.ttl_seconds, *map(encode, messages))
+
+    def _append_commands(self, command: str, args: tuple[Any, ...]) -> list[Command]:
+        """The script by SHA (`EVALSHA`) or by source (`EVAL`), then WAIT when replicas must
+        acknowledge (in the same round trip, on the same connection)."""
+        script = APPEND_SHA if command == "EVALSHA" else APPEND_SCRIPT
+        return [(command, script, *args), *self.wait.command()]
 
     def _stored_before(self, replies: list[Any], appended: int) -> int:
-        written = replies[: len(replies) - len(self.wait.command())]
-        raise_first_error(written)  # e.g. EXECABORT: nothing was written
+        raise_first_error(replies[:1])  # NOSCRIPT included: the caller sends the source
         self.wait.check(replies)
-        # RPUSH answers the length after the push and before the trim.
-        return int(written[-1][0]) - appended
+        # The script answers the length after the push and before the trim.
+        return int(replies[0]) - appended
 
     # -- async (what the service uses) -------------------------------------------------------
     async def aget_window(self, n: int) -> list[BaseMessage]:
         with self._round_trip("read"):
             raw = await self._async().lrange(self.key, *self._window_range(n))
-        return _decode(raw)
+        return self.decoded.decode(raw)
 
     async def aget_window_along(
         self, n: int, command: Sequence[Any]
@@ -175,14 +185,25 @@ class RedisChatHistory(ChatHistory):
                 pipe.execute_command(*command)
                 pipe.lrange(self.key, *self._window_range(n))
                 reply, raw = await pipe.execute()
-        return _decode(raw), reply
+        return self.decoded.decode(raw), reply
 
     async def aappend_turn(self, messages: Sequence[BaseMessage]) -> int:
         if not messages:
             return 0
-        with self._round_trip("append"):
-            replies = await asend_together(self._async(), self.key, self._append_commands(messages))
-            return self._stored_before(replies, len(messages))
+        args = self._append_args(messages)
+        for command in ("EVALSHA", "EVAL"):
+            try:
+                with self._round_trip("append"):
+                    if self.wait.replicas:
+                        commands = self._append_commands(command, args)
+                        replies = await asend_together(self._async(), self.key, commands)
+                    else:  # no pipeline to build: the command alone (a cluster routes it by key)
+                        script = APPEND_SHA if command == "EVALSHA" else APPEND_SCRIPT
+                        replies = [await self._async().execute_command(command, script, *args)]
+                    return self._stored_before(replies, len(messages))
+            except NoScriptError:
+                continue  # a restarted or failed-over server: EVAL sends the source
+        raise AssertionError("unreachable: EVAL never answers NOSCRIPT")
 
     async def aclear(self) -> None:
         with self._round_trip("clear"):
@@ -192,14 +213,25 @@ class RedisChatHistory(ChatHistory):
     def get_window(self, n: int) -> list[BaseMessage]:
         with self._round_trip("read"):
             raw = self._sync().lrange(self.key, *self._window_range(n))
-        return _decode(raw)
+        return self.decoded.decode(raw)
 
     def append_turn(self, messages: Sequence[BaseMessage]) -> int:
         if not messages:
             return 0
-        with self._round_trip("append"):
-            replies = send_together(self._sync(), self._append_commands(messages))
-            return self._stored_before(replies, len(messages))
+        args = self._append_args(messages)
+        for command in ("EVALSHA", "EVAL"):
+            try:
+                with self._round_trip("append"):
+                    if self.wait.replicas:
+                        commands = self._append_commands(command, args)
+                        replies = send_together(self._sync(), commands)
+                    else:
+                        script = APPEND_SHA if command == "EVALSHA" else APPEND_SCRIPT
+                        replies = [self._sync().execute_command(command, script, *args)]  # type: ignore[no-untyped-call]  # untyped in redis-py
+                    return self._stored_before(replies, len(messages))
+            except NoScriptError:
+                continue  # a restarted or failed-over server: EVAL sends the source
+        raise AssertionError("unreachable: EVAL never answers NOSCRIPT")
 
     def clear(self) -> None:
         with self._round_trip("clear"):

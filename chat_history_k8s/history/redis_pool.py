@@ -10,10 +10,12 @@ from typing import Any
 import redis
 import redis.asyncio as aredis
 from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.observability import recorder
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.asyncio.sentinel import SentinelConnectionPool, SentinelManagedConnection
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisClusterException
+from redis.maint_notifications import MaintNotificationsConfig
 
 from chat_history_k8s.config import Settings
 from chat_history_k8s.history.base import HistoryUnavailable
@@ -36,12 +38,60 @@ class PacedConnectionPool(aredis.BlockingConnectionPool):
     at a time. A healthy pooled connection takes the usual path (one non-blocking check); only
     a connection that must be opened or reopened waits its turn, for at most `connect_wait`
     seconds, then fails with `redis.ConnectionError` like any failed connect (so a dead store
-    still answers 503 fast instead of queueing every request behind timeouts)."""
+    still answers 503 fast instead of queueing every request behind timeouts).
+
+    Checking a connection out and back in is the pool's own bookkeeping when nothing needs
+    more: an idle connection is there and nobody waits for one. redis-py's path takes the
+    pool's condition and lock, arms a timeout and records its OpenTelemetry metrics on every
+    command, twice per command (out and in): measured side by side (one replica, wrk at
+    concurrency 16), a Redis turn's replica CPU went from 0.68 to 0.59 ms with the short path.
+    The short path is taken only when it does exactly what that path
+    would: no task waits (else `release` must wake one), no maintenance notice is being
+    handled, redis-py's metrics are off, and the connection has no pending re-authentication
+    (the listener redis-py runs on release). Anything else takes redis-py's path unchanged.
+    """
 
     def __init__(self, *, connect_wait: float, **options: Any) -> None:
         super().__init__(**options)
         self._connect_wait = connect_wait
         self._connecting = asyncio.Semaphore(CONNECT_CONCURRENCY)
+        self._waiting = 0  # tasks in redis-py's checkout (one of them may wait for a release)
+
+    def _short_path(self) -> bool:
+        return (
+            not self._waiting
+            and not self._in_maintenance
+            and recorder._get_or_create_collector() is None  # redis-py's metrics are off
+        )
+
+    async def get_connection(
+        self, command_name: Any = None, *keys: Any, **options: Any
+    ) -> AbstractConnection:
+        if self._available_connections and self._short_path():
+            connection: AbstractConnection = self._available_connections.pop()
+            self._in_use_connections.add(connection)
+            try:
+                await self.ensure_connection(connection)
+            except BaseException:
+                await self.release(connection)
+                raise
+            return connection
+        self._waiting += 1
+        try:
+            # The ignore: redis-py's deprecation decorator leaves get_connection untyped.
+            checked_out: AbstractConnection = await super().get_connection()  # type: ignore[no-untyped-call]  # see above
+            return checked_out
+        finally:
+            self._waiting -= 1
+
+    async def release(self, connection: AbstractConnection) -> None:
+        if connection._re_auth_token is None and self._short_path():
+            self._in_use_connections.remove(connection)
+            if connection.should_reconnect():  # type: ignore[no-untyped-call]  # untyped in redis-py
+                await connection.disconnect()
+            self._available_connections.append(connection)
+            return
+        await super().release(connection)
 
     async def ensure_connection(self, connection: AbstractConnection) -> None:
         maint = self.maint_notifications_enabled()  # type: ignore[no-untyped-call]  # untyped in redis-py
@@ -123,6 +173,12 @@ def build_async_client(settings: Settings) -> AsyncClient:
             **options,
         )
     pooled: dict[str, Any] = options | {
+        # Maintenance notifications (CLIENT MAINT_NOTIFICATIONS, RESP3 pushes announcing a
+        # managed service's node moves) are off: open-source Redis and Sentinel send none, and
+        # redis-py's "auto" default made every checkout take the pool's reconnect path (a
+        # semaphore, a timeout and redis-py's own checks: 73 -> 61 us of client CPU per turn,
+        # measured alone) and every connect try the handshake.
+        "maint_notifications_config": MaintNotificationsConfig(enabled=False),
         # Waiting for a turn to connect: the same budget as one command (connect + reply).
         "connect_wait": settings.redis_connect_timeout_seconds
         + settings.redis_socket_timeout_seconds,
@@ -252,10 +308,16 @@ class WarmedPool:
         if self._warming is not None:
             self._warming.cancel()
             await asyncio.wait([self._warming])
-        await self.client.aclose()
-        if isinstance(self.client, aredis.Redis):
-            pool = self.client.connection_pool
-            await pool.disconnect()
-            if isinstance(pool, SentinelConnectionPool):  # its clients of the Sentinels
-                for sentinel in pool.sentinel_manager.sentinels:
-                    await sentinel.aclose()
+        try:
+            await self.client.aclose()
+            if isinstance(self.client, aredis.Redis):
+                pool = self.client.connection_pool
+                await pool.disconnect()
+                if isinstance(pool, SentinelConnectionPool):  # its clients of the Sentinels
+                    for sentinel in pool.sentinel_manager.sentinels:
+                        await sentinel.aclose()
+        except (redis.RedisError, OSError) as exc:
+            # redis-py waits at most REDIS_CONNECT_TIMEOUT_SECONDS for each socket to close (a
+            # starved CPU can take longer); the sockets are closed either way. Shutting down
+            # goes on: nothing is left to lose, and a crash here would hide the real exit.
+            logger.warning("closing the Redis connections: %s (shutting down anyway)", exc)

@@ -127,3 +127,23 @@ async def test_keys_and_limits_hold_in_cluster_mode(
         assert await turn(bob, THREADS[0]) == 200
         r = await client.get(f"/v1/sessions/{THREADS[0]}/messages", headers=bearer(alice))
         assert len(r.json()["messages"]) == 6  # Alice's 3 admitted turns there, nothing else
+
+
+async def test_the_message_history_sends_its_script_again_after_the_cluster_lost_it(
+    cluster_url: str, redis_cluster: LocalRedisCluster
+) -> None:
+    """The append is an EVALSHA routed by the session's key; a node that lost the script gets
+    its source (EVAL) and the turn goes through."""
+    settings = make_settings("redis", redis_cluster.nodes[1].url, redis_mode="cluster")
+    async with app_client(settings) as client:
+        await wait_ready(client)
+        for session in THREADS:
+            r = await client.post("/v1/chat", json={"session_id": session, "message": "one"})
+            assert r.status_code == 200, r.text
+        for node in redis_cluster.nodes:
+            with node.client() as c:
+                c.script_flush()
+        for session in THREADS:
+            r = await client.post("/v1/chat", json={"session_id": session, "message": "two"})
+            assert r.status_code == 200, r.text
+            assert r.json()["history_length"] == 2  # stored before this turn

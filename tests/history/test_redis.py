@@ -36,7 +36,7 @@ async def test_a_chat_turn_is_exactly_two_round_trips_whatever_the_history_lengt
     assert count_round_trips[0] == 10
     per_turn = commands_per_turn(before, after, 5)
     assert per_turn == {
-        "lrange": 1, "multi": 1, "rpush": 1, "ltrim": 1, "expire": 1, "exec": 1,
+        "lrange": 1, "evalsha": 1, "rpush": 1, "ltrim": 1, "expire": 1,  # the last 3: the script's
     }  # fmt: skip
     assert r.json()["history_length"] == prior_messages + 8
 
@@ -103,3 +103,39 @@ def test_an_explicit_async_client_says_how_to_get_sync_methods(redis_url: str) -
     history = RedisChatHistory("only-async", async_client=aredis.Redis.from_url(redis_url))
     with pytest.raises(RuntimeError, match="from_url"):
         _ = history.messages
+
+
+async def test_a_server_without_the_script_gets_its_source_once(
+    redis_url: str, count_round_trips: list[int]
+) -> None:
+    """After a restart or failover the server has no scripts: the append answers NOSCRIPT, is
+    sent again as EVAL (one more round trip), and the next appends are EVALSHA again. (With
+    WAIT: tests/history/test_redis_sentinel.py.)"""
+    server = redis.Redis.from_url(redis_url)
+    client = aredis.Redis.from_url(redis_url)
+    history = RedisChatHistory("s", async_client=client, max_messages=3, ttl_seconds=60)
+    await client.ping()  # connected: the handshake is not a round trip of the append
+    server.script_flush()
+    count_round_trips[0] = 0
+    before = commandstats(server)
+    assert await history.aappend_turn([HumanMessage(content="a"), AIMessage(content="b")]) == 0
+    assert count_round_trips[0] == 2
+    assert await history.aappend_turn([HumanMessage(content="c"), AIMessage(content="d")]) == 2
+    assert count_round_trips[0] == 3
+    after = commandstats(server)
+    calls = {k: after[k] - before.get(k, 0) for k in ("evalsha", "eval")}
+    assert calls == {"evalsha": 2, "eval": 1}
+    assert [m.text for m in await history.aget_window(0)] == ["b", "c", "d"]  # capped at 3
+    assert 55 <= server.ttl("chat-history:s") <= 60
+    await client.aclose()
+
+
+def test_a_large_append_is_one_script_call(redis_url: str) -> None:
+    """Lua's unpack takes a few thousand values: the script pushes in slices, still atomic."""
+    client = redis.Redis.from_url(redis_url)
+    history = RedisChatHistory("big", client=client)
+    messages = [HumanMessage(content=f"m{i}") for i in range(20_000)]
+    assert history.append_turn(messages) == 0
+    assert client.llen("chat-history:big") == 20_000
+    assert [m.text for m in history.get_window(2)] == ["m19998", "m19999"]
+    assert history.append_turn(messages[:2]) == 20_000

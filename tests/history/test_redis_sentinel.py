@@ -298,6 +298,32 @@ async def test_wait_survives_a_script_cache_flush_and_works_from_sync_code(
     too_many.close()
 
 
+async def test_with_wait_a_primary_without_the_script_gets_its_source_once(
+    healthy: LocalSentinel, count_round_trips: list[int]
+) -> None:
+    """A failed-over primary has no scripts: EVALSHA + WAIT answer NOSCRIPT, EVAL + WAIT follow
+    (one more round trip, WAIT still on the write's connection), then EVALSHA again."""
+    primary = healthy.primary()
+    server = primary.client()
+    client = aredis.Redis.from_url(primary.url, password=PASSWORD)
+    history = RedisChatHistory(
+        "noscript", async_client=client, wait_replicas=2, wait_timeout_seconds=2
+    )
+    await client.ping()  # connected: the handshake is not a round trip of the append
+    server.script_flush()
+    count_round_trips[0] = 0
+    before = commandstats(server)
+    assert await history.aappend_turn([HumanMessage(content="a"), AIMessage(content="b")]) == 0
+    assert await history.aappend_turn([HumanMessage(content="c"), AIMessage(content="d")]) == 2
+    after = commandstats(server)
+    assert count_round_trips[0] == 3
+    calls = {k: after.get(k, 0) - before.get(k, 0) for k in ("evalsha", "eval", "wait")}
+    assert calls == {"evalsha": 2, "eval": 1, "wait": 3}
+    assert [m.text for m in await history.aget_window(0)] == ["a", "b", "c", "d"]
+    await client.aclose()
+    server.close()
+
+
 async def test_an_added_replica_is_found_by_the_sentinels_and_counts_for_wait(
     healthy: LocalSentinel,
 ) -> None:
