@@ -5,10 +5,20 @@ from __future__ import annotations
 import re
 import socket
 from functools import lru_cache
-from typing import Literal, Self
+from pathlib import Path
+from typing import Any, Literal, Self
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Secrets that may come from a file instead of the environment (`<NAME>_FILE`): a mounted
+# Secret never shows up in the process's environment (`/proc/<pid>/environ`, `kubectl describe`,
+# crash reporters that dump the environment).
+_SECRET_FILES = {
+    "redis_password": "redis_password_file",
+    "redis_sentinel_password": "redis_sentinel_password_file",
+    "openai_api_key": "openai_api_key_file",
+}
 
 # An origin as browsers send it: scheme://host[:port], the host a name, IPv4 or [IPv6].
 _ORIGIN = re.compile(r"https?://(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(:[0-9]{1,5})?")
@@ -52,6 +62,8 @@ class Settings(BaseSettings):
     # major versions, and a chat turn must fail fast (503) rather than hang on a dead store.
     redis_url: str = "redis://localhost:6379/0"
     redis_password: SecretStr | None = None
+    # Read once at startup; the chart mounts the Secret here instead of setting REDIS_PASSWORD.
+    redis_password_file: Path | None = None
     redis_key_prefix: str = Field(default="chat-history:", min_length=1)
     redis_socket_timeout_seconds: float = Field(default=1.0, gt=0, le=30)
     redis_connect_timeout_seconds: float = Field(default=0.5, gt=0, le=30)
@@ -66,6 +78,7 @@ class Settings(BaseSettings):
     redis_sentinels: str = ""  # host:port,host:port,... (sentinel mode)
     redis_sentinel_master: str = ""  # the name the Sentinels monitor the primary under
     redis_sentinel_password: SecretStr | None = None  # the Sentinels' own requirepass
+    redis_sentinel_password_file: Path | None = None  # or read from this file at startup
     # A turn is acknowledged once this many replicas have its write (WAIT, same round trip).
     redis_wait_replicas: int = Field(default=0, ge=0, le=100)
     redis_wait_timeout_seconds: float = Field(default=0.5, gt=0, le=30)
@@ -82,6 +95,7 @@ class Settings(BaseSettings):
     openai_model: str | None = None
     openai_base_url: str | None = None
     openai_api_key: SecretStr | None = None
+    openai_api_key_file: Path | None = None
     openai_timeout_seconds: float = Field(default=30.0, gt=0)
 
     # Browsers (chat_history_k8s/web): the origins whose pages may call this API (CORS) and
@@ -103,6 +117,12 @@ class Settings(BaseSettings):
     rate_limit_turns: int = Field(default=0, ge=0, le=1_000_000)
     rate_limit_window_seconds: int = Field(default=60, ge=1, le=86_400)
     max_sessions_per_principal: int = Field(default=0, ge=0, le=10_000_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_secret_files(cls, data: Any) -> Any:
+        # REDIS_PASSWORD_FILE and the like, before the fields are validated.
+        return read_secret_files(data) if isinstance(data, dict) else data
 
     @field_validator("cors_allow_origins")
     @classmethod
@@ -223,6 +243,28 @@ class Settings(BaseSettings):
                 "CHECKPOINT_LEASE_SECONDS must exceed twice OPENAI_TIMEOUT_SECONDS (a model call "
                 "is tried twice) so that a slow turn keeps its lease"
             )
+
+
+def read_secret_files(data: dict[str, Any]) -> dict[str, Any]:
+    """The settings `data` with each `<NAME>_FILE` read into `<NAME>` (trailing newlines dropped,
+    as a shell's "$(cat file)" does). Both set is refused: which one wins would be a guess."""
+    data = dict(data)
+    for secret, file_field in _SECRET_FILES.items():
+        path = data.get(file_field)
+        if path in (None, ""):
+            continue
+        if data.get(secret) not in (None, ""):
+            raise ValueError(f"set {secret.upper()} or {file_field.upper()}, not both")
+        try:
+            value = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(
+                f"{file_field.upper()}: cannot read {path}: {exc.__class__.__name__}"
+            ) from None
+        if not value:
+            raise ValueError(f"{file_field.upper()}: {path} is empty")
+        data[secret] = value
+    return data
 
 
 class SettingsError(ValueError):

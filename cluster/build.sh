@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the binaries of the air-gapped single-node cluster from source, through the Go module
 # proxy only: kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy,
-# kubectl, etcd, coredns, helm and the project's pause program.
+# kubectl, etcd, coredns, kube-router (NetworkPolicy), helm and the project's pause program.
 #   cluster/build.sh                 all of them (what the host-process cluster needs)
 #   cluster/build.sh kubeadm ...     only the named components (kubeadm: for the kind node image)
 #
@@ -198,6 +198,25 @@ build_coredns() {
     finish "$dir" coredns
 }
 
+# kube-router, for its network policy controller only (cluster/network-policy.sh): the bridge
+# CNI enforces no NetworkPolicy, and kube-network-policies (kind's) needs the nftables "queue"
+# expression, which this kernel lacks (see README.md).
+build_kube_router() {
+    local dir="$CACHE/versions/kube-router-$KUBE_ROUTER_VERSION"
+    local module=github.com/cloudnativelabs/kube-router/v2
+    if built "$dir"; then
+        relink "$dir" kube-router
+        log "kube-router $KUBE_ROUTER_VERSION: cached"
+        return
+    fi
+    mkdir -p "$dir/bin"
+    log "kube-router $KUBE_ROUTER_VERSION: go install"
+    GOBIN="$dir/bin" go install -trimpath \
+        -ldflags "-s -w -X $module/pkg/version.Version=$KUBE_ROUTER_VERSION" \
+        "$module/cmd/kube-router@$KUBE_ROUTER_VERSION"
+    finish "$dir" kube-router
+}
+
 # helm is the one scripts/tools.sh pins and builds for the chart checks too (cached as
 # $CHAT_HISTORY_CACHE/tools/helm-<version>): one build, one version, linked into $BIN.
 build_helm() {
@@ -239,6 +258,7 @@ main() {
     timed "kubernetes $K8S_VERSION" build_kubernetes
     timed "etcd $ETCD_VERSION" build_etcd
     timed "coredns $COREDNS_VERSION" build_coredns
+    timed "kube-router $KUBE_ROUTER_VERSION" build_kube_router
     log "total: $((SECONDS - start))s; binaries in $BIN"
     echo "export PATH=$BIN:\$PATH"
 }

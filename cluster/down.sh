@@ -93,6 +93,8 @@ cleanup_kubelet_iptables() {
 
 cleanup_network() {
     local dir
+    # The policy enforcer (stopped by its PID file above, if it ran): its rules and ipsets.
+    "$(dirname "${BASH_SOURCE[0]}")/network-policy.sh" stop >/dev/null || true
     cleanup_kubelet_iptables
     for dir in -i -o; do
         while iptables -D DOCKER-USER "$dir" "$CNI_BRIDGE" -m comment --comment chat-history -j ACCEPT 2>/dev/null; do :; done

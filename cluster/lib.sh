@@ -13,6 +13,9 @@ shopt -s inherit_errexit
 : "${K8S_VERSION:=v1.35.8}"
 : "${ETCD_VERSION:=v3.6.16}"
 : "${COREDNS_VERSION:=v1.14.7}"
+# NetworkPolicy enforcement (network-policy.sh): kube-router's policy controller, or "none".
+: "${KUBE_ROUTER_VERSION:=v2.1.0}"
+: "${NETWORK_POLICY:=kube-router}"
 # Everything the running cluster owns (PKI, etcd data, containerd root, logs, PID files).
 : "${CLUSTER_STATE:=/var/lib/chat-history/cluster}"
 : "${NODE_NAME:=chat-history}"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Start the air-gapped single-node Kubernetes cluster as host processes:
 #   etcd -> kube-apiserver -> kube-controller-manager + kube-scheduler -> containerd (CRI)
-#   -> CNI bridge -> kubelet -> kube-proxy (iptables) -> CoreDNS -> StorageClass "standard".
+#   -> CNI bridge -> kubelet -> kube-proxy (iptables) -> CoreDNS -> StorageClass "standard"
+#   -> kube-router's NetworkPolicy controller (network-policy.sh; NETWORK_POLICY=none: not started).
 # Needs the binaries of build.sh. Everything lives under $CLUSTER_STATE (PID files, logs, PKI,
 # data); cluster/down.sh removes it. Idempotent: components already running are kept.
 # Prints `export KUBECONFIG=...` on stdout.
@@ -79,6 +80,7 @@ make_pki() {
     cert controller-manager "/CN=system:kube-controller-manager"
     cert scheduler "/CN=system:kube-scheduler"
     cert kube-proxy "/CN=system:kube-proxy"
+    cert kube-router "/CN=system:kube-router"
     if [[ ! -f "$PKI/sa.key" ]]; then
         openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$PKI/sa.key" 2>/dev/null
         openssl pkey -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub"
@@ -88,6 +90,7 @@ make_pki() {
     kubeconfig controller-manager controller-manager
     kubeconfig scheduler scheduler
     kubeconfig kube-proxy kube-proxy
+    kubeconfig kube-router kube-router
 }
 
 # --- network -------------------------------------------------------------------------------
@@ -449,6 +452,32 @@ spec:
     done
     kc apply -f - >/dev/null <<<"$manifest"
     "$HERE/recycle-pvs.sh"
+    # What kube-router's policy controller reads (network-policy.sh), and nothing more.
+    kc apply -f - >/dev/null <<EOF
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "chat-history:kube-router"}
+rules:
+- apiGroups: [""]
+  resources: [pods, namespaces, nodes, services, endpoints]
+  verbs: [get, list, watch]
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [get, list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [get, list, watch]
+- apiGroups: ["", events.k8s.io]
+  resources: [events]
+  verbs: [create, patch, update]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "chat-history:kube-router"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "chat-history:kube-router"}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:kube-router"}
+EOF
 }
 
 on_exit() {
@@ -487,6 +516,11 @@ main() {
     apply_addons
     wait_for 180 "CoreDNS available" \
         kc -n kube-system wait --for=condition=Available deployment/coredns --timeout=5s
+    if [[ "$NETWORK_POLICY" != none ]]; then
+        "$HERE/network-policy.sh" start
+    else
+        log "NETWORK_POLICY=none: NetworkPolicies are accepted and not enforced"
+    fi
     trap - EXIT
     log "cluster up in $((SECONDS - start))s (kubernetes $K8S_VERSION, node $NODE_NAME, state $CLUSTER_STATE)"
     echo "export KUBECONFIG=$KUBECONFIG_ADMIN"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The real-Kubernetes stage: build a single-node Kubernetes from source (cached outside the
-# clone), start it, install the chart for both backends exactly as users do (only the values of
-# helm/chat-history/ci/airgap-values.yaml differ), `helm test`, the e2e suite with
-# `--target kube`, then tear everything down. Every component's log is dumped on failure.
+# clone), start it (NetworkPolicies enforced), install the chart for both backends and for Redis
+# with replication exactly as users do (only the values of helm/chat-history/ci/*-values.yaml
+# differ), `helm test`, the e2e suite with `--target kube`, then tear everything down. Every
+# component's log is dumped on failure.
 #   scripts/cluster-e2e.sh            needs root on Debian/Ubuntu (containerd, kubelet, iptables)
 #                                     and Go (the first build takes 20-45 min; cached after)
 #   KEEP_CLUSTER=1 scripts/cluster-e2e.sh   leave the cluster up afterwards
@@ -64,11 +65,17 @@ for backend in memory redis; do
     "${image_sets[@]}" --wait --timeout 5m
 done
 helm test chat-history --namespace chat-redis --logs --timeout 5m
+# Redis with replication: a primary, 2 replicas and 3 Sentinels; the chat pods ask the Sentinels.
+helm upgrade --install chat-history helm/chat-history --namespace chat-redis-ha \
+  --create-namespace --values "${values}" \
+  --values helm/chat-history/ci/redis-replication-values.yaml "${image_sets[@]}" \
+  --wait --timeout 5m
+helm test chat-history --namespace chat-redis-ha --logs --timeout 5m
 kubectl get nodes,pods -A -o wide
-step "both releases installed and ready, helm test passed"
-for backend in memory redis; do
-  helm uninstall chat-history --namespace "chat-${backend}" --wait
-  kubectl delete namespace "chat-${backend}" --wait=true
+step "three releases (memory, redis, redis with replication) ready, helm test passed"
+for ns in chat-memory chat-redis chat-redis-ha; do
+  helm uninstall chat-history --namespace "${ns}" --wait
+  kubectl delete namespace "${ns}" --wait=true
 done
 "${cluster}/recycle-pvs.sh"
 

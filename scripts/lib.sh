@@ -17,6 +17,9 @@ export REPO_ROOT
 # The kind the kind stage (scripts/kind-e2e.sh) builds and runs; cluster/kind-node-image.sh
 # writes the node-side setup this version expects.
 : "${KIND_VERSION:=v0.33.0}"
+# The chart linters scripts/chart-check.sh runs over the rendered chart (scripts/tools.sh).
+: "${KUBE_SCORE_VERSION:=v1.20.0}"
+: "${CHECKOV_VERSION:=3.3.30}"
 
 # The speaking script as the log shows it: "test" for scripts/test.sh, "cluster/up" for
 # cluster/up.sh.

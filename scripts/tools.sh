@@ -8,7 +8,11 @@
 #                               standalone (scripts/compose-check.sh calls this)
 #   scripts/tools.sh kind       kind: .tools/bin/kind (scripts/kind-e2e.sh calls this)
 #   scripts/tools.sh helm compose
-# The pins (HELM_VERSION, COMPOSE_VERSION, KIND_VERSION) live in scripts/lib.sh.
+#   scripts/tools.sh kube-score checkov   the chart linters scripts/chart-check.sh runs
+#                               (kube-score built with Go; checkov from PyPI into a venv of its
+#                               own, its dependencies pinned by constraints-checkov.txt)
+# The pins (HELM_VERSION, COMPOSE_VERSION, KIND_VERSION, KUBE_SCORE_VERSION, CHECKOV_VERSION)
+# live in scripts/lib.sh.
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -103,12 +107,61 @@ install_kind() {
   cache_copy kind "${cached}"
 }
 
+# "kube-score version: v1.20.0, commit: ..." (the version is injected below).
+installed_kube_score_version() {
+  [[ -x "${TOOLS_BIN}/kube-score" ]] || return 0
+  "${TOOLS_BIN}/kube-score" version 2>/dev/null | sed -n 's/^kube-score version: \([^,]*\),.*/\1/p'
+}
+
+install_kube_score() {
+  local cached="${CHAT_HISTORY_CACHE}/tools/kube-score-${KUBE_SCORE_VERSION}" started=${SECONDS}
+  if [[ "$(installed_kube_score_version)" == "${KUBE_SCORE_VERSION}" ]]; then
+    log "kube-score ${KUBE_SCORE_VERSION} already installed"
+  elif [[ -x "${cached}" ]]; then
+    cp "${cached}" "${TOOLS_BIN}/kube-score"
+    log "kube-score ${KUBE_SCORE_VERSION} copied from ${cached}"
+  else
+    require go "install Go >= 1.26 (https://go.dev/doc/install); kube-score is built with go install"
+    log "building kube-score ${KUBE_SCORE_VERSION} with go install (first time takes a minute or two)"
+    GOBIN="${TOOLS_BIN}" CGO_ENABLED=0 GOTOOLCHAIN=local go install -trimpath \
+      -ldflags "-s -w -X main.version=${KUBE_SCORE_VERSION}" \
+      "github.com/zegl/kube-score/cmd/kube-score@${KUBE_SCORE_VERSION}"
+    log "kube-score ${KUBE_SCORE_VERSION} built in $((SECONDS - started)) s"
+  fi
+  cache_copy kube-score "${cached}"
+}
+
+# checkov pins its dependencies tightly (boto3, pydantic, networkx, ...): it gets a venv of its
+# own, keyed by its version and the hash of constraints-checkov.txt, in the machine's cache.
+install_checkov() {
+  local sum venv started=${SECONDS}
+  sum="$(sha256sum "${REPO_ROOT}/constraints-checkov.txt" | cut -c1-12)"
+  venv="${CHAT_HISTORY_CACHE}/tools/checkov-${CHECKOV_VERSION}-${sum}"
+  mkdir -p "${CHAT_HISTORY_CACHE}/tools" 2>/dev/null || venv="${REPO_ROOT}/.tools/checkov-${CHECKOV_VERSION}-${sum}"
+  if [[ -f "${venv}/.done" ]]; then
+    log "checkov ${CHECKOV_VERSION} already installed"
+  else
+    require python3 "install Python >= 3.11 (Debian/Ubuntu: apt-get install python3 python3-venv)"
+    log "installing checkov ${CHECKOV_VERSION} into ${venv} (first time takes a few minutes)"
+    rm -rf "${venv}"
+    python3 -m venv "${venv}"
+    "${venv}/bin/python" -m pip install --disable-pip-version-check --progress-bar off -q \
+      -c "${REPO_ROOT}/constraints-checkov.txt" "checkov==${CHECKOV_VERSION}" ||
+      die "pip install of checkov ${CHECKOV_VERSION} failed (see above)"
+    touch "${venv}/.done"
+    log "checkov ${CHECKOV_VERSION} installed in $((SECONDS - started)) s"
+  fi
+  ln -sfn "${venv}/bin/checkov" "${TOOLS_BIN}/checkov"
+}
+
 (($#)) || set -- helm
 for tool in "$@"; do
   case "${tool}" in
     helm) install_helm ;;
     compose) install_compose ;;
     kind) install_kind ;;
-    *) die "unknown tool ${tool}: use helm, compose or kind" ;;
+    kube-score) install_kube_score ;;
+    checkov) install_checkov ;;
+    *) die "unknown tool ${tool}: use helm, compose, kind, kube-score or checkov" ;;
   esac
 done

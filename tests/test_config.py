@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
-from chat_history_k8s.config import Settings, SettingsError, get_settings
+from chat_history_k8s.config import Settings, SettingsError, get_settings, read_secret_files
 
 
 @pytest.mark.parametrize(
@@ -95,3 +97,62 @@ def test_the_startup_error_names_the_environment_variable_and_the_value(
 def test_the_log_level_is_read_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOG_LEVEL", "info")
     assert Settings().log_level == "INFO"
+
+
+@pytest.mark.parametrize("secret", ["REDIS_PASSWORD", "REDIS_SENTINEL_PASSWORD", "OPENAI_API_KEY"])
+def test_a_secret_is_read_from_its_file_once_at_startup(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, secret: str
+) -> None:
+    path = tmp_path / "secret"
+    path.write_text("s3cret pass\n")  # the newline of `echo ... > file` is not part of it
+    monkeypatch.delenv(secret, raising=False)
+    monkeypatch.setenv(f"{secret}_FILE", str(path))
+    settings = Settings()
+    value = getattr(settings, secret.lower())
+    assert value is not None and value.get_secret_value() == "s3cret pass"
+    assert "s3cret" not in repr(settings)
+    path.write_text("rotated")  # read at startup only: a running replica keeps its value
+    assert getattr(settings, secret.lower()).get_secret_value() == "s3cret pass"
+
+
+@pytest.mark.parametrize(
+    ("content", "env", "message"),
+    [
+        (None, {}, r"REDIS_PASSWORD_FILE: cannot read .*: FileNotFoundError"),
+        ("\n", {}, r"REDIS_PASSWORD_FILE: .* is empty"),
+        ("x", {"REDIS_PASSWORD": "y"}, "set REDIS_PASSWORD or REDIS_PASSWORD_FILE, not both"),
+    ],
+)
+def test_a_bad_secret_file_stops_the_start_with_a_clear_message(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    content: str | None,
+    env: dict[str, str],
+    message: str,
+) -> None:
+    path = tmp_path / "password"
+    if content is not None:
+        path.write_text(content)
+    monkeypatch.delenv("REDIS_PASSWORD", raising=False)
+    monkeypatch.setenv("REDIS_PASSWORD_FILE", str(path))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(SettingsError, match=message):
+            get_settings()
+    finally:
+        get_settings.cache_clear()
+
+
+def test_the_sentinel_password_file_fills_the_sentinel_password(tmp_path: Path) -> None:
+    # REDIS_SENTINEL_PASSWORD belongs to REDIS_MODE=sentinel; its file form is read like the
+    # others, into the same field.
+    path = tmp_path / "sentinel-password"
+    path.write_text("s3ntinel\n")
+    data = read_secret_files({"redis_sentinel_password_file": str(path)})
+    assert data["redis_sentinel_password"] == "s3ntinel"
+    with pytest.raises(ValueError, match="set REDIS_SENTINEL_PASSWORD or REDIS_SENTINEL_"):
+        read_secret_files(
+            {"redis_sentinel_password_file": str(path), "redis_sentinel_password": "x"}
+        )

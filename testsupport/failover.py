@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -38,6 +39,9 @@ class Outcome:
     started: float
     ended: float
     status: int  # 0: no HTTP answer at all
+    # A failed turn's answer: the service's error code, or who else answered (e.g. the load
+    # balancer, when no replica was ready).
+    answer: str = ""
 
 
 @dataclass
@@ -104,6 +108,12 @@ class FailoverReport:
                 f"{len(part.failed_but_stored)}, longest run of failed turns "
                 f"{part.longest_failure_s:.2f} s"
             )
+        answers = Counter(o.answer for o in self.outcomes if o.status != 200)
+        if answers:
+            lines.append(
+                "  failed turns answered: "
+                + ", ".join(f"{answer} x{n}" for answer, n in answers.most_common())
+            )
         return lines
 
 
@@ -142,17 +152,30 @@ class Traffic:
             while not self._stop.is_set():
                 message = f"{session} turn {n}"
                 started = time.monotonic()
+                answer = ""
                 try:
-                    status = api.chat_response(session, message).status_code
-                except httpx.HTTPError:
-                    status = 0
+                    response = api.chat_response(session, message)
+                    status = response.status_code
+                    if status != 200:
+                        answer = _answer(response)
+                except httpx.HTTPError as exc:
+                    status, answer = 0, type(exc).__name__
                 with self._lock:
                     self.outcomes.append(
-                        Outcome(session, message, started, time.monotonic(), status)
+                        Outcome(session, message, started, time.monotonic(), status, answer)
                     )
                 n += 1
                 next_at += self.interval
                 self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+
+def _answer(response: httpx.Response) -> str:
+    """`status code` for the service's own errors, `status (not the service)` otherwise."""
+    try:
+        code = response.json()["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return f"{response.status_code} (not the service)"
+    return f"{response.status_code} {code}"
 
 
 def run_failover(

@@ -21,10 +21,14 @@ VALUE_REF = re.compile(r"^\s*([A-Z][A-Z0-9_]*): \{\{ \.Values\.([\w.]+) \| quote
 NOT_A_DEFAULT = {
     "REDIS_URL": "this release's own Redis Service, named after the release",
     "POD_NAME": "the pod's own name, from the downward API",
-    "REDIS_PASSWORD": "from the release's Secret",
-    "OPENAI_API_KEY": "from the Secret the user names",
+    "REDIS_PASSWORD_FILE": "where the chart mounts the release's Secret",
+    "OPENAI_API_KEY_FILE": "where the chart mounts the Secret the user names",
+    "REDIS_SENTINEL_PASSWORD_FILE": "where the chart mounts the Sentinels' password",
     "OPENAI_MODEL": "required with chat.model=openai; the service has no default",
     "AUTH_API_KEYS_FILE": "where the chart mounts the API keys' Secret",
+    "REDIS_MODE": "follows redis.architecture and redis.external",
+    "REDIS_SENTINELS": "this release's Redis pods, or redis.external.sentinels",
+    "REDIS_SENTINEL_MASTER": "redis.replication.masterName or redis.external.sentinelMaster",
 }
 
 # Value sets that, between them, make the chart set every variable it can set.
@@ -37,6 +41,7 @@ RENDERS = {
         "chat.openai.model=gpt-4o-mini",
         "chat.openai.apiKeySecret=openai",
     ),
+    "replication": ("redis.architecture=replication",),
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,9 +26,23 @@ from testsupport import REPO_ROOT
 REDIS = f"{RELEASE}-redis"
 
 
+def values_of(values_file: Path | None) -> dict[str, Any]:
+    values: dict[str, Any] = load_yaml(values_file) if values_file else {}
+    return values
+
+
 def backend_of(values_file: Path | None) -> str:
-    values = load_yaml(values_file) if values_file else {}
-    return str(values.get("history", {}).get("backend", "redis"))
+    return str(values_of(values_file).get("history", {}).get("backend", "redis"))
+
+
+def redis_deployed(values_file: Path | None) -> bool:
+    """The render has the chart's own Redis (backend redis, no redis.external)."""
+    external = values_of(values_file).get("redis", {}).get("external", {})
+    return backend_of(values_file) == "redis" and not external.get("enabled", False)
+
+
+def architecture_of(values_file: Path | None) -> str:
+    return str(values_of(values_file).get("redis", {}).get("architecture", "standalone"))
 
 
 def label(values_file: Path | None) -> str:
@@ -35,7 +50,10 @@ def label(values_file: Path | None) -> str:
 
 
 VALUE_SETS = [None, *CI_VALUES]
-REDIS_VALUE_SETS = [v for v in VALUE_SETS if backend_of(v) == "redis"]
+REDIS_VALUE_SETS = [v for v in VALUE_SETS if redis_deployed(v)]
+STANDALONE_VALUE_SETS = [v for v in REDIS_VALUE_SETS if architecture_of(v) == "standalone"]
+assert [architecture_of(v) for v in REDIS_VALUE_SETS].count("replication") >= 1
+assert [v for v in VALUE_SETS if backend_of(v) == "redis" and not redis_deployed(v)], "no external"
 
 
 @pytest.fixture(params=VALUE_SETS, ids=label)
@@ -103,10 +121,11 @@ def test_chat_service_port_80_reaches_container_port_8000_named_http(
     assert {"name": "http", "containerPort": 8000, "protocol": "TCP"} in container["ports"]
 
 
+@pytest.mark.parametrize("values_file", STANDALONE_VALUE_SETS, ids=label)
 def test_clients_use_a_cluster_ip_and_the_statefulset_a_headless_service(
-    redis_manifests: list[Manifest],
+    render: Render, values_file: Path | None
 ) -> None:
-    manifests = redis_manifests
+    manifests = render(values_file)
     client = one(manifests, "Service", REDIS)  # a stable virtual IP across Redis pod restarts
     assert client["spec"]["type"] == "ClusterIP" and "clusterIP" not in client["spec"]
     headless = one(manifests, "Service", f"{REDIS}-headless")
@@ -121,42 +140,167 @@ def test_clients_use_a_cluster_ip_and_the_statefulset_a_headless_service(
     assert config["REDIS_URL"] == f"redis://{REDIS}:6379/0"
 
 
-def test_pdb_selects_the_chat_pods(manifests: list[Manifest]) -> None:
-    (pdb,) = by_kind(manifests, "PodDisruptionBudget")
+def test_pdb_selects_the_chat_pods_and_evicts_unhealthy_ones(manifests: list[Manifest]) -> None:
+    pdb = one(manifests, "PodDisruptionBudget", RELEASE)
     assert selects(pdb["spec"]["selector"]["matchLabels"], chat_pod_labels(manifests))
     assert pdb["spec"]["maxUnavailable"] == 1
+    # Readiness follows Redis: in a Redis outage every chat pod is unready, and a drain must
+    # still be able to evict them.
+    assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
 
 
 def test_no_pdb_for_a_single_replica(render: Render) -> None:
     assert by_kind(render(None, "replicaCount=1"), "PodDisruptionBudget") == []
 
 
-def test_network_policies_select_the_real_chat_and_redis_pods(
+def policies_of(manifests: list[Manifest], labels: dict[str, str]) -> list[Manifest]:
+    return [
+        np
+        for np in by_kind(manifests, "NetworkPolicy")
+        if selects(np["spec"]["podSelector"]["matchLabels"], labels)
+    ]
+
+
+def admitted(rules: list[Manifest], side: str, labels: dict[str, str], port: int | str) -> bool:
+    """Whether one of the rules lets a pod of this namespace with these labels through on the
+    port (`side` is "from" for ingress, "to" for egress). Namespace and ipBlock peers admit no
+    pod of this namespace here: none of this chart's peers names its own namespace."""
+    for rule in rules:
+        ports = {p["port"] for p in rule.get("ports", [])}
+        if ports and port not in ports:
+            continue
+        peers = rule.get(side)
+        if peers is None:
+            return True
+        for peer in peers:
+            if set(peer) == {"podSelector"} and selects(peer["podSelector"]["matchLabels"], labels):
+                return True
+    return False
+
+
+def dns_rule(values_file: Path | None) -> Manifest:
+    """The egress rule to the cluster DNS: kube-dns pods, on their ports (53 by default)."""
+    ports = values_of(values_file).get("networkPolicy", {}).get("dnsPorts", [53])
+    return {
+        "to": [
+            {
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
+                },
+                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+            }
+        ],
+        "ports": [{"port": p, "protocol": proto} for p in ports for proto in ("UDP", "TCP")],
+    }
+
+
+def test_every_pod_is_fenced_in_both_directions(manifests: list[Manifest]) -> None:
+    for name, _, labels in pod_specs(manifests):
+        (np,) = policies_of(manifests, labels)
+        assert np["spec"]["policyTypes"] == ["Ingress", "Egress"], name
+
+
+def test_only_chat_pods_reach_redis_and_sentinel(
+    redis_manifests: list[Manifest], redis_values_file: Path | None
+) -> None:
+    manifests = redis_manifests
+    replication = architecture_of(redis_values_file) == "replication"
+    (redis_np,) = policies_of(manifests, redis_pod_labels(manifests))
+    ingress = redis_np["spec"]["ingress"]
+    ports = [6379, 26379] if replication else [6379]
+    for name, _, labels in pod_specs(manifests):
+        is_chat = name == f"Deployment/{RELEASE}"
+        is_redis = name == f"StatefulSet/{REDIS}"
+        for port in ports:
+            # The helm test pod is refused too; Redis pods reach each other only to replicate.
+            assert admitted(ingress, "from", labels, port) == (
+                is_chat or (is_redis and replication)
+            )
+        assert not admitted(ingress, "from", labels, 8000)
+    redis_spec = one(manifests, "StatefulSet", REDIS)["spec"]["template"]["spec"]
+    container_ports = {
+        p["containerPort"] for c in redis_spec["containers"] for p in c.get("ports", [])
+    }
+    assert container_ports == set(ports)
+    # A pod of another namespace matches no peer: every peer is a bare podSelector.
+    assert all(set(peer) == {"podSelector"} for rule in ingress for peer in rule["from"])
+
+
+def test_redis_opens_no_connection_it_does_not_need(
+    redis_manifests: list[Manifest], redis_values_file: Path | None
+) -> None:
+    manifests = redis_manifests
+    (redis_np,) = policies_of(manifests, redis_pod_labels(manifests))
+    egress = redis_np["spec"]["egress"]
+    if architecture_of(redis_values_file) == "standalone":
+        assert egress == []
+        return
+    # Replication: the other Redis pods (by their DNS names) and nothing else.
+    assert egress[0] == dns_rule(redis_values_file)
+    (peers,) = egress[1:]
+    assert peers["ports"] == [{"port": 6379, "protocol": "TCP"}, {"port": 26379, "protocol": "TCP"}]
+    (peer,) = peers["to"]
+    assert peer == {"podSelector": {"matchLabels": dict(redis_pod_labels(manifests))}} or (
+        set(peer) == {"podSelector"}
+        and selects(peer["podSelector"]["matchLabels"], redis_pod_labels(manifests))
+        and not selects(peer["podSelector"]["matchLabels"], chat_pod_labels(manifests))
+    )
+
+
+def test_chat_pods_reach_only_dns_and_their_history_store(
     manifests: list[Manifest], values_file: Path | None
 ) -> None:
-    chat_labels = chat_pod_labels(manifests)
-    chat_np = one(manifests, "NetworkPolicy", RELEASE)
-    assert selects(chat_np["spec"]["podSelector"]["matchLabels"], chat_labels)
+    (chat_np,) = policies_of(manifests, chat_pod_labels(manifests))
+    assert chat_np["metadata"]["name"] == RELEASE
     assert chat_np["spec"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
-    if backend_of(values_file) != "redis":
-        assert [np["metadata"]["name"] for np in by_kind(manifests, "NetworkPolicy")] == [RELEASE]
-        return
-    redis_labels = redis_pod_labels(manifests)
-    assert not selects(chat_np["spec"]["podSelector"]["matchLabels"], redis_labels)
-    redis_np = one(manifests, "NetworkPolicy", REDIS)
-    assert selects(redis_np["spec"]["podSelector"]["matchLabels"], redis_labels)
-    assert not selects(redis_np["spec"]["podSelector"]["matchLabels"], chat_labels)
-    (rule,) = redis_np["spec"]["ingress"]
-    (peer,) = rule["from"]
-    assert set(peer) == {"podSelector"}, "only pods of this namespace, chosen by label"
-    allowed = peer["podSelector"]["matchLabels"]
-    # Every pod of the render other than the chat pods is refused, the helm test pod included.
+    egress = chat_np["spec"]["egress"]
+    assert egress[0] == dns_rule(values_file)
+    rest = egress[1:]
+    values = values_of(values_file)
+    if backend_of(values_file) == "memory":
+        assert rest == []
+    elif not redis_deployed(values_file):
+        assert rest == values["redis"]["external"]["egress"]
+    else:
+        (rule,) = rest
+        replication = architecture_of(values_file) == "replication"
+        ports = [6379, 26379] if replication else [6379]
+        assert [p["port"] for p in rule["ports"]] == ports
+        for name, _, labels in pod_specs(manifests):
+            assert admitted(rest, "to", labels, 6379) == (name == f"StatefulSet/{REDIS}"), name
+
+
+def test_the_model_provider_is_reachable_only_with_the_openai_model(render: Render) -> None:
+    def chat_egress(*sets: str) -> list[Manifest]:
+        manifests = render(None, *sets)
+        egress: list[Manifest] = one(manifests, "NetworkPolicy", RELEASE)["spec"]["egress"]
+        return egress
+
+    https = {"ports": [{"port": 443, "protocol": "TCP"}]}
+    assert https not in chat_egress()
+    openai = ("chat.model=openai", "chat.openai.model=m")
+    assert chat_egress(*openai)[-1] == https
+    narrowed = chat_egress(
+        *openai,
+        "networkPolicy.modelEgress[0].to[0].ipBlock.cidr=192.0.2.0/24",
+        "networkPolicy.modelEgress[0].ports[0].port=8443",
+    )
+    assert narrowed[-1] == {
+        "to": [{"ipBlock": {"cidr": "192.0.2.0/24"}}],
+        "ports": [{"port": 8443}],
+    }
+
+
+def test_the_helm_test_pod_reaches_only_the_chat_pods(
+    manifests: list[Manifest], values_file: Path | None
+) -> None:
+    (pod,) = by_kind(manifests, "Pod")
+    (np,) = policies_of(manifests, pod["metadata"]["labels"])
+    assert np["spec"]["ingress"] == []
+    egress = np["spec"]["egress"]
+    assert egress[0] == dns_rule(values_file)
     for name, _, labels in pod_specs(manifests):
-        assert selects(allowed, labels) == (name == f"Deployment/{RELEASE}"), name
-    assert rule["ports"] == [{"port": "redis", "protocol": "TCP"}]
-    redis_spec = one(manifests, "StatefulSet", REDIS)["spec"]["template"]["spec"]
-    redis_container = redis_spec["containers"][0]
-    assert {"name": "redis", "containerPort": 6379, "protocol": "TCP"} in redis_container["ports"]
+        assert admitted(egress[1:], "to", labels, "http") == (name == f"Deployment/{RELEASE}")
 
 
 def test_every_container_is_hardened(manifests: list[Manifest]) -> None:
@@ -198,60 +342,108 @@ def test_no_image_is_latest_or_untagged(manifests: list[Manifest]) -> None:
             assert repo and tag and tag != "latest" and "/" not in tag, f"{name}: {c['image']}"
 
 
-def test_redis_keeps_its_data_on_a_pvc(
+def test_redis_keeps_its_data_on_a_pvc_in_every_pod(
     redis_manifests: list[Manifest], redis_values_file: Path | None
 ) -> None:
     manifests = redis_manifests
     sts = one(manifests, "StatefulSet", REDIS)
-    (claim,) = sts["spec"]["volumeClaimTemplates"]
+    (claim,) = sts["spec"]["volumeClaimTemplates"]  # one claim per pod: primary and replicas
     assert claim["metadata"]["name"] == "data"
-    values = load_yaml(redis_values_file) if redis_values_file else {}
+    values = values_of(redis_values_file)
     size = values.get("redis", {}).get("persistence", {}).get("size", "1Gi")  # 1Gi: values.yaml
     assert claim["spec"]["resources"]["requests"]["storage"] == size
     container = sts["spec"]["template"]["spec"]["containers"][0]
     assert {"name": "data", "mountPath": "/data"} in container["volumeMounts"]
-    assert container["command"] == ["redis-server", "/etc/redis/redis.conf"]
+    # The init container's copy of redis.conf, with the password appended.
+    assert container["command"] == ["redis-server", "/run/redis/redis.conf"]
     conf = one(manifests, "ConfigMap", REDIS)["data"]["redis.conf"].splitlines()
     assert "appendonly yes" in conf and "dir /data" in conf
     assert "maxmemory-policy noeviction" in conf
     assert any(line.startswith("appendfsync ") for line in conf)
 
 
-def test_redis_password_comes_from_a_secret_never_from_arguments(
-    redis_manifests: list[Manifest], redis_values_file: Path | None
+def mounted_secrets(
+    spec: Manifest, container: Manifest
+) -> dict[str, tuple[str, tuple[tuple[str, str], ...]]]:
+    """mount path -> (Secret, ((key, file name), ...)) of the container's Secret volumes: only
+    the keys it needs, never the whole Secret."""
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    out = {}
+    for mount in container.get("volumeMounts", []):
+        secret = volumes.get(mount["name"], {}).get("secret")  # "data": a claim template
+        if secret:
+            items = tuple((i["key"], i["path"]) for i in secret["items"])
+            assert mount.get("readOnly") is True
+            out[mount["mountPath"]] = (secret["secretName"], items)
+    return out
+
+
+def test_the_redis_password_is_a_mounted_file_in_every_container_never_an_env_var(
+    manifests: list[Manifest], values_file: Path | None
 ) -> None:
-    manifests = redis_manifests
-    values = load_yaml(redis_values_file) if redis_values_file else {}
-    existing = values.get("redis", {}).get("auth", {}).get("existingSecret")
-    secret_name, key = (existing, "password") if existing else (REDIS, "redis-password")
+    values = values_of(values_file).get("redis", {})
+    external = values.get("external", {})
+    existing = values.get("auth", {}).get("existingSecret")
+    if external.get("enabled"):
+        secret_name, key = external["existingSecret"], external["existingSecretPasswordKey"]
+    elif existing:
+        secret_name, key = existing, values["auth"]["existingSecretPasswordKey"]
+    else:
+        secret_name, key = REDIS, "redis-password"
     secrets = [s for s in by_kind(manifests, "Secret") if s["metadata"]["name"] == REDIS]
-    if existing:
-        assert secrets == [], "an existing Secret replaces the generated one"
+    if not redis_deployed(values_file) or existing:
+        assert secrets == [], "the chart makes a Secret only for a Redis it deploys"
     else:
         (secret,) = secrets
         assert secret["metadata"]["name"] == REDIS and key in secret["data"]
-    conf = one(manifests, "ConfigMap", REDIS)["data"]["redis.conf"]
-    assert "requirepass" not in conf
-    refs = []
-    for name, spec, _ in pod_specs(manifests):
-        for volume in spec.get("volumes", []):
-            if volume.get("secret", {}).get("secretName") == secret_name:  # the probe's file
-                items = [(i["key"], i["path"]) for i in volume["secret"]["items"]]
-                refs.append(("volume", volume["name"], volume["secret"]["secretName"], items[0][0]))
-        for c in spec.get("initContainers", []) + spec["containers"]:
-            argv = " ".join(c.get("command", []) + c.get("args", []))
-            assert "--requirepass" not in argv and " -a " not in argv, name
-            for env in c.get("env", []):
-                ref = env.get("valueFrom", {}).get("secretKeyRef")
-                if ref:
-                    refs.append((c["name"], env["name"], ref["name"], ref["key"]))
-    assert sorted(refs) == sorted(
-        [
-            ("chat", "REDIS_PASSWORD", secret_name, key),
-            ("auth-config", "REDIS_PASSWORD", secret_name, key),
-            ("volume", "password", secret_name, key),
-        ]
+    uses_redis = backend_of(values_file) == "redis"
+    items: tuple[tuple[str, str], ...] = ((key, "password"),)
+    if external.get("sentinelPasswordKey"):
+        items += ((external["sentinelPasswordKey"], "sentinel-password"),)
+    expected = ("/run/secrets/redis", (secret_name, items))
+    config = one(manifests, "ConfigMap", RELEASE)["data"]
+    assert config.get("REDIS_PASSWORD_FILE") == (
+        "/run/secrets/redis/password" if uses_redis else None
     )
+    users = []
+    for name, spec, _ in pod_specs(manifests):
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            where = f"{name} container {c['name']}"
+            argv = " ".join(c.get("command", []) + c.get("args", []))
+            assert "--requirepass" not in argv and " -a " not in argv, where
+            for env in c.get("env", []):
+                assert "secretKeyRef" not in env.get("valueFrom", {}), where
+                assert "PASSWORD" not in env["name"], where
+            # The Redis password's mounts (API keys are other Secrets, tested with auth).
+            mounts = {p: v for p, v in mounted_secrets(spec, c).items() if v[0] == secret_name}
+            assert all(m.startswith("/run/secrets/") for m in mounts), where
+            assert set(mounts.items()) <= {expected}, where
+            if mounts:
+                users.append(c["name"])
+    if not uses_redis:
+        assert users == []
+    elif not redis_deployed(values_file):
+        assert users == ["chat"]
+    elif architecture_of(values_file) == "replication":
+        assert sorted(users) == ["chat", "config", "redis", "sentinel"]
+    else:
+        assert sorted(users) == ["chat", "config", "redis"]  # redis: its readiness probe
+    if redis_deployed(values_file):
+        conf = one(manifests, "ConfigMap", REDIS)["data"]["redis.conf"]
+        assert "requirepass" not in conf
+
+
+def test_the_openai_key_is_a_mounted_file(render: Render) -> None:
+    manifests = render(
+        None, "chat.model=openai", "chat.openai.model=m", "chat.openai.apiKeySecret=provider"
+    )
+    spec = one(manifests, "Deployment", RELEASE)["spec"]["template"]["spec"]
+    assert mounted_secrets(spec, spec["containers"][0])["/run/secrets/openai"] == (
+        "provider",
+        (("api-key", "api-key"),),
+    )
+    config = one(manifests, "ConfigMap", RELEASE)["data"]
+    assert config["OPENAI_API_KEY_FILE"] == "/run/secrets/openai/api-key"
 
 
 def test_memory_backend_deploys_no_redis(render: Render) -> None:
@@ -264,13 +456,21 @@ def test_memory_backend_deploys_no_redis(render: Render) -> None:
     assert [e["name"] for e in env] == ["POD_NAME"]
 
 
-def test_config_map_is_settings_the_service_accepts(manifests: list[Manifest]) -> None:
-    data = one(manifests, "ConfigMap", RELEASE)["data"]
+def test_config_map_is_settings_the_service_accepts(
+    manifests: list[Manifest], tmp_path: Path
+) -> None:
+    data = dict(one(manifests, "ConfigMap", RELEASE)["data"])
     unknown = {k for k in data if k.lower() not in Settings.model_fields}
     assert not unknown, f"the service reads no such variables: {unknown}"
+    for name in [k for k in data if k.endswith("_FILE")]:  # mounted Secrets: the test's files
+        secret = tmp_path / name.lower()
+        secret.write_text("pw")
+        data[name] = str(secret)
     settings = Settings(**{k.lower(): v for k, v in data.items()}, pod_name="p")
-    if settings.history_backend == "redis":
+    if settings.history_backend == "redis" and settings.redis_mode == "standalone":
         assert settings.redis_url == f"redis://{REDIS}:6379/0"
+    if settings.redis_mode == "sentinel":  # the password files were read
+        assert settings.redis_sentinel_password is not None
 
 
 def test_pod_name_comes_from_the_downward_api(manifests: list[Manifest]) -> None:

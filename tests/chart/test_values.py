@@ -48,6 +48,45 @@ BAD_VALUES = {
     "odd_history_cap": ("history:\n  maxMessages: 999\n", "at '/history/maxMessages'"),
     "zero_replicas": ("replicaCount: 0\n", "at '/replicaCount'"),
     "maxmemory_not_a_size": ("redis:\n  maxmemory: lots\n", "at '/redis/maxmemory'"),
+    "unknown_architecture": (
+        "redis:\n  architecture: cluster\n",
+        "at '/redis/architecture': value must be one of 'standalone', 'replication'",
+    ),
+    "replication_with_one_replica": (
+        "redis:\n  architecture: replication\n  replication:\n    replicas: 1\n",
+        "at '/redis/replication/replicas': minimum: got 1, want 2",
+    ),
+    "external_with_the_charts_replication": (
+        "redis:\n  architecture: replication\n  external:\n    enabled: true\n"
+        "    url: redis://r:6379\n",
+        "at '/redis/architecture': value must be 'standalone'",
+    ),
+    "external_sentinel_without_sentinels": (
+        "redis:\n  external:\n    enabled: true\n    mode: sentinel\n    sentinelMaster: m\n",
+        "at '/redis/external/sentinels': minItems: got 0, want 1",
+    ),
+    "external_sentinel_without_master": (
+        "redis:\n  external:\n    enabled: true\n    mode: sentinel\n    sentinels: [s:26379]\n",
+        "at '/redis/external/sentinelMaster': minLength: got 0, want 1",
+    ),
+    "external_sentinel_with_a_url_too": (
+        "redis:\n  external:\n    enabled: true\n    mode: sentinel\n"
+        "    sentinels: [s:26379]\n    sentinelMaster: m\n    url: redis://r:6379\n",
+        "at '/redis/external/url': maxLength: got 14, want 0",
+    ),
+    "external_cluster_without_url": (
+        "redis:\n  external:\n    enabled: true\n    mode: cluster\n",
+        "at '/redis/external/url': minLength: got 0, want 1",
+    ),
+    "external_url_with_a_password": (
+        "redis:\n  external:\n    url: redis://:secret@r:6379\n",
+        "at '/redis/external/url'",
+    ),
+    "sentinel_address_without_port": (
+        "redis:\n  external:\n    sentinels: [sentinel-a]\n",
+        "at '/redis/external/sentinels/0'",
+    ),
+    "no_dns_peer": ("networkPolicy:\n  dnsTo: []\n", "at '/networkPolicy/dnsTo'"),
 }
 # Combinations the schema cannot express fail in the templates, saying what to set. `helm lint`
 # only logs a template's `fail` (helm's lint mode), so these are checked with `helm template`,
@@ -81,6 +120,33 @@ BAD_COMBINATIONS = {
     "ttl_below_the_lease": (
         "history:\n  api: checkpointer\n  ttlSeconds: 10\n",
         "history.ttlSeconds (10) must be 0 or at least history.checkpointer.leaseSeconds (30)",
+    ),
+    "wait_timeout_not_under_the_socket_timeout": (
+        "redis:\n  client:\n    waitTimeoutSeconds: 1.0\n",
+        "redis.client.waitTimeoutSeconds (1) must be less than "
+        "redis.client.socketTimeoutSeconds (1)",
+    ),
+    "wait_for_replicas_a_standalone_redis_lacks": (
+        "redis:\n  client:\n    waitReplicas: 1\n",
+        "redis.client.waitReplicas (1) must not exceed the replicas there are (0)",
+    ),
+    "wait_for_more_replicas_than_deployed": (
+        "redis:\n  architecture: replication\n  client:\n    waitReplicas: 3\n",
+        "redis.client.waitReplicas (3) must not exceed the replicas there are (2)",
+    ),
+    "min_replicas_to_write_above_the_replicas": (
+        "redis:\n  architecture: replication\n  replication:\n    minReplicasToWrite: 3\n",
+        "redis.replication.minReplicasToWrite (3) must not exceed redis.replication.replicas (2)",
+    ),
+    "sentinel_password_key_without_sentinel_mode": (
+        "redis:\n  external:\n    enabled: true\n    url: redis://r:6379\n"
+        "    existingSecret: s\n    sentinelPasswordKey: k\n"
+        "    egress: [{ports: [{port: 6379}]}]\n",
+        "redis.external.sentinelPasswordKey needs redis.external.mode=sentinel",
+    ),
+    "external_redis_with_no_egress": (
+        "redis:\n  external:\n    enabled: true\n    url: redis://r:6379\n",
+        "redis.external.egress is required with networkPolicy.enabled",
     ),
     "lease_shorter_than_a_slow_model_call": (
         "history:\n  api: checkpointer\nchat:\n  model: openai\n  openai:\n    model: m\n",
@@ -140,7 +206,12 @@ def leaf_paths(node: Any, prefix: str = "") -> set[str]:
     return {prefix}
 
 
-WHOLE_VALUES = {"resources", "redis.resources", "tests.resources"}
+WHOLE_VALUES = {
+    "resources",
+    "redis.resources",
+    "redis.replication.sentinelResources",
+    "tests.resources",
+}
 PARAM = re.compile(r"^\s*## @param (\S+) \S")
 
 

@@ -19,6 +19,7 @@ import secrets
 import socket
 import ssl
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -26,8 +27,9 @@ from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
-from chat_history_k8s.hopcheck.client import Endpoint
+from chat_history_k8s.hopcheck.client import Api, Endpoint
 from testsupport import REPO_ROOT, find_tool, wait_until
+from testsupport.failover import PrimaryKiller
 from testsupport.targets.base import (
     Backend,
     Deployment,
@@ -52,6 +54,20 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "chat-history-e2e"}
 RCLI = 'REDISCLI_AUTH="$(cat /run/secrets/redis/password)" exec redis-cli "$@"'
 # Settings the upgrade test may change, as chart values.
 UPGRADE_VALUES = {"LOG_LEVEL": "chat.logLevel"}
+# Settings a deployment may be made with (deploy's `settings`), as chart values.
+DEPLOY_VALUES = {"REDIS_WAIT_REPLICAS": "redis.client.waitReplicas"}
+
+# redis.architecture=replication as helm/chat-history/ci/redis-replication-values.yaml makes it:
+# a primary and 2 replicas, a Sentinel beside each, the chart's default ports and master name.
+REPLICATION_VALUES = CHART / "ci" / "redis-replication-values.yaml"
+REDIS_PORT = 6379
+SENTINEL_PORT = 26379
+SENTINEL_MASTER = "chat-history"
+REDIS_PODS = [f"{RELEASE}-redis-{i}" for i in range(3)]
+# Sentinel's down-after (5 s) plus an election and a promotion, with room for a busy 2-core node.
+FAILOVER_LIMIT_S = 30.0
+# cluster/up.sh's node runs everything: a restarted pod, its init container and a full sync.
+REJOIN_LIMIT_S = 180.0
 
 
 def open_port_forward(core: Any, lock: threading.Lock, pod: str, namespace: str, port: int) -> Any:
@@ -154,6 +170,209 @@ def _shutdown(sock: Any, how: int = socket.SHUT_RDWR) -> None:
         sock.shutdown(how)
 
 
+class KubeReplication:
+    """The Redis pods of a release with redis.architecture=replication, as redis-cli in them
+    sees them: who the Sentinels name primary, and whether everything has converged."""
+
+    def __init__(self, target: KubeTarget, namespace: str) -> None:
+        self.target = target
+        self.namespace = namespace
+
+    def cli(self, pod: str, *args: str, container: str = "redis") -> str:
+        argv = ["-n", self.namespace, "exec", pod, "-c", container, "--", "sh", "-c", RCLI, "rcli"]
+        return self.target.kubectl(*argv, *args, timeout_s=30).strip()
+
+    def sentinel(self, pod: str, *args: str) -> str:
+        return self.cli(pod, "-p", str(SENTINEL_PORT), *args, container="sentinel")
+
+    def primary(self, asking: str) -> str:
+        """The pod name of the primary, as the Sentinel of `asking` names it."""
+        answer = self.sentinel(asking, "sentinel", "get-master-addr-by-name", SENTINEL_MASTER)
+        return answer.splitlines()[0].split(".")[0]
+
+    def fqdn(self, pod: str) -> str:
+        """`pod`'s DNS name, as the pods announce it (taken from a Sentinel's answer)."""
+        for asking in REDIS_PODS:
+            with contextlib.suppress(RuntimeError, IndexError, subprocess.TimeoutExpired):
+                answer = self.sentinel(
+                    asking, "sentinel", "get-master-addr-by-name", SENTINEL_MASTER
+                )
+                return f"{pod}.{answer.splitlines()[0].split('.', 1)[1]}"
+        raise RuntimeError(f"no Sentinel in {self.namespace} answers")
+
+    def resolvable(self, name: str) -> bool:
+        """Every Redis pod resolves `name` now."""
+        for pod in REDIS_PODS:
+            try:
+                self.target.kubectl(
+                    "-n", self.namespace, "exec", pod, "-c", "sentinel", "--",
+                    "getent", "hosts", name, timeout_s=30,
+                )  # fmt: skip
+            except (RuntimeError, subprocess.TimeoutExpired):
+                return False
+        return True
+
+    def current_primary(self) -> str:
+        """The primary as the first Sentinel that answers names it."""
+        for pod in REDIS_PODS:
+            with contextlib.suppress(RuntimeError, IndexError, subprocess.TimeoutExpired):
+                return self.primary(pod)
+        raise RuntimeError(f"no Sentinel in {self.namespace} names a primary")
+
+    def promoted(self, asking: str, old: str) -> bool:
+        """The Sentinel of `asking` names a primary other than `old`."""
+        try:
+            return self.primary(asking) not in {old, ""}
+        except (RuntimeError, IndexError, subprocess.TimeoutExpired):
+            return False
+
+    def master_info(self, asking: str) -> dict[str, str]:
+        flat = self.sentinel(asking, "sentinel", "master", SENTINEL_MASTER).splitlines()
+        return dict(zip(flat[::2], flat[1::2], strict=True))
+
+    def ready(self, pod: str) -> bool:
+        status = json.loads(
+            self.target.kubectl("-n", self.namespace, "get", "pod", pod, "-o", "json")
+        )
+        return any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in status.get("status", {}).get("conditions", [])
+        )
+
+    def converged(self) -> bool:
+        """Every pod ready; every Sentinel agrees on the primary and knows 2 replicas and the 2
+        other Sentinels; the primary has 2 connected replicas, and the 2 others are replicas of
+        it with their link up and no sync in progress (a pod that came back as a primary was
+        turned into one)."""
+        try:
+            if not all(self.ready(pod) for pod in REDIS_PODS):
+                return False
+            primaries = {self.primary(pod) for pod in REDIS_PODS}
+            infos = [self.master_info(pod) for pod in REDIS_PODS]
+            if len(primaries) != 1:
+                return False
+            (primary,) = primaries
+            roles = {pod: self.cli(pod, "info", "replication") for pod in REDIS_PODS}
+        except (RuntimeError, ValueError, IndexError, subprocess.TimeoutExpired):
+            return False
+        sentinels_agree = all(
+            i["num-slaves"] == "2"
+            and i["num-other-sentinels"] == "2"
+            and "s_down" not in i["flags"]
+            for i in infos
+        )
+        replicas_follow = all(
+            "role:slave" in info
+            and f"master_host:{primary}." in info
+            and "master_link_status:up" in info
+            and "master_sync_in_progress:0" in info
+            for pod, info in roles.items()
+            if pod != primary
+        )
+        return sentinels_agree and replicas_follow and "connected_slaves:2" in roles[primary]
+
+    def wait_converged(self, what: str) -> None:
+        try:
+            wait_until(self.converged, timeout_s=REJOIN_LIMIT_S, interval_s=2.0, what=what)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; as they are now:\n{self.state()}") from exc
+
+    def state(self) -> str:
+        """Each pod's role and link as Redis sees it, and its Sentinel's view of the primary."""
+        lines = []
+        for pod in REDIS_PODS:
+            try:
+                info = self.cli(pod, "info", "replication").replace("\r", "").splitlines()
+                sentinel = self.master_info(pod)
+            except (RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
+                lines.append(f"  {pod}: {str(exc).strip()[-200:]}")
+                continue
+            redis = [line for line in info if line.startswith(
+                ("role:", "master_host:", "master_link_status:", "master_sync_in_progress:",
+                 "connected_slaves:")
+            )]  # fmt: skip
+            view = {
+                k: sentinel.get(k) for k in ("ip", "flags", "num-slaves", "num-other-sentinels")
+            }
+            lines.append(f"  {pod}: redis {' '.join(redis)}; sentinel {view}")
+        return "\n".join(lines)
+
+
+class KubePrimaryKiller:
+    """testsupport.failover's PrimaryKiller on the chart's replication, as losing the primary's
+    node does it: kill = delete the pod the Sentinels name primary with zero grace, while no
+    pod can be scheduled, until the Sentinels have promoted another pod; restore = wait until
+    the deleted pod is back as a synced replica of the new primary.
+
+    Without the scheduling stop, the StatefulSet's replacement can be back within Sentinel's
+    down-after: the Sentinels still name it, it comes back as the primary with its AOF (the
+    chart's prepare.sh believes them) and no failover happens at all (seen on the CI cluster).
+    Deleting each replacement instead churns the Sentinels: every replacement's Sentinel
+    announces itself under a new run id and is then gone, and the survivors lost the quorum
+    for the next failover (seen too). The stop is a NoSchedule taint on every node, for the
+    seconds until the promotion; pods already running are not touched.
+    """
+
+    TAINT = "chat-history.e2e/primary-node-lost"
+
+    def __init__(self, replication: KubeReplication) -> None:
+        self._replication = replication
+        self._killed: str | None = None
+        self.failover_s: list[float] = []  # kill to promotion, per kill
+
+    def _scheduling(self, on: bool) -> None:
+        """Stop scheduling (a NoSchedule taint on every node), or let it run again."""
+        kubectl = self._replication.target.kubectl
+        if not on:
+            kubectl("taint", "nodes", "--all", f"{self.TAINT}=true:NoSchedule", "--overwrite")
+            return
+        try:
+            kubectl("taint", "nodes", "--all", f"{self.TAINT}:NoSchedule-")
+        except RuntimeError as exc:
+            if "not found" not in str(exc):
+                raise
+
+    def kill_primary(self) -> str:
+        old = self._replication.current_primary()
+        survivor = next(p for p in REDIS_PODS if p != old)
+        self._killed = old
+        self._scheduling(on=False)
+        try:
+            started = time.monotonic()
+            self._replication.target.kubectl(
+                "-n", self._replication.namespace, "delete", "pod", old,
+                "--grace-period=0", "--force",
+            )  # fmt: skip
+            wait_until(
+                functools.partial(self._replication.promoted, survivor, old),
+                timeout_s=FAILOVER_LIMIT_S, interval_s=0.5,
+                what=f"the Sentinels to promote a replica after {old} was deleted",
+            )  # fmt: skip
+            self.failover_s.append(time.monotonic() - started)
+        finally:
+            self._scheduling(on=True)
+        new = self._replication.primary(survivor)
+        return f"{old} deleted (zero grace), {new} primary after {self.failover_s[-1]:.1f} s"
+
+    def restore(self) -> None:
+        """Wait until the deleted pod is a synced replica and its DNS name resolves again.
+
+        Lookups of the name while the pod was gone were answered NXDOMAIN, and CoreDNS caches
+        that (`cache 30` with the kubernetes plugin's `ttl 30`, kubeadm's defaults and the CI
+        cluster's) for up to 30 s after the pod is back. A failover to this pod inside that
+        window goes wrong (seen on the CI cluster): a Sentinel that cannot resolve the new
+        primary keeps the old one, for good (its epoch has moved on), and the chat pods cannot
+        connect to it. A node is back when everyone can reach it."""
+        self._replication.wait_converged("the deleted pod to come back as a synced replica")
+        if self._killed is not None:
+            name = self._replication.fqdn(self._killed)
+            wait_until(
+                functools.partial(self._replication.resolvable, name),
+                timeout_s=REJOIN_LIMIT_S, interval_s=1.0,
+                what=f"{name} to resolve in every Redis pod (CoreDNS's negative cache)",
+            )  # fmt: skip
+
+
 class KubeDeployment(Deployment):
     """One Helm release of the chart in its own namespace."""
 
@@ -164,6 +383,7 @@ class KubeDeployment(Deployment):
         namespace: str,
         replicas: int,
         history_api: HistoryApi,
+        replication: KubeReplication | None = None,
     ) -> None:
         from kubernetes import client
 
@@ -172,6 +392,14 @@ class KubeDeployment(Deployment):
         self.replica_count = replicas
         self.namespace = namespace
         self.description = f"release {RELEASE} in namespace {namespace}, {replicas} pods"
+        if replication is not None:
+            self.description += (
+                f", Redis with replication in {replication.namespace} "
+                "(a primary, 2 replicas, 3 Sentinels)"
+            )
+        # The Redis with replication the chat pods use (their own release's, or a shared one).
+        self.replication = replication
+        self._known_chat_pods: set[str] | None = None
         self._target = target
         self._core = client.CoreV1Api(target.api_client)
         self._apps = client.AppsV1Api(target.api_client)
@@ -280,7 +508,31 @@ class KubeDeployment(Deployment):
         wait_until(settled, timeout_s=timeout_s, what=f"{count} ready chat pods", interval_s=1.0)
 
     def wait_replicas_ready(self, timeout_s: float) -> None:
+        started = time.monotonic()
         self._wait_chat(len(self._pods()), timeout_s=timeout_s)
+        self._wait_answering_ready(max(1.0, timeout_s - (time.monotonic() - started)))
+
+    def _wait_answering_ready(self, timeout_s: float) -> None:
+        """Wait until every chat pod answers /readyz with 200 now, asked through its own
+        port-forward, as the local target asks its processes.
+
+        The pods' Ready condition is the kubelet's last probe: a Redis restart shorter than
+        periodSeconds x failureThreshold (10 s) never changes it, so it says nothing about the
+        new Redis pod. A pod's /readyz answers 200 once its ping reaches Redis the way a turn
+        does (DNS, the Service's rules, the NetworkPolicy); kube-proxy programs the Service's
+        rules for a new Redis pod up to seconds after that pod is Ready, and until then a
+        connect times out (a turn answers 503 "redis: TimeoutError").
+        """
+
+        def answering() -> bool:
+            for endpoint in self.replicas():
+                with Api(endpoint, timeout_s=5.0) as api:
+                    if not api.ready():
+                        return False
+            return True
+
+        wait_until(answering, timeout_s=timeout_s, interval_s=0.5,
+                   what="every chat pod to answer /readyz with 200")  # fmt: skip
 
     def _wait_store(self, *, running: bool, not_uid: str | None = None) -> None:
         def settled() -> bool:
@@ -415,10 +667,19 @@ class KubeDeployment(Deployment):
             "get", f"statefulset/{RELEASE}-redis", "-o",
             "jsonpath={.spec.template.spec.containers[0].image}",
         ).strip()  # fmt: skip
+        # The restored files belong to Redis's own UID, whatever the chart runs it as.
+        redis_ids = json.loads(
+            self._kubectl(
+                "get", f"statefulset/{RELEASE}-redis", "-o",
+                "jsonpath={.spec.template.spec.securityContext}",
+            )
+        )  # fmt: skip
         self._store_down()
         overrides = {
             "spec": {
-                "securityContext": {"runAsUser": 999, "runAsGroup": 999, "fsGroup": 999},
+                "securityContext": {
+                    key: redis_ids[key] for key in ("runAsUser", "runAsGroup", "fsGroup")
+                },
                 "volumes": [{"name": "data", "persistentVolumeClaim": {
                     "claimName": f"data-{self._redis_pod}"}}],
                 "containers": [{
@@ -491,11 +752,36 @@ class KubeDeployment(Deployment):
         )
         return result.returncode == 0, result.stdout + result.stderr
 
+    # --- failover under traffic (testsupport/failover.py) -------------------------------------
+
+    def failover_killer(self, sessions: list[str]) -> PrimaryKiller:
+        # One primary holds every session: `sessions` needs no placement.
+        if self.replication is None:
+            raise NotImplementedError(f"{self.description}: no Redis primary with replicas")
+        self.replication.wait_converged("the replication to converge before a kill")
+        return KubePrimaryKiller(self.replication)
+
+    def replica_restarts(self) -> int:
+        """Container restarts of the chat pods, plus the chat pods that replaced one seen by an
+        earlier call (a pod that died and was recreated)."""
+        pods: list[Any] = self._core.list_namespaced_pod(  # Any: see _pods
+            self.namespace, label_selector=self._selector("chat")
+        ).items
+        names = {p.metadata.name for p in pods}
+        if self._known_chat_pods is None:
+            self._known_chat_pods = names
+        restarts: int = sum(
+            s.restart_count for p in pods for s in p.status.container_statuses or []
+        )
+        return restarts + len(names - self._known_chat_pods)
+
     def close(self) -> None:
         for relay in self._relays.values():
             relay.close()
         self._relays.clear()
         self._forward_core.api_client.close()
+        # Its pods stop loading the node now; the target waits for the namespace at the end.
+        self._target.delete_namespace(self.namespace)
 
 
 class KubeTarget(Target):
@@ -537,6 +823,7 @@ class KubeTarget(Target):
         self.set_values = list(set_values or [])
         self.run_id = secrets.token_hex(3)
         self.namespaces: list[str] = []
+        self._deleting: set[str] = set()
         self._deployments: list[KubeDeployment] = []
         self.description = f"Kubernetes {version.git_version} at {host}"
 
@@ -584,16 +871,30 @@ class KubeTarget(Target):
         settings: dict[str, str] | None = None,
         redis_from: Deployment | None = None,
     ) -> Deployment:
+        """The chart, as users install it. `redis_mode` "sentinel" is redis.architecture=
+        replication; `settings` are set through their chart values (DEPLOY_VALUES); `redis_from`
+        (a deployment made with "sentinel") makes a release in a namespace of its own whose chat
+        pods use that release's Redis through redis.external, as they would a managed one."""
         from kubernetes import client
 
-        if redis_mode != "standalone" or settings or redis_from is not None:
+        if redis_mode == "cluster":
             raise TargetUnavailable(
-                "the kube target deploys only the chart's standalone Redis so far "
-                "(redis.architecture=replication comes with the chart side of issue 13)"
+                "the chart deploys Redis standalone or with replication (Sentinel), not a Redis "
+                "Cluster (redis.external can name one): Redis Cluster runs on the local target"
             )
+        unknown = set(settings or {}) - set(DEPLOY_VALUES)
+        if unknown:
+            raise TargetUnavailable(f"no chart value for the settings {sorted(unknown)}")
+        shared: KubeDeployment | None = None
+        if redis_from is not None:
+            if not isinstance(redis_from, KubeDeployment) or redis_from.replication is None:
+                raise TargetUnavailable("redis_from must be a kube deployment made with sentinel")
+            shared = redis_from
 
         short_api = {"message-history": "mh", "checkpointer": "ckpt"}[history_api]
         namespace = f"chat-e2e-{self.run_id}-{backend}-{short_api}"
+        if redis_mode != "standalone" or settings or shared is not None:
+            namespace += f"-{len(self.namespaces)}"  # several of these per (backend, API)
         core = client.CoreV1Api(self.api_client)
         core.create_namespace(
             client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace, labels=MANAGED_BY))
@@ -604,8 +905,16 @@ class KubeTarget(Target):
         ci_values = CHART / "ci" / f"{backend}-values.yaml"
         if ci_values.is_file():
             args += ["--values", str(ci_values)]
+        if redis_mode == "sentinel" and shared is None:
+            args += ["--values", str(REPLICATION_VALUES)]
         for values in self.values_files:
             args += ["--values", values]
+        workdir = tempfile.TemporaryDirectory(prefix="chat-e2e-")
+        if shared is not None:
+            shared_values = Path(workdir.name) / "shared-redis-values.json"
+            # JSON is YAML: helm reads it as a values file.
+            shared_values.write_text(json.dumps(self._share_redis(shared, namespace)))
+            args += ["--values", str(shared_values)]
         args += [
             "--set", f"history.backend={backend}", "--set", f"history.api={history_api}",
             "--set", f"replicaCount={replicas}",
@@ -615,16 +924,88 @@ class KubeTarget(Target):
         ]  # fmt: skip
         for value in self.set_values:
             args += ["--set", value]
+        for name, value in (settings or {}).items():
+            args += ["--set", f"{DEPLOY_VALUES[name]}={value}"]
         started = time.monotonic()
-        result = self.helm(*args)
+        with workdir:
+            result = self.helm(*args)
         if result.returncode != 0:
             raise RuntimeError(
                 f"helm {' '.join(args)} failed after {time.monotonic() - started:.0f}s:\n"
                 f"{result.stdout}{result.stderr}\n{self._pod_summary(namespace)}"
             )
-        deployment = KubeDeployment(self, backend, namespace, replicas, history_api)
+        replication = shared.replication if shared is not None else None
+        if redis_mode == "sentinel" and shared is None:
+            replication = KubeReplication(self, namespace)
+        deployment = KubeDeployment(self, backend, namespace, replicas, history_api, replication)
         self._deployments.append(deployment)
         return deployment
+
+    def _share_redis(self, source: KubeDeployment, namespace: str) -> dict[str, Any]:
+        """Let the chat pods of the release about to be installed in `namespace` use `source`'s
+        Redis: its password in a Secret there, a NetworkPolicy beside that Redis admitting them
+        (the chart's own admits its release's chat pods only), and the redis.external values
+        (returned) naming its Sentinels."""
+        from kubernetes import client
+
+        core = client.CoreV1Api(self.api_client)
+        config: Any = core.read_namespaced_config_map(RELEASE, source.namespace)  # see _pods
+        password = self.kubectl(
+            "-n", source.namespace, "get", "secret", f"{RELEASE}-redis",
+            "-o", "jsonpath={.data.redis-password}",
+        ).strip()  # fmt: skip
+        secret = f"{RELEASE}-shared-redis"
+        self.kubectl("apply", "-f", "-", stdin=json.dumps({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": secret, "namespace": namespace},
+            "data": {"redis-password": password},
+        }))  # fmt: skip
+
+        def pods(component: str, ns: str) -> dict[str, Any]:
+            return {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
+                "podSelector": {"matchLabels": {
+                    "app.kubernetes.io/name": "chat-history",
+                    "app.kubernetes.io/instance": RELEASE,
+                    "app.kubernetes.io/component": component,
+                }},
+            }  # fmt: skip
+
+        ports = [{"port": port, "protocol": "TCP"} for port in (REDIS_PORT, SENTINEL_PORT)]
+        self.kubectl("apply", "-f", "-", stdin=json.dumps({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": f"e2e-clients-from-{namespace}", "namespace": source.namespace},
+            "spec": {
+                "podSelector": pods("redis", source.namespace)["podSelector"],
+                "policyTypes": ["Ingress"],
+                "ingress": [{"from": [pods("chat", namespace)], "ports": ports}],
+            },
+        }))  # fmt: skip
+        return {"redis": {"external": {
+            "enabled": True, "mode": "sentinel",
+            "sentinels": config.data["REDIS_SENTINELS"].split(","),
+            "sentinelMaster": config.data["REDIS_SENTINEL_MASTER"],
+            "existingSecret": secret, "existingSecretPasswordKey": "redis-password",
+            # The chart's Sentinels take the data nodes' password.
+            "sentinelPasswordKey": "redis-password",
+            "egress": [{"to": [pods("redis", source.namespace)], "ports": ports}],
+        }}}  # fmt: skip
+
+    def delete_namespace(self, namespace: str) -> None:
+        """Start deleting `namespace` (unless --keep); close() waits for all of them."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        if self.keep or namespace in self._deleting:
+            return
+        try:
+            client.CoreV1Api(self.api_client).delete_namespace(
+                namespace, propagation_policy="Background"
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        self._deleting.add(namespace)
 
     def _pod_summary(self, namespace: str) -> str:
         from kubernetes import client
@@ -648,7 +1029,7 @@ class KubeTarget(Target):
         core = client.CoreV1Api(self.api_client)
         if not self.keep:
             for namespace in self.namespaces:
-                core.delete_namespace(namespace, propagation_policy="Background")
+                self.delete_namespace(namespace)
             selector = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
 
             def deleted() -> bool:

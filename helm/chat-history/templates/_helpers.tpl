@@ -81,6 +81,14 @@ app.kubernetes.io/component: redis
 {{- end }}
 
 {{/*
+Selector labels of the `helm test` pod.
+*/}}
+{{- define "chat-history.test.selectorLabels" -}}
+{{ include "chat-history.selectorLabels" . }}
+app.kubernetes.io/component: test
+{{- end }}
+
+{{/*
 Name of the ServiceAccount the pods run as.
 */}}
 {{- define "chat-history.serviceAccountName" -}}
@@ -106,24 +114,92 @@ The Redis image reference.
 {{- end }}
 
 {{/*
-True (non-empty) when this release deploys Redis.
+True (non-empty) when the chat pods keep history in Redis (the chart's or an external one).
 */}}
 {{- define "chat-history.redis.enabled" -}}
 {{- if eq .Values.history.backend "redis" }}true{{ end }}
 {{- end }}
 
 {{/*
-Name of the Secret that holds the Redis password: the user's existing one, or the chart's.
+True (non-empty) when this release deploys Redis (backend redis, no redis.external).
+*/}}
+{{- define "chat-history.redis.deployed" -}}
+{{- if and (include "chat-history.redis.enabled" .) (not .Values.redis.external.enabled) }}true{{ end }}
+{{- end }}
+
+{{/*
+True (non-empty) when this release deploys a primary, replicas and Sentinels.
+*/}}
+{{- define "chat-history.redis.replication" -}}
+{{- if and (include "chat-history.redis.deployed" .) (eq .Values.redis.architecture "replication") }}true{{ end }}
+{{- end }}
+
+{{/*
+The chat pods' REDIS_MODE: what the chart deploys, or how the external Redis is reached.
+*/}}
+{{- define "chat-history.redis.mode" -}}
+{{- if .Values.redis.external.enabled }}
+{{- .Values.redis.external.mode }}
+{{- else if include "chat-history.redis.replication" . -}}
+sentinel
+{{- else -}}
+standalone
+{{- end }}
+{{- end }}
+
+{{/*
+Redis pods of the StatefulSet: the primary, plus its replicas with replication.
+*/}}
+{{- define "chat-history.redis.pods" -}}
+{{- if include "chat-history.redis.replication" . }}
+{{- add 1 .Values.redis.replication.replicas }}
+{{- else -}}
+1
+{{- end }}
+{{- end }}
+
+{{/*
+DNS suffix of the Redis pods (their names are "<statefulset>-<ordinal>.<this>"), fully qualified
+so that Redis, Sentinel and the chat pods resolve it the same way whatever their search path.
+*/}}
+{{- define "chat-history.redis.podDomain" -}}
+{{- printf "%s.%s.svc.%s" (include "chat-history.redis.headlessName" .) .Release.Namespace .Values.clusterDomain }}
+{{- end }}
+
+{{/*
+The Sentinels' addresses, "host:port,..." (REDIS_SENTINELS of the chat pods).
+*/}}
+{{- define "chat-history.redis.sentinels" -}}
+{{- if .Values.redis.external.enabled }}
+{{- join "," .Values.redis.external.sentinels }}
+{{- else }}
+{{- $hosts := list }}
+{{- range $i := until (int (include "chat-history.redis.pods" .)) }}
+{{- $hosts = append $hosts (printf "%s-%d.%s:%d" (include "chat-history.redis.fullname" $) $i (include "chat-history.redis.podDomain" $) (int $.Values.redis.replication.sentinelPort)) }}
+{{- end }}
+{{- join "," $hosts }}
+{{- end }}
+{{- end }}
+
+{{/*
+Name of the Secret that holds the Redis password: the user's existing one, or the chart's; with
+redis.external, its existingSecret (empty: no password).
 */}}
 {{- define "chat-history.redis.secretName" -}}
+{{- if .Values.redis.external.enabled }}
+{{- .Values.redis.external.existingSecret }}
+{{- else }}
 {{- default (include "chat-history.redis.fullname" .) .Values.redis.auth.existingSecret }}
+{{- end }}
 {{- end }}
 
 {{/*
 Key of the password inside that Secret.
 */}}
 {{- define "chat-history.redis.secretKey" -}}
-{{- if .Values.redis.auth.existingSecret }}
+{{- if .Values.redis.external.enabled }}
+{{- .Values.redis.external.existingSecretPasswordKey }}
+{{- else if .Values.redis.auth.existingSecret }}
 {{- .Values.redis.auth.existingSecretPasswordKey }}
 {{- else -}}
 redis-password
@@ -131,10 +207,56 @@ redis-password
 {{- end }}
 
 {{/*
-URL the chat pods use to reach Redis (the password comes separately, from the Secret).
+Where every container that needs the Redis password reads it: a Secret volume, never an
+environment variable (a process's environment is readable in /proc, `kubectl describe` and
+crash dumps).
+*/}}
+{{- define "chat-history.redis.passwordDir" -}}
+/run/secrets/redis
+{{- end }}
+
+{{/*
+The Secret volume that holds the Redis password as the file "password" (only that key).
+*/}}
+{{- define "chat-history.redis.passwordVolume" -}}
+- name: redis-password
+  secret:
+    secretName: {{ include "chat-history.redis.secretName" . }}
+    defaultMode: 0440
+    items:
+      - key: {{ include "chat-history.redis.secretKey" . }}
+        path: password
+      {{- if and .Values.redis.external.enabled .Values.redis.external.sentinelPasswordKey }}
+      - key: {{ .Values.redis.external.sentinelPasswordKey }}
+        path: sentinel-password
+      {{- end }}
+{{- end }}
+
+{{/*
+The NetworkPolicy egress rule to the cluster DNS (networkPolicy.dnsPorts, UDP and TCP).
+*/}}
+{{- define "chat-history.dnsEgress" -}}
+- to:
+    {{- toYaml .Values.networkPolicy.dnsTo | nindent 4 }}
+  ports:
+    {{- range .Values.networkPolicy.dnsPorts }}
+    - port: {{ . }}
+      protocol: UDP
+    - port: {{ . }}
+      protocol: TCP
+    {{- end }}
+{{- end }}
+
+{{/*
+URL the chat pods use to reach Redis in standalone and cluster mode (the password comes
+separately, from the Secret).
 */}}
 {{- define "chat-history.redis.url" -}}
+{{- if .Values.redis.external.enabled }}
+{{- .Values.redis.external.url }}
+{{- else }}
 {{- printf "redis://%s:%d/0" (include "chat-history.redis.fullname" .) (int .Values.redis.service.port) }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -184,7 +306,20 @@ set. Included once, from the chat Deployment.
 {{- if and (not .Values.auth.enabled) (or .Values.limits.rateLimitTurns .Values.limits.maxSessionsPerPrincipal) }}
 {{- fail "limits.rateLimitTurns and limits.maxSessionsPerPrincipal are per principal and need auth.enabled=true: with auth.enabled=false set both to 0" }}
 {{- end }}
-{{- if include "chat-history.redis.enabled" . }}
+{{- if and (include "chat-history.redis.enabled" .) .Values.redis.external.enabled }}
+{{- if and .Values.redis.external.sentinelPasswordKey (or (ne .Values.redis.external.mode "sentinel") (not .Values.redis.external.existingSecret)) }}
+{{- fail "redis.external.sentinelPasswordKey needs redis.external.mode=sentinel and redis.external.existingSecret (the Secret that holds it)" }}
+{{- end }}
+{{- if and .Values.networkPolicy.enabled (not .Values.redis.external.egress) }}
+{{- fail "redis.external.egress is required with networkPolicy.enabled: the chat pods may reach only what a rule allows (e.g. an ipBlock of the managed Redis and its ports), or set networkPolicy.enabled=false" }}
+{{- end }}
+{{- end }}
+{{- if include "chat-history.redis.deployed" . }}
+{{- if include "chat-history.redis.replication" . }}
+{{- if gt (int .Values.redis.replication.minReplicasToWrite) (int .Values.redis.replication.replicas) }}
+{{- fail (printf "redis.replication.minReplicasToWrite (%d) must not exceed redis.replication.replicas (%d): the primary would refuse every write" (int .Values.redis.replication.minReplicasToWrite) (int .Values.redis.replication.replicas)) }}
+{{- end }}
+{{- end }}
 {{- $limit := dig "limits" "memory" "" .Values.redis.resources }}
 {{- if not $limit }}
 {{- fail "redis.resources.limits.memory is required: redis.maxmemory is checked against it" }}
@@ -196,6 +331,21 @@ set. Included once, from the chat Deployment.
 {{- end }}
 {{- if and .Values.redis.auth.existingSecret (not .Values.redis.auth.existingSecretPasswordKey) }}
 {{- fail "redis.auth.existingSecretPasswordKey is required with redis.auth.existingSecret" }}
+{{- end }}
+{{- end }}
+{{- if include "chat-history.redis.enabled" . }}
+{{- $replicas := 0 }}
+{{- if include "chat-history.redis.replication" . }}
+{{- $replicas = int .Values.redis.replication.replicas }}
+{{- else if .Values.redis.external.enabled }}
+{{- /* An external Redis's replicas are unknown here: the service finds out. */}}
+{{- $replicas = int .Values.redis.client.waitReplicas }}
+{{- end }}
+{{- if ge (float64 .Values.redis.client.waitTimeoutSeconds) (float64 .Values.redis.client.socketTimeoutSeconds) }}
+{{- fail (printf "redis.client.waitTimeoutSeconds (%v) must be less than redis.client.socketTimeoutSeconds (%v): WAIT's answer must come before the socket gives up" .Values.redis.client.waitTimeoutSeconds .Values.redis.client.socketTimeoutSeconds) }}
+{{- end }}
+{{- if gt (int .Values.redis.client.waitReplicas) $replicas }}
+{{- fail (printf "redis.client.waitReplicas (%d) must not exceed the replicas there are (%d): every turn would wait for replicas that do not exist and fail. Use redis.architecture=replication, or 0" (int .Values.redis.client.waitReplicas) $replicas) }}
 {{- end }}
 {{- end }}
 {{- end }}
