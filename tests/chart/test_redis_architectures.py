@@ -79,7 +79,7 @@ def test_sentinels_monitor_with_quorum_two_and_announce_pod_dns_names(
         "sentinel announce-hostnames yes",
         "sentinel announce-ip $me",
         "replica-announce-ip $me",
-        # ci/redis-replication-values.yaml's timings (the chart's defaults: 5000, 30000).
+        # ci/redis-replication-values.yaml's timings (the chart's defaults: 5000, 10000).
         "sentinel down-after-milliseconds chat-history 2000",
         "sentinel failover-timeout chat-history 1500",
     ):
