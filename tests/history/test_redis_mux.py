@@ -45,7 +45,7 @@ def test_commands_are_packed_as_resp_arrays_of_bulk_strings() -> None:
     assert pack([("SET", "k", b"v\r\n", 7), ("GET", "k")]) == (
         b"*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\nv\r\n\r\n$1\r\n7\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
     )
-    with pytest.raises(TypeError, match="bytes, str, int or float"):
+    with pytest.raises(TypeError, match="str, int, float or bytes"):
         pack([("SET", "k", None)])  # type: ignore[list-item]  # what the check is for
 
 
