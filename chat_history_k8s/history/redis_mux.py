@@ -1,12 +1,13 @@
 """The chat turn's own Redis connection: one socket per process, every task's commands pipelined
 on it, replies matched to their senders in order (Redis answers each connection in order).
 
-Why: a turn's two round trips through redis-py's pool cost the replica ~70 us of client CPU
-(checkout, packing, a timeout per command, parsing through its layers, check-in), and each
-waits for its own wake-up. Here a command is packed, written and parked on a future; replies
-are parsed by hiredis as they arrive, several turns' replies often in one read: ~18 us per turn
-measured alone, and fewer wake-ups under load (docs/benchmarks.md measures both paths side by
-side).
+Why: through redis-py's pool a turn's two round trips cost the replica client CPU for a
+checkout, packing, a timeout per command, parsing through its layers and a check-in, and each
+waits for a wake-up of its own. Here a command is packed (hiredis), queued and parked on a
+future; the round trips of one loop iteration go out in one write, and replies are parsed by
+hiredis as they arrive, several turns' replies often in one read. One turn at a time it halves
+the client CPU of redis-py's path (docs/benchmarks-clients.md); under concurrency it also saves
+sends, reads and Redis wake-ups (docs/benchmarks.md measures the service both ways).
 
 What it keeps from redis-py's client, on purpose:
 - every reply is waited for at most `socket_timeout` seconds. A reply that is late means the
