@@ -5,7 +5,8 @@
 A turn is what `RedisChatHistory` sends: `LRANGE key -20 -1`, then the append of two
 pre-encoded messages (~450 B each, as the service stores them) with the cap and the sliding TTL,
 either as the MULTI/RPUSH/LTRIM/EXPIRE/EXEC pipeline or as one `EVALSHA` of `APPEND_SCRIPT`.
-Clients: redis-py asyncio with the hiredis parser and with its pure-Python parser, and, when
+Clients: redis-py asyncio with the hiredis parser and with its pure-Python parser, the
+service's own multiplexed connection (when the project is importable), and, when
 they are importable, coredis and valkey-glide (not dependencies of the project: install them in
 a throwaway virtualenv to measure them; rows of clients that are absent say so). Each client
 has one connection to one redis-server on loopback. Measured: turns/s and the *client process's*
@@ -122,6 +123,28 @@ async def glide_client(url: str, *, script: bool) -> tuple[Turn, Callable[[], An
     return turn, client.close
 
 
+async def multiplexed_client(url: str) -> tuple[Turn, Callable[[], Any]]:
+    """The service's own turn connection (chat_history_k8s/history/redis_mux.py), EVALSHA."""
+    import hashlib
+
+    from chat_history_k8s.history.redis_mux import MultiplexedConnection
+
+    host, port = url.removeprefix("redis://").split("/")[0].split(":")
+
+    async def address() -> tuple[str, int]:
+        return (host, int(port))
+
+    mux = MultiplexedConnection(address, socket_timeout=5, connect_timeout=5)
+    sha = hashlib.sha1(APPEND_SCRIPT.encode()).hexdigest()  # noqa: S324 - EVALSHA's name
+    await mux.execute([("SCRIPT", "LOAD", APPEND_SCRIPT)], idempotent=True)
+
+    async def turn(key: str) -> Any:
+        await mux.execute([("LRANGE", key, -WINDOW, -1)], idempotent=True)
+        return await mux.execute([("EVALSHA", sha, 1, key, CAP, TTL, HUMAN, AI)], idempotent=False)
+
+    return turn, mux.aclose
+
+
 def clients() -> dict[str, Callable[[str], Awaitable[tuple[Turn, Callable[[], Any]]]]]:
     out: dict[str, Callable[[str], Awaitable[tuple[Turn, Callable[[], Any]]]]] = {}
     for script in (False, True):
@@ -136,6 +159,10 @@ def clients() -> dict[str, Callable[[str], Awaitable[tuple[Turn, Callable[[], An
             out[f"coredis, {how}"] = functools.partial(coredis_client, script=script)
         if importlib.util.find_spec("glide"):
             out[f"valkey-glide, {how}"] = functools.partial(glide_client, script=script)
+    if importlib.util.find_spec("chat_history_k8s"):
+        out["this project's multiplexed connection (history/redis_mux.py), EVALSHA"] = (
+            multiplexed_client
+        )
     return out
 
 
@@ -224,9 +251,12 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "Least client CPU per turn in this run: "
         + min(runs, key=lambda name: statistics.median(c for _, c in runs[name]))
-        + ". The service uses redis-py (asyncio, hiredis parser) and appends with one "
-        "`EVALSHA`; another client would have to bring Sentinel and Cluster support as "
-        "redis-py does (chat_history_k8s/history/redis_pool.py) to be adopted.",
+        + ". The service sends a turn's read and its append (one `EVALSHA`) over its own "
+        "multiplexed connection in standalone and Sentinel modes, where it also pipelines "
+        "concurrent turns on one socket (which this one-turn-at-a-time run does not show); "
+        "redis-py (asyncio, hiredis parser) serves everything else and a Redis Cluster. "
+        "Another client would have to bring Sentinel and Cluster support as redis-py does "
+        "(chat_history_k8s/history/redis_pool.py) to be adopted.",
     ]
     print("\n".join(lines))
     if args.out:

@@ -159,15 +159,15 @@ def targets(store: StoreResults | None, http: HttpResults | None) -> list[Target
                 "the replicas are CPU-bound here (2 cores for the replicas, nginx, wrk and "
                 "Redis), so throughput follows CPU per request, and a Redis turn still costs "
                 f"the replica {cpu_redis - cpu_memory:.2f} ms more CPU than a dict lookup. "
-                "With the collector tuned and the pool's checkout short, what is left is the "
-                "two round trips themselves: each wakes redis-server and then the replica "
-                "again, which on oversubscribed cores costs more than the Python around it (a "
-                "memory turn has no wake-up between request and response); redis-py's "
-                "packing, parsing and timeouts around them (~110 µs of client CPU per turn "
-                "alone, [benchmarks-clients.md](benchmarks-clients.md)); and a copy of each of "
-                "the window's 20 decoded messages, kept because sharing them would let a change "
-                "made to one session's message show in every session that stored the same "
-                "bytes (see the profile)",
+                "With the collector tuned and the turn's commands multiplexed on one "
+                "connection (a loop iteration's round trips in one write, replies parsed as "
+                "they arrive), what is left is: the two round trips themselves, each a send, "
+                "a wake-up of redis-server and another of the replica (a memory turn has no "
+                "wake-up between request and response); decoding each new message once per "
+                "replica (with round robin every replica reads every session); and a copy of "
+                "each of the window's 20 decoded messages, kept because sharing them would let "
+                "a change made to one session's message show in every session that stored the "
+                "same bytes (see the profile)",
             )
         )
     return out

@@ -14,6 +14,7 @@ import redis.asyncio as aredis
 from langchain_core.language_models import BaseChatModel
 
 from chat_history_k8s.config import Settings
+from chat_history_k8s.history.redis_mux import MultiplexedConnection
 from chat_history_k8s.main import create_app
 from testsupport import RedisServer, await_until, new_key, write_key_file
 
@@ -114,8 +115,9 @@ async def client(backend_settings: Settings) -> AsyncIterator[httpx.AsyncClient]
 
 @pytest.fixture
 def count_round_trips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts every packed write to Redis from async clients in this process: one per round
-    trip (a pipeline is packed and sent once). Independent of the code under test."""
+    """Counts every write to Redis from async clients in this process: one per round trip (a
+    pipeline is packed and sent once), through redis-py's connections and through the turn's
+    multiplexed connection (whose one write method every command goes through)."""
     sent = [0]
     original: Callable[..., Awaitable[None]] = aredis.Connection.send_packed_command
 
@@ -123,7 +125,14 @@ def count_round_trips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         sent[0] += 1
         await original(self, command, check_health)
 
+    write: Callable[..., None] = MultiplexedConnection._write
+
+    def counting_write(self: MultiplexedConnection, wire: Any, data: bytes) -> None:
+        sent[0] += 1
+        write(self, wire, data)
+
     monkeypatch.setattr(aredis.Connection, "send_packed_command", counting)
+    monkeypatch.setattr(MultiplexedConnection, "_write", counting_write)
     return sent
 
 

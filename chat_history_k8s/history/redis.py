@@ -15,7 +15,8 @@ from redis.exceptions import NoScriptError, RedisClusterException
 from chat_history_k8s.config import Settings
 from chat_history_k8s.history.base import ChatHistory, HistoryStore, HistoryUnavailable
 from chat_history_k8s.history.codec import DECODED, DecodeCache, encode
-from chat_history_k8s.history.redis_pool import AsyncClient, WarmedPool
+from chat_history_k8s.history.redis_mux import MultiplexedConnection
+from chat_history_k8s.history.redis_pool import AsyncClient, WarmedPool, build_multiplexed
 from chat_history_k8s.history.redis_wait import (
     Command,
     WaitFor,
@@ -62,7 +63,9 @@ class RedisChatHistory(ChatHistory):
     raises `ReplicasBehind` (the write stays on the primary). Reading the model's window is one
     `LRANGE -n -1`, decoded through `decode_cache` (by default the process's: each stored
     message decoded once, see chat_history_k8s/history/codec.py). The async client may be a
-    `redis.asyncio.RedisCluster`: a session is one key, so one slot.
+    `redis.asyncio.RedisCluster`: a session is one key, so one slot. Given a `multiplexed`
+    connection (the service's, chat_history_k8s/history/redis_mux.py), the async window read
+    and the append without `WAIT` go through it instead of the client's pool.
     """
 
     def __init__(
@@ -79,6 +82,7 @@ class RedisChatHistory(ChatHistory):
         wait_replicas: int = 0,
         wait_timeout_seconds: float = 0.5,
         decode_cache: DecodeCache = DECODED,
+        multiplexed: MultiplexedConnection | None = None,
     ) -> None:
         super().__init__()
         if async_client is None and client is None and url is None:
@@ -94,6 +98,7 @@ class RedisChatHistory(ChatHistory):
         self._on_round_trip = on_round_trip
         self.wait = WaitFor.seconds(wait_replicas, wait_timeout_seconds)
         self.decoded = decode_cache
+        self._mux = multiplexed
 
     @classmethod
     def from_url(cls, session_id: str, url: str, **options: Any) -> RedisChatHistory:
@@ -171,7 +176,12 @@ class RedisChatHistory(ChatHistory):
     # -- async (what the service uses) -------------------------------------------------------
     async def aget_window(self, n: int) -> list[BaseMessage]:
         with self._round_trip("read"):
-            raw = await self._async().lrange(self.key, *self._window_range(n))
+            if self._mux is not None:
+                command = ("LRANGE", self.key, *self._window_range(n))
+                (raw,) = await self._mux.execute([command], idempotent=True)
+                raise_first_error([raw])
+            else:
+                raw = await self._async().lrange(self.key, *self._window_range(n))
         return self.decoded.decode(raw)
 
     async def aget_window_along(
@@ -181,10 +191,16 @@ class RedisChatHistory(ChatHistory):
         round trip, as a pipeline without MULTI; returns the window and the command's reply.
         The command runs first: when its reply refuses the turn, the window is not used."""
         with self._round_trip("read"):
-            async with self._async().pipeline(transaction=False) as pipe:
-                pipe.execute_command(*command)
-                pipe.lrange(self.key, *self._window_range(n))
-                reply, raw = await pipe.execute()
+            if self._mux is not None:
+                read = ("LRANGE", self.key, *self._window_range(n))
+                # Not idempotent: the command (an admission) may write.
+                reply, raw = await self._mux.execute([command, read], idempotent=False)
+                raise_first_error([reply, raw])
+            else:
+                async with self._async().pipeline(transaction=False) as pipe:
+                    pipe.execute_command(*command)
+                    pipe.lrange(self.key, *self._window_range(n))
+                    reply, raw = await pipe.execute()
         return self.decoded.decode(raw), reply
 
     async def aappend_turn(self, messages: Sequence[BaseMessage]) -> int:
@@ -197,6 +213,9 @@ class RedisChatHistory(ChatHistory):
                     if self.wait.replicas:
                         commands = self._append_commands(command, args)
                         replies = await asend_together(self._async(), self.key, commands)
+                    elif self._mux is not None:
+                        commands = self._append_commands(command, args)
+                        replies = await self._mux.execute(commands, idempotent=False)
                     else:  # no pipeline to build: the command alone (a cluster routes it by key)
                         script = APPEND_SHA if command == "EVALSHA" else APPEND_SCRIPT
                         replies = [await self._async().execute_command(command, script, *args)]
@@ -248,7 +267,8 @@ class RedisStore(HistoryStore):
         self, client: AsyncClient, settings: Settings, on_round_trip: RoundTripHook | None = None
     ) -> None:
         self.client = client
-        self._pool = WarmedPool(client, settings)
+        self.multiplexed = build_multiplexed(client, settings)
+        self._pool = WarmedPool(client, settings, self.multiplexed)
         self._settings = settings
         self._on_round_trip = on_round_trip
 
@@ -262,6 +282,7 @@ class RedisStore(HistoryStore):
             on_round_trip=self._on_round_trip,
             wait_replicas=self._settings.redis_wait_replicas,
             wait_timeout_seconds=self._settings.redis_wait_timeout_seconds,
+            multiplexed=self.multiplexed,
         )
 
     async def start(self) -> None:

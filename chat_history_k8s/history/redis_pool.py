@@ -20,6 +20,7 @@ from redis.maint_notifications import MaintNotificationsConfig
 
 from chat_history_k8s.config import Settings
 from chat_history_k8s.history.base import HistoryUnavailable
+from chat_history_k8s.history.redis_mux import MultiplexedConnection
 
 logger = logging.getLogger(__name__)
 
@@ -211,6 +212,39 @@ def build_async_client(settings: Settings) -> AsyncClient:
     return aredis.Redis(connection_pool=pool)
 
 
+def build_multiplexed(client: AsyncClient, settings: Settings) -> MultiplexedConnection | None:
+    """The turn's own connection (chat_history_k8s/history/redis_mux.py) to the node `client`
+    talks to, with its credentials and timeouts: to the server of `REDIS_URL`, or to the
+    primary the Sentinels name on every connect. None where redis-py's connection classes do
+    more than plain TCP (TLS, a Unix socket) and for a Redis Cluster (a session's node depends
+    on its slot): those turns take the client's pool."""
+    if not isinstance(client, aredis.Redis):
+        return None
+    pool = client.connection_pool
+    options = pool.connection_kwargs
+    address: Callable[[], Awaitable[tuple[str, int]]]
+    if isinstance(pool, SentinelConnectionPool):
+        address = pool.get_master_address
+    elif pool.connection_class is aredis.Connection:
+        fixed = (str(options["host"]), int(options["port"]))
+
+        async def address() -> tuple[str, int]:
+            return fixed
+
+    else:
+        return None
+    return MultiplexedConnection(
+        address,
+        socket_timeout=settings.redis_socket_timeout_seconds,
+        connect_timeout=settings.redis_connect_timeout_seconds,
+        password=options.get("password"),
+        username=options.get("username"),
+        db=int(options.get("db") or 0),
+        retries=settings.redis_retries,
+        backoff_seconds=settings.redis_retry_backoff_seconds,
+    )
+
+
 async def warm_pool(
     pool: aredis.ConnectionPool, connections: int, concurrency: int = WARM_CONCURRENCY
 ) -> None:
@@ -253,8 +287,14 @@ class WarmedPool:
     first.
     """
 
-    def __init__(self, client: AsyncClient, settings: Settings) -> None:
+    def __init__(
+        self,
+        client: AsyncClient,
+        settings: Settings,
+        multiplexed: MultiplexedConnection | None = None,
+    ) -> None:
         self.client = client
+        self.multiplexed = multiplexed
         # A cluster client's warm-up is learning the slots (its pools are per node).
         self._warm_connections = min(
             settings.redis_warm_connections, settings.redis_max_connections
@@ -286,6 +326,8 @@ class WarmedPool:
                 await self.client.initialize()
             else:
                 await warm_pool(self.client.connection_pool, self._warm_connections)
+                if self.multiplexed is not None:
+                    await self._ping_multiplexed()
         except Exception as exc:  # a warm-up is an optimisation: it must never break startup
             logger.info("Redis pool not warmed (readiness will retry): %s", exc)
         else:
@@ -302,14 +344,24 @@ class WarmedPool:
                 await self.client.ping(target_nodes=aredis.RedisCluster.PRIMARIES)
             else:
                 await self.client.ping()
+                if self.multiplexed is not None:  # the turns' own connection answers too
+                    await self._ping_multiplexed()
         except (redis.RedisError, RedisClusterException) as exc:
             raise HistoryUnavailable.from_redis(exc) from exc
+
+    async def _ping_multiplexed(self) -> None:
+        assert self.multiplexed is not None
+        (reply,) = await self.multiplexed.execute([("PING",)], idempotent=True)
+        if isinstance(reply, redis.RedisError):
+            raise reply
 
     async def aclose(self) -> None:
         if self._warming is not None:
             self._warming.cancel()
             await asyncio.wait([self._warming])
         closing: list[Callable[[], Awaitable[Any]]] = [self.client.aclose]
+        if self.multiplexed is not None:
+            closing.append(self.multiplexed.aclose)
         if isinstance(self.client, aredis.Redis):
             pool = self.client.connection_pool
             closing.append(pool.disconnect)

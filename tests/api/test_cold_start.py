@@ -50,6 +50,11 @@ def chat_clients(url: str) -> int:
     return sum(1 for c in server.client_list() if int(c["id"]) != me)
 
 
+# The turn's own multiplexed connection (chat_history_k8s/history/redis_mux.py), opened with the
+# warm-up: the message-history API reads and appends through it, the checkpointer does not.
+MULTIPLEXED = {"message-history": 1, "checkpointer": 0}
+
+
 def connections_opened(url: str) -> int:
     return int(redis.Redis.from_url(url).info("stats")["total_connections_received"])
 
@@ -58,7 +63,8 @@ async def test_a_started_replica_holds_its_warm_connections_and_a_burst_opens_no
     redis_url: str, history_api: str
 ) -> None:
     async with app_client(make_settings("redis", redis_url, history_api=history_api)) as client:
-        assert chat_clients(redis_url) == 64  # REDIS_WARM_CONNECTIONS, the whole pool
+        # REDIS_WARM_CONNECTIONS (the whole pool), and the turns' own connection.
+        assert chat_clients(redis_url) == 64 + MULTIPLEXED[history_api]
         await wait_ready(client)
         before = connections_opened(redis_url)
         results = await asyncio.gather(
@@ -71,9 +77,9 @@ async def test_a_started_replica_holds_its_warm_connections_and_a_burst_opens_no
 async def test_warming_is_bounded_by_the_pool_and_can_be_turned_off(redis_url: str) -> None:
     small = make_settings("redis", redis_url, redis_max_connections=8)
     async with app_client(small):
-        assert chat_clients(redis_url) == 8
+        assert chat_clients(redis_url) == 8 + MULTIPLEXED["message-history"]
     async with app_client(make_settings("redis", redis_url, redis_warm_connections=0)):
-        assert chat_clients(redis_url) == 0
+        assert chat_clients(redis_url) == 0  # no warm-up at all: nothing opened before a turn
 
 
 async def test_a_replica_starts_while_redis_is_down_and_warms_once_it_is_back(
@@ -89,7 +95,8 @@ async def test_a_replica_starts_while_redis_is_down_and_warms_once_it_is_back(
         assert ready.json()["error"]["code"] == "history_unavailable"
         own_redis.start()  # same port
         await wait_ready(client)
-        assert chat_clients(own_redis.url) == 64  # readiness warmed the pool first
+        # Readiness warmed the pool first, and opened the turns' own connection.
+        assert chat_clients(own_redis.url) == 64 + MULTIPLEXED[history_api]
 
 
 async def test_after_a_redis_restart_the_first_burst_reconnects_without_a_503(
