@@ -180,7 +180,8 @@ class MultiplexedConnection:
     def _flush(self, wire: _Wire) -> None:
         data = b"".join(wire.outgoing)
         wire.outgoing.clear()
-        if not wire.closed and wire.transport is not None:
+        # A socket the server is closing fails its batches when it is lost: nothing to send.
+        if not wire.closed and wire.transport is not None and not wire.transport.is_closing():
             wire.transport.write(data)
 
     def _check_deadline(self) -> None:
