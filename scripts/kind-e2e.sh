@@ -53,7 +53,10 @@ finish() {
     log "the NetworkPolicy enforcer's log:"
     kubectl -n kube-system logs daemonset/kube-router --tail 40 >&2 || true
   fi
-  if [[ -z "${KEEP_CLUSTER:-}" ]]; then "${REPO_ROOT}/scripts/kind-down.sh" || rc=1; fi
+  if [[ -z "${KEEP_CLUSTER:-}" ]]; then
+    "${REPO_ROOT}/scripts/kind-down.sh" || rc=1
+    step "scripts/kind-down.sh"
+  fi
   exit "${rc}"
 }
 trap finish EXIT
