@@ -328,7 +328,8 @@ hostgw_image() {
 # pod traffic crosses. Its health server would listen on every address of the node (the docker
 # network, every pod), so it is off (--health-port 0); the pod is ready once its top-level
 # chains are installed, checked with iptables from inside the pod (no port opened).
-# --service-cluster-ip-range is kind's default serviceSubnet (the manifest is not templated).
+# --service-cluster-ip-range is kind's default serviceSubnet (kind templates only the pod subnet
+# into the manifest); KUBE_ROUTER_SERVICE_CIDR=... builds an image for a kind config with another.
 KUBE_ROUTER_SERVICE_CIDR="${KUBE_ROUTER_SERVICE_CIDR:-10.96.0.0/16}"
 
 # kube_router_manifest <image>: its DaemonSet, and RBAC for what its informers read.
