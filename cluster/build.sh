@@ -3,7 +3,8 @@
 # proxy only: kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy,
 # kubectl, etcd, coredns, kube-router (NetworkPolicy), helm and the project's pause program.
 #   cluster/build.sh                 all of them (what the host-process cluster needs)
-#   cluster/build.sh kubeadm ...     only the named components (kubeadm: for the kind node image)
+#   cluster/build.sh kubeadm ...     only the named components (kubeadm: for the kind node image,
+#                                    which also takes kube-router from here)
 #
 # Outputs are cached outside the clone, keyed by version:
 #   $CHAT_HISTORY_CACHE/versions/<component>-<version>/bin/...
@@ -198,7 +199,8 @@ build_coredns() {
     finish "$dir" coredns
 }
 
-# kube-router, for its network policy controller only (cluster/network-policy.sh): the bridge
+# kube-router, for its network policy controller only (cluster/network-policy.sh, and the kind
+# node image's DaemonSet, cluster/kind-node-image.sh): the bridge
 # CNI enforces no NetworkPolicy, and kube-network-policies (kind's) needs the nftables "queue"
 # expression, which this kernel lacks (see README.md).
 build_kube_router() {
@@ -247,7 +249,8 @@ main() {
         for c in "$@"; do
             case "$c" in
                 pause | helm | kubernetes | kubeadm | etcd | coredns) timed "$c" "build_$c" ;;
-                *) die "unknown component $c: use pause, helm, kubernetes, kubeadm, etcd or coredns" ;;
+                kube-router) timed "$c" build_kube_router ;;
+                *) die "unknown component $c: use pause, helm, kubernetes, kubeadm, etcd, coredns or kube-router" ;;
             esac
         done
         return

@@ -5,16 +5,20 @@
 #           expects (entrypoint, systemd units, containerd config, /kind/version), written here
 #   images  the control plane as kubeadm names it (`kubeadm config images list`):
 #           kube-apiserver, -controller-manager, -scheduler, etcd, CoreDNS and pause FROM
-#           scratch, kube-proxy on a debootstrap root with iptables; each built from source at
-#           the version kubeadm pins, and imported into the node's containerd
-#           (`ctr -n k8s.io images import --no-unpack`, pinned), as kind's own node image does.
-#   network /kind/manifests/default-cni.yaml, which kind applies: kind-hostgw (below), standing
-#           in for kindnetd, whose source is not reachable here.
+#           scratch, kube-proxy on a debootstrap root with iptables (the "netbase" root); each
+#           built from source at the version kubeadm pins, and imported into the node's
+#           containerd (`ctr -n k8s.io images import --no-unpack`, pinned), as kind's own node
+#           image does.
+#   network /kind/manifests/default-cni.yaml, which kind applies, in place of kindnetd (whose
+#           source is not reachable here): kind-hostgw (below), the pod network, and
+#           kube-router's network policy controller alone (below), which enforces
+#           NetworkPolicies as kindnetd does in kind's own image. Both run on the netbase root,
+#           so kube-router writes its rules with the same iptables backend as kube-proxy.
+#   storage /kind/manifests/default-storage.yaml: local-path-provisioner, built from source.
 # The image carries a cache-key label (versions, this script, the rootfs), so a warm run only
 # checks it. Prints the image name (KIND_NODE_IMAGE, default chat-history/kind-node:<k8s version>).
 #   cluster/kind-node-image.sh
-#   storage /kind/manifests/default-storage.yaml: local-path-provisioner, built from source.
-# Not in it: kindnetd (so no NetworkPolicy enforcement); see docs/kind.md ("Air-gapped").
+# See docs/kind.md ("Air-gapped") for what differs from kind's own image.
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -208,11 +212,17 @@ ENTRYPOINT
 
 customize_none() { :; }
 
+# netbase_tar: the root of the node's networking images (kube-proxy, kind-hostgw, kube-router):
+# Debian's iptables (its default backend, nft), ipset, conntrack, iproute2. Prints the tarball.
+netbase_tar() {
+    rootfs_tar kind-netbase customize_none iptables nftables conntrack iproute2 ipset
+}
+
 # The pod network kind installs from /kind/manifests/default-cni.yaml. kind's own is kindnetd,
 # whose source the Go module proxy here does not serve (docs/kind.md); this stands in for it:
 # each node's pods on `ptp` + `host-local` over the node's podCIDR, and a route to every other
-# node's podCIDR via that node's address (all nodes share one docker network). No NetworkPolicy
-# enforcement, no masquerading (nothing outside the nodes to reach).
+# node's podCIDR via that node's address (all nodes share one docker network). No masquerading
+# (nothing outside the nodes to reach); NetworkPolicies are kube-router's (below).
 # shellcheck disable=SC2016 # expanded by the script's own shell, in the pod
 HOSTGW_SCRIPT='#!/bin/sh
 # kind-hostgw: this node'"'"'s CNI config, and routes to the other nodes'"'"' pods.
@@ -291,7 +301,7 @@ YAML
 # hostgw_image: the image of HOSTGW_SCRIPT (iptables/iproute2 root + kubectl); prints its name.
 hostgw_image() {
     local netbase dir key image kubectl="$CHAT_HISTORY_CACHE/versions/kubernetes-$K8S_VERSION/bin/kubectl"
-    netbase="$(rootfs_tar kind-netbase customize_none iptables nftables conntrack iproute2)"
+    netbase="$(netbase_tar)"
     key="$({
         echo "$HOSTGW_SCRIPT"
         basename "$netbase"
@@ -306,6 +316,109 @@ hostgw_image() {
         chmod 0755 "$dir/usr/local/bin/kind-hostgw"
         log "docker import $image"
         import_image "$image" "$dir" "LABEL org.chat-history.key=$key"
+        rm -rf "$dir"
+    fi
+    echo "$image"
+}
+
+# NetworkPolicy enforcement, kindnetd's other job: kube-router's network policy controller alone
+# (no routing, no service proxy, no CNI), as cluster/network-policy.sh runs it on the
+# host-process cluster, here a DaemonSet in kube-system. It turns each NetworkPolicy into
+# iptables rules and ipsets on the node's FORWARD/INPUT/OUTPUT hooks, which kind-hostgw's routed
+# pod traffic crosses. Its health server would listen on every address of the node (the docker
+# network, every pod), so it is off (--health-port 0); the pod is ready once its top-level
+# chains are installed, checked with iptables from inside the pod (no port opened).
+# --service-cluster-ip-range is kind's default serviceSubnet (kind templates only the pod subnet
+# into the manifest); KUBE_ROUTER_SERVICE_CIDR=... builds an image for a kind config with another.
+KUBE_ROUTER_SERVICE_CIDR="${KUBE_ROUTER_SERVICE_CIDR:-10.96.0.0/16}"
+
+# kube_router_manifest <image>: its DaemonSet, and RBAC for what its informers read.
+kube_router_manifest() {
+    cat <<YAML
+# kube-router $KUBE_ROUTER_VERSION, network policy controller only: the NetworkPolicy enforcer of
+# chat-history's kind node image (cluster/kind-node-image.sh)
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: kube-router, namespace: kube-system}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: kube-router}
+rules:
+  - {apiGroups: [""], resources: [pods, namespaces, nodes, services, endpoints], verbs: [get, list, watch]}
+  - {apiGroups: [networking.k8s.io], resources: [networkpolicies], verbs: [get, list, watch]}
+  - {apiGroups: [discovery.k8s.io], resources: [endpointslices], verbs: [get, list, watch]}
+  - {apiGroups: ["", events.k8s.io], resources: [events], verbs: [create, patch, update]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: kube-router}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: kube-router}
+subjects: [{kind: ServiceAccount, name: kube-router, namespace: kube-system}]
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: kube-router
+  namespace: kube-system
+  labels: {app: kube-router, k8s-app: kube-router}
+spec:
+  selector: {matchLabels: {app: kube-router}}
+  template:
+    metadata: {labels: {app: kube-router, k8s-app: kube-router}}
+    spec:
+      hostNetwork: true
+      serviceAccountName: kube-router
+      priorityClassName: system-node-critical
+      tolerations: [{operator: Exists}]
+      containers:
+        - name: kube-router
+          image: $1
+          imagePullPolicy: IfNotPresent
+          command: [/usr/local/bin/kube-router]
+          args:
+            - --run-firewall=true
+            - --run-router=false
+            - --run-service-proxy=false
+            - --run-loadbalancer=false
+            - --enable-cni=false
+            - --enable-ipv6=false
+            - --service-cluster-ip-range=$KUBE_ROUTER_SERVICE_CIDR
+            - --health-port=0
+            - --metrics-port=0
+            - --v=1
+          env:
+            - name: NODE_NAME
+              valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
+          readinessProbe:
+            exec: {command: [iptables, -t, filter, -S, KUBE-ROUTER-FORWARD]}
+            periodSeconds: 5
+          resources: {requests: {cpu: 50m, memory: 64Mi}}
+          securityContext:
+            capabilities: {add: [NET_ADMIN, NET_RAW], drop: [ALL]}
+          volumeMounts: [{name: xtables-lock, mountPath: /run/xtables.lock}]
+      volumes:
+        - name: xtables-lock
+          hostPath: {path: /run/xtables.lock, type: FileOrCreate}
+YAML
+}
+
+# kube_router_image: the netbase root + the kube-router of cluster/build.sh; prints its name.
+kube_router_image() {
+    local netbase key image dir bin="$CHAT_HISTORY_CACHE/versions/kube-router-$KUBE_ROUTER_VERSION/bin/kube-router"
+    netbase="$(netbase_tar)"
+    key="$({
+        basename "$netbase"
+        sha256sum "$bin"
+    } | sha256sum | cut -c1-12)"
+    image="chat-history/kube-router:$KUBE_ROUTER_VERSION-$key"
+    if [[ -z "$(image_key "$image")" ]]; then
+        dir="$(mktemp -d)"
+        tar -C "$dir" -xf "$netbase"
+        install -m 0755 "$bin" "$dir/usr/local/bin/"
+        log "docker import $image"
+        import_image "$image" "$dir" 'ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin' \
+            "LABEL org.chat-history.key=$key"
         rm -rf "$dir"
     fi
     echo "$image"
@@ -329,7 +442,7 @@ import_image() {
 control_plane_images() {
     local name tag bin dir etcd_v coredns_v versions="$CHAT_HISTORY_CACHE/versions"
     local k8s="$versions/kubernetes-$K8S_VERSION/bin" netbase
-    netbase="$(rootfs_tar kind-netbase customize_none iptables nftables conntrack iproute2)"
+    netbase="$(netbase_tar)"
     while read -r name; do
         tag="${name##*:}"
         dir="$(mktemp -d)"
@@ -427,7 +540,7 @@ local_path_manifest() {
 main() {
     local start=$SECONDS key node_tar images pause_image
     ensure_dockerd
-    LINK_BINS=0 "$HERE/build.sh" kubernetes kubeadm >&2
+    LINK_BINS=0 "$HERE/build.sh" kubernetes kubeadm kube-router >&2
     images="$(images_kubeadm_names)"
     [[ -n "$images" ]] || die "kubeadm $K8S_VERSION lists no images"
     pause_image="$(grep '/pause:' <<<"$images")"
@@ -436,25 +549,27 @@ main() {
         kmod procps ca-certificates socat)"
     key="$({
         echo "$K8S_VERSION $KIND_VERSION $images $HOSTGW_SCRIPT"
-        declare -f hostgw_manifest local_path_manifest
-        echo "$LOCAL_PATH_VERSION"
+        declare -f hostgw_manifest kube_router_manifest local_path_manifest
+        echo "$LOCAL_PATH_VERSION $KUBE_ROUTER_VERSION $KUBE_ROUTER_SERVICE_CIDR"
         basename "$node_tar"
         # Contents only: the same build whatever path this script was called by.
         cat "${BASH_SOURCE[0]}" "$HERE/build.sh" \
             "$CHAT_HISTORY_CACHE/versions/kubeadm-$K8S_VERSION/bin/kubeadm" \
-            "$CHAT_HISTORY_CACHE/versions/kubernetes-$K8S_VERSION/bin/kubelet" | sha256sum
+            "$CHAT_HISTORY_CACHE/versions/kubernetes-$K8S_VERSION/bin/kubelet" \
+            "$CHAT_HISTORY_CACHE/versions/kube-router-$KUBE_ROUTER_VERSION/bin/kube-router" | sha256sum
     } | sha256sum | cut -c1-12)"
     if [[ "$(image_key "$KIND_NODE_IMAGE")" == "$key" ]]; then
         log "$KIND_NODE_IMAGE: cached ($key)"
         echo "$KIND_NODE_IMAGE"
         return 0
     fi
-    local list built=() hostgw local_path
+    local list built=() hostgw kube_router local_path
     list="$(control_plane_images)"
     mapfile -t built <<<"$list"
     hostgw="$(hostgw_image)"
+    kube_router="$(kube_router_image)"
     local_path="$(local_path_image)"
-    built+=("$hostgw" "$local_path")
+    built+=("$hostgw" "$kube_router" "$local_path")
 
     local base="chat-history/kind-node-base:$key" ctr_name="chat-history-kind-node-build-$$"
     log "docker import $base"
@@ -470,7 +585,8 @@ main() {
     done
     docker exec "$ctr_name" sh -c "sed -i 's#@PAUSE_IMAGE@#$pause_image#' /etc/containerd/config.toml &&
         printf '%s' '$K8S_VERSION' >/kind/version && mkdir -p /kind/manifests"
-    hostgw_manifest "$hostgw" | docker exec -i "$ctr_name" sh -c 'cat >/kind/manifests/default-cni.yaml'
+    { hostgw_manifest "$hostgw" && echo --- && kube_router_manifest "$kube_router"; } |
+        docker exec -i "$ctr_name" sh -c 'cat >/kind/manifests/default-cni.yaml'
     local_path_manifest "$local_path" "$hostgw" |
         docker exec -i "$ctr_name" sh -c 'cat >/kind/manifests/default-storage.yaml'
     docker exec -d "$ctr_name" sh -c 'containerd >/tmp/containerd.log 2>&1'

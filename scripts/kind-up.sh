@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Create the kind cluster for chat-history (idempotent: an existing cluster is reused).
 # kindnet enforces NetworkPolicy since kind v0.24, so the chart's "only chat pods reach Redis"
-# policy is real here. Two workers let the chat pods spread over nodes.
+# policy is real here (on cluster/kind-node-image.sh's node, kube-router's policy controller
+# does). Two workers let the chat pods spread over nodes. Ready means: every node Ready, and
+# every DaemonSet of kube-system (pod network, policy enforcer, kube-proxy) rolled out.
 #   scripts/kind-up.sh          then: scripts/deploy.sh && scripts/e2e.sh --target kube
 # KIND_NODE_IMAGE=IMAGE: the node image to use instead of kind's default (which kind pulls);
 # for machines without a registry, cluster/kind-node-image.sh builds one from source.
@@ -58,4 +60,9 @@ fi
 
 kubectl config use-context "kind-${CLUSTER}" >/dev/null
 kubectl wait --for=condition=Ready nodes --all --timeout=180s >/dev/null
+# A node is Ready once its CNI config exists; NetworkPolicies hold only once the enforcer runs.
+for daemonset in $(kubectl -n kube-system get daemonsets -o name); do
+  kubectl -n kube-system rollout status "${daemonset}" --timeout=180s >/dev/null ||
+    die "${daemonset#*/} in kube-system is not ready after 180 s: kubectl -n kube-system describe ${daemonset}"
+done
 log "cluster ready; context kind-${CLUSTER}. Next: scripts/deploy.sh"
