@@ -60,7 +60,7 @@ def test_deleting_the_primary_pod_fails_over_and_loses_no_acknowledged_write(
         new = replication.current_primary()
         assert new != old
         assert replication.cli(new, "get", key) == value, "an acknowledged write was lost"
-        killer.restore()
+        events = killer.restore()
         rejoin_s = time.monotonic() - started
         assert replication.current_primary() == new
         rejoined = replication.cli(old, "info", "replication")
@@ -68,5 +68,5 @@ def test_deleting_the_primary_pod_fails_over_and_loses_no_acknowledged_write(
         report.append(
             f"replication failover {n}/{FAILOVERS}: {old} deleted (zero grace), {new} primary "
             f"after {killer.failover_s[-1]:.1f} s; {old} back as its replica, all 3 Sentinels "
-            f"agreeing, after {rejoin_s:.1f} s; the WAIT-acknowledged write kept"
+            f"agreeing, after {rejoin_s:.1f} s; the WAIT-acknowledged write kept; {events}"
         )

@@ -28,8 +28,9 @@ class PrimaryKiller(Protocol):
     def kill_primary(self) -> str:
         """Hard-kill the primary; return what was killed (for the log)."""
 
-    def restore(self) -> None:
-        """Bring the killed node back; return once it serves as a replica."""
+    def restore(self) -> str | None:
+        """Bring the killed node back; return once it serves as a replica, with what the run's
+        log should say about the failover (e.g. the Sentinels' events), if anything."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ class FailoverReport:
                 f"{len(part.failed_but_stored)}, longest run of failed turns "
                 f"{part.longest_failure_s:.2f} s"
             )
+        lines += [f"  kill {n}: {kill}" for n, kill in enumerate(self.kills, 1)]
         answers = Counter(o.answer for o in self.outcomes if o.status != 200)
         if answers:
             lines.append(
@@ -203,8 +205,9 @@ def run_failover(
         gap = duration_s * 0.9 / kills
         for k in range(kills):
             _sleep_until(started + duration_s * 0.1 + k * gap)
-            report.kills.append(killer.kill_primary())
-            killer.restore()
+            killed = killer.kill_primary()
+            note = killer.restore()
+            report.kills.append(f"{killed}; {note}" if note else killed)
         _sleep_until(started + duration_s)
     finally:
         traffic.stop()

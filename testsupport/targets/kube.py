@@ -15,6 +15,7 @@ import datetime as dt
 import functools
 import json
 import logging
+import re
 import secrets
 import socket
 import ssl
@@ -66,6 +67,12 @@ SENTINEL_MASTER = "chat-history"
 REDIS_PODS = [f"{RELEASE}-redis-{i}" for i in range(3)]
 # Sentinel's down-after (5 s) plus an election and a promotion, with room for a busy 2-core node.
 FAILOVER_LIMIT_S = 30.0
+# A failover step in a Sentinel's log: `1:X 30 Nov 2026 19:00:00.123 # +sdown master <name> ...`
+# (the `-failover-abort-*` events are the failed tries: a split vote, a promotion too slow).
+SENTINEL_EVENT = re.compile(
+    r"^\d+:X (?P<when>\d{2} \w{3} \d{4} [\d:.]+) \S (?P<event>[+-](?:sdown master|odown"
+    r"|try-failover|vote-for-leader|elected-leader|failover-abort-\S+|promoted-slave|switch-master))\b"
+)
 # cluster/up.sh's node runs everything: a restarted pod, its init container and a full sync.
 REJOIN_LIMIT_S = 180.0
 
@@ -226,6 +233,25 @@ class KubeReplication:
         except (RuntimeError, IndexError, subprocess.TimeoutExpired):
             return False
 
+    def sentinel_events(self, pod: str, since: float) -> list[tuple[float, str]]:
+        """(seconds after `since`, event) for the failover events `pod`'s Sentinel logged since
+        the wall-clock time `since`: how a failover went, step by step, from the pods' logs."""
+        stamp = dt.datetime.fromtimestamp(since - 1, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        log = self.target.kubectl(
+            "-n", self.namespace, "logs", pod, "-c", "sentinel", f"--since-time={stamp}",
+            timeout_s=30,
+        )  # fmt: skip
+        events = []
+        for line in log.splitlines():
+            match = SENTINEL_EVENT.match(line)
+            if match is None:
+                continue
+            when = dt.datetime.strptime(match["when"], "%d %b %Y %H:%M:%S.%f")
+            at = when.replace(tzinfo=dt.UTC).timestamp() - since  # Redis logs the pod's UTC
+            if at >= 0:
+                events.append((at, match["event"]))
+        return events
+
     def master_info(self, asking: str) -> dict[str, str]:
         flat = self.sentinel(asking, "sentinel", "master", SENTINEL_MASTER).splitlines()
         return dict(zip(flat[::2], flat[1::2], strict=True))
@@ -318,6 +344,7 @@ class KubePrimaryKiller:
     def __init__(self, replication: KubeReplication) -> None:
         self._replication = replication
         self._killed: str | None = None
+        self._killed_at = 0.0  # wall clock, for the Sentinels' logs
         self.failover_s: list[float] = []  # kill to promotion, per kill
 
     def _scheduling(self, on: bool) -> None:
@@ -338,7 +365,7 @@ class KubePrimaryKiller:
         self._killed = old
         self._scheduling(on=False)
         try:
-            started = time.monotonic()
+            started, self._killed_at = time.monotonic(), time.time()
             self._replication.target.kubectl(
                 "-n", self._replication.namespace, "delete", "pod", old,
                 "--grace-period=0", "--force",
@@ -354,8 +381,9 @@ class KubePrimaryKiller:
         new = self._replication.primary(survivor)
         return f"{old} deleted (zero grace), {new} primary after {self.failover_s[-1]:.1f} s"
 
-    def restore(self) -> None:
-        """Wait until the deleted pod is a synced replica and its DNS name resolves again.
+    def restore(self) -> str | None:
+        """Wait until the deleted pod is a synced replica and its DNS name resolves again;
+        return the other pods' Sentinels' failover events, in seconds after the delete.
 
         Lookups of the name while the pod was gone were answered NXDOMAIN, and CoreDNS caches
         that (`cache 30` with the kubernetes plugin's `ttl 30`, kubeadm's defaults and the CI
@@ -371,6 +399,23 @@ class KubePrimaryKiller:
                 timeout_s=REJOIN_LIMIT_S, interval_s=1.0,
                 what=f"{name} to resolve in every Redis pod (CoreDNS's negative cache)",
             )  # fmt: skip
+        return self.events()
+
+    def events(self) -> str | None:
+        """The failover events the Sentinels that saw the last kill logged, or None."""
+        if self._killed is None:
+            return None
+        seen = []
+        for pod in REDIS_PODS:
+            if pod == self._killed:
+                continue
+            try:
+                events = self._replication.sentinel_events(pod, self._killed_at)
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                seen.append(f"{pod}: no log ({exc})")
+                continue
+            seen.append(f"{pod}: " + ", ".join(f"{e} {at:.2f}" for at, e in events))
+        return "Sentinel events, s after the delete: " + "; ".join(seen)
 
 
 class KubeDeployment(Deployment):
