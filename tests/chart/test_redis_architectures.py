@@ -3,12 +3,16 @@ that the chat pods' settings follow the choice."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+from pathlib import Path
 
 import pytest
 
 from tests.chart.conftest import CI_VALUES, RELEASE, Manifest, Render, by_kind, one, selects
 from tests.chart.test_values import notes
+from testsupport import require_tool
 
 REDIS = f"{RELEASE}-redis"
 HEADLESS = f"{REDIS}-headless"
@@ -79,8 +83,8 @@ def test_sentinels_monitor_with_quorum_two_and_announce_pod_dns_names(
         "sentinel announce-hostnames yes",
         "sentinel announce-ip $me",
         "replica-announce-ip $me",
-        # ci/redis-replication-values.yaml's timings (the chart's defaults: 5000, 10000).
-        "sentinel down-after-milliseconds chat-history 2000",
+        # ci/redis-replication-values.yaml's timings (the chart's defaults: 5000, 10000);
+        # down-after per pod: test_each_pods_sentinel_calls_the_primary_down_a_stagger_later.
         "sentinel failover-timeout chat-history 1500",
     ):
         assert any(directive in line for line in lines), directive
@@ -91,6 +95,66 @@ def test_sentinels_monitor_with_quorum_two_and_announce_pod_dns_names(
     for line in lines:
         if "$password" in line and "printf" not in line:
             assert re.search(r'REDISCLI_AUTH="\$password"|case "\$password"', line), line
+
+
+def prepared_sentinel_conf(manifests: list[Manifest], pod: int, root: Path) -> list[str]:
+    """The sentinel.conf the init container's prepare.sh writes in pod `pod` when no other
+    Sentinel answers (a first start), run here with /run and /etc moved under `root`."""
+    data = one(manifests, "ConfigMap", REDIS)["data"]
+    (root / "secrets").mkdir(parents=True)
+    (root / "secrets" / "password").write_text("s3cret")
+    (root / "etc").mkdir()
+    (root / "etc" / "redis.conf").write_text(data["redis.conf"])
+    (root / "run").mkdir()
+    script = (
+        data["prepare.sh"]
+        .replace("/run/secrets/redis/", f"{root}/secrets/")
+        .replace("/etc/redis/", f"{root}/etc/")
+        .replace("/run/redis/", f"{root}/run/")
+    )
+    cli = Path(require_tool("redis-cli")).parent  # asks the other pods' Sentinels: none runs
+    env = {"PATH": f"{cli}:{os.environ['PATH']}", "POD_NAME": f"{REDIS}-{pod}"}
+    subprocess.run(["sh", "-c", script], env=env, check=True, capture_output=True, timeout=60)
+    return (root / "run" / "sentinel.conf").read_text().splitlines()
+
+
+def test_each_pods_sentinel_calls_the_primary_down_a_stagger_later(
+    render: Render, tmp_path: Path
+) -> None:
+    """Pod N's Sentinel waits downAfterMilliseconds + N x downAfterStaggerMilliseconds, so the
+    two Sentinels left when the primary's pod dies do not start competing elections at the same
+    instant; every other line is the same in every pod but the pod's own name."""
+    manifests = render(REPLICATION, "redis.replication.discoverySeconds=0")
+    confs = [prepared_sentinel_conf(manifests, n, tmp_path / str(n)) for n in range(3)]
+    down_after = [
+        [line for line in conf if line.startswith("sentinel down-after-milliseconds")]
+        for conf in confs
+    ]
+    assert down_after == [
+        [f"sentinel down-after-milliseconds chat-history {ms}"] for ms in (2000, 2300, 2600)
+    ]
+    # pod 0's conf; the other pods' differ in their own name and their down-after only.
+    monitor = f"sentinel monitor chat-history {pod_fqdn(0)} 6379 2"
+    assert monitor in confs[0] and "sentinel failover-timeout chat-history 1500" in confs[0]
+    for n, conf in enumerate(confs):
+        assert [
+            line.replace(pod_fqdn(n), "ME")
+            for line in conf
+            if "down-after" not in line and "monitor" not in line
+        ] == [
+            line.replace(pod_fqdn(0), "ME")
+            for line in confs[0]
+            if "down-after" not in line and "monitor" not in line
+        ]
+        assert monitor in conf  # a first start: everyone follows pod 0
+
+    unstaggered = render(
+        REPLICATION,
+        "redis.replication.discoverySeconds=0",
+        "redis.replication.downAfterStaggerMilliseconds=0",
+    )
+    last = prepared_sentinel_conf(unstaggered, 2, tmp_path / "unstaggered")
+    assert "sentinel down-after-milliseconds chat-history 2000" in last
 
 
 def test_the_quorum_is_a_majority_of_the_sentinels(render: Render) -> None:
