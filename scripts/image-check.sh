@@ -50,7 +50,7 @@ free_port() {
 # ---- 1. docker daemon ------------------------------------------------------------------------
 # cluster/base-image.sh (next step) starts dockerd when none answers, with a containerd of its
 # own: a bare dockerd would adopt the test cluster's containerd and die with it. It stays up for
-# the cluster stage; `STOP_DOCKERD=1 cluster/down.sh` stops it.
+# the stages after it (compose, kind); `STOP_DOCKERD=1 cluster/down.sh` stops it.
 if ! docker info >/dev/null 2>&1; then
   [[ ${EUID} -eq 0 ]] || die "no docker daemon answers and starting one needs root"
 fi

@@ -8,8 +8,6 @@
 # suite), scripts/demo.sh --target kube, and scripts/kind-down.sh.
 #   scripts/kind-e2e.sh             needs root, docker, Go (the node image's parts: ~16 min cold)
 #   KEEP_CLUSTER=1 scripts/kind-e2e.sh   leave the cluster up afterwards
-#   KIND_E2E_SUITE=1 scripts/kind-e2e.sh also run scripts/e2e.sh --target kube and
-#                                   scripts/demo.sh --target kube (~16 min; not in CI yet)
 #   KIND_WORKERS=N                  worker nodes (default 0 here: 2 cores; the stand-in pod
 #                                   network's routes between nodes are untested)
 set -euo pipefail
@@ -84,17 +82,8 @@ helm test chat-history --namespace "${ha_ns}" --logs --timeout 5m
 helm uninstall chat-history --namespace "${ha_ns}" --wait
 kubectl delete namespace "${ha_ns}" --wait=true
 step "release with Redis replication: installed, helm test, removed"
-# The whole suite and the demo on kind: with KIND_E2E_SUITE=1 (~16 min). Not in CI yet: in both
-# CI runs of 2026-11-30 with it, the Sentinel failover case failed its 10 s bound on kind
-# (10.5-12.5 s, every group, the checkpointer's too; 3.9-5.4 s in three earlier runs), and the
-# suite runs on the host-process cluster stage already (docs/kind.md, "This project's CI").
-if [[ -n "${KIND_E2E_SUITE:-}" ]]; then
-  "${REPO_ROOT}/scripts/e2e.sh" --target kube --require-target --kube-values "${values}" \
-    -p no:cacheprovider
-  step "scripts/e2e.sh --target kube"
-  "${REPO_ROOT}/scripts/demo.sh" --target kube --kube-values "${values}"
-  step "scripts/demo.sh --target kube"
-else
-  log "the e2e suite and the demo on kind are skipped (KIND_E2E_SUITE=1 runs them, ~16 min):" \
-    "the suite runs on the host-process cluster stage (docs/kind.md, \"This project's CI\")"
-fi
+"${REPO_ROOT}/scripts/e2e.sh" --target kube --require-target --kube-values "${values}" \
+  -p no:cacheprovider
+step "scripts/e2e.sh --target kube"
+"${REPO_ROOT}/scripts/demo.sh" --target kube --kube-values "${values}"
+step "scripts/demo.sh --target kube"

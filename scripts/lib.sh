@@ -163,7 +163,7 @@ image_blocker() {
 }
 
 # cluster_blocker : prints why this machine cannot run the real-Kubernetes stage
-# (scripts/cluster-e2e.sh), or nothing when it can. scripts/test.sh skips the stage then.
+# (scripts/cluster-e2e.sh, run by hand since CI runs the kind stage), or nothing when it can.
 cluster_blocker() {
   if ((EUID != 0)); then
     echo "not root (it runs etcd, containerd, a kubelet and iptables rules as host processes)"
