@@ -28,13 +28,19 @@ FAILOVERS = 3
 
 
 @pytest.fixture(scope="module")
-def replication(target: Target) -> Iterator[KubeReplication]:
+def release(target: Target) -> Iterator[KubeDeployment]:
+    """The chart with `redis.architecture: replication`; 2 chat pods, for its `helm test`."""
     assert isinstance(target, KubeTarget)
-    # One chat pod: only Redis is under test here.
-    deployment = target.deploy("redis", 1, redis_mode="sentinel")
+    deployment = target.deploy("redis", 2, redis_mode="sentinel")
     assert isinstance(deployment, KubeDeployment) and deployment.replication is not None
-    yield deployment.replication
+    yield deployment
     deployment.close()
+
+
+@pytest.fixture(scope="module")
+def replication(release: KubeDeployment) -> KubeReplication:
+    assert release.replication is not None
+    return release.replication
 
 
 def test_a_primary_two_replicas_and_three_sentinels_converge(replication: KubeReplication) -> None:
@@ -70,3 +76,10 @@ def test_deleting_the_primary_pod_fails_over_and_loses_no_acknowledged_write(
             f"after {killer.failover_s[-1]:.1f} s; {old} back as its replica, all 3 Sentinels "
             f"agreeing, after {rejoin_s:.1f} s; the WAIT-acknowledged write kept; {events}"
         )
+
+
+def test_helm_test_passes_after_the_failovers(release: KubeDeployment) -> None:
+    """The chart's own test (a conversation hopping over the chat pods, history kept) on the
+    release whose primary the test above deleted 3 times: the chat pods follow the Sentinels."""
+    passed, output = release.helm_test()
+    assert passed, output

@@ -3,9 +3,10 @@
 # (KIND_VERSION) is built from source, its node image by cluster/kind-node-image.sh (nothing
 # pulled; NetworkPolicies enforced by kube-router's policy controller); then, as docs/kind.md
 # says, each step timed: scripts/kind-up.sh (KIND_NODE_IMAGE set), scripts/deploy.sh (the base
-# and Redis images of the image stage, airgap values), `helm test` of both releases, a release
-# with Redis replication (Sentinel) and its `helm test`, scripts/e2e.sh --target kube (the whole
-# suite), scripts/demo.sh --target kube, and scripts/kind-down.sh.
+# and Redis images of the image stage, airgap values), `helm test` of both releases,
+# scripts/e2e.sh --target kube (the whole suite; it installs releases with Redis replication
+# and runs their `helm test` too: e2e/test_redis_replication.py), scripts/demo.sh --target kube,
+# and scripts/kind-down.sh.
 #   scripts/kind-e2e.sh             needs root, docker, Go (the node image's parts: ~16 min cold)
 #   KEEP_CLUSTER=1 scripts/kind-e2e.sh   leave the cluster up afterwards
 #   KIND_WORKERS=N                  worker nodes (default 0 here: 2 cores; the stand-in pod
@@ -71,17 +72,8 @@ for backend in memory redis; do
   helm test chat-history --namespace "chat-history-${backend}" --logs --timeout 5m
 done
 step "helm test of both releases"
-# The chart's other Redis architecture, as users install it: a primary, 2 replicas and the
-# Sentinels (the e2e suite's failover test deploys it too, but runs no `helm test` on it).
-ha_ns=chat-history-redis-ha
-helm upgrade --install chat-history helm/chat-history --namespace "${ha_ns}" --create-namespace \
-  --values "${values}" --values helm/chat-history/ci/redis-replication-values.yaml \
-  --set image.repository="${IMAGE_REPOSITORY:-chat-history}" --set image.tag="${IMAGE_TAG:-dev}" \
-  --wait --timeout 5m
-helm test chat-history --namespace "${ha_ns}" --logs --timeout 5m
-helm uninstall chat-history --namespace "${ha_ns}" --wait
-kubectl delete namespace "${ha_ns}" --wait=true
-step "release with Redis replication: installed, helm test, removed"
+# The suite installs the chart's other Redis architecture too (a primary, 2 replicas and the
+# Sentinels, ci/redis-replication-values.yaml) and runs its `helm test` after 3 failovers.
 "${REPO_ROOT}/scripts/e2e.sh" --target kube --require-target --kube-values "${values}" \
   -p no:cacheprovider
 step "scripts/e2e.sh --target kube"
