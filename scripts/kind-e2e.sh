@@ -75,7 +75,7 @@ step "helm test of both releases"
 # The suite installs the chart's other Redis architecture too (a primary, 2 replicas and the
 # Sentinels, ci/redis-replication-values.yaml) and runs its `helm test` after 3 failovers.
 "${REPO_ROOT}/scripts/e2e.sh" --target kube --require-target --kube-values "${values}" \
-  -p no:cacheprovider
+  -p no:cacheprovider --durations=12
 step "scripts/e2e.sh --target kube"
 "${REPO_ROOT}/scripts/demo.sh" --target kube --kube-values "${values}"
 step "scripts/demo.sh --target kube"
