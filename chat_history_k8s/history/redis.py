@@ -182,7 +182,7 @@ class RedisChatHistory(ChatHistory):
                 raise_first_error([raw])
             else:
                 raw = await self._async().lrange(self.key, *self._window_range(n))
-        return self.decoded.decode(raw)
+        return self.decoded.decode(raw, self.key)
 
     async def aget_window_along(
         self, n: int, command: Sequence[Any]
@@ -201,7 +201,7 @@ class RedisChatHistory(ChatHistory):
                     pipe.execute_command(*command)
                     pipe.lrange(self.key, *self._window_range(n))
                     reply, raw = await pipe.execute()
-        return self.decoded.decode(raw), reply
+        return self.decoded.decode(raw, self.key), reply
 
     async def aappend_turn(self, messages: Sequence[BaseMessage]) -> int:
         if not messages:
@@ -232,7 +232,7 @@ class RedisChatHistory(ChatHistory):
     def get_window(self, n: int) -> list[BaseMessage]:
         with self._round_trip("read"):
             raw = self._sync().lrange(self.key, *self._window_range(n))
-        return self.decoded.decode(raw)
+        return self.decoded.decode(raw, self.key)
 
     def append_turn(self, messages: Sequence[BaseMessage]) -> int:
         if not messages:
