@@ -140,8 +140,8 @@ def targets(store: StoreResults | None, http: HttpResults | None) -> list[Target
                 "the ceiling sends pre-encoded bytes and decodes nothing; at "
                 f"{n(mid)} messages adding just the JSON codec brings raw redis-py to "
                 f"{json_only:.0%} of itself, and full-fidelity langchain-core message objects "
-                f"(each decoded once, then copied per read) bring it to {fractions[mid]:.0%} "
-                "(see the profile)",
+                "(each decoded once per session, then shared by its reads) bring it to "
+                f"{fractions[mid]:.0%} (see the profile)",
             )
         )
     if http is not None and 16 in http.concurrencies:

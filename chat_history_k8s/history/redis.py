@@ -62,7 +62,8 @@ class RedisChatHistory(ChatHistory):
     follows the script in that same round trip and an append that fewer replicas acknowledged
     raises `ReplicasBehind` (the write stays on the primary). Reading the model's window is one
     `LRANGE -n -1`, decoded through `decode_cache` (by default the process's: each stored
-    message decoded once, see chat_history_k8s/history/codec.py). The async client may be a
+    message decoded once per session, its reads sharing the message objects while nobody
+    changes them, see chat_history_k8s/history/codec.py). The async client may be a
     `redis.asyncio.RedisCluster`: a session is one key, so one slot. Given a `multiplexed`
     connection (the service's, chat_history_k8s/history/redis_mux.py), the async window read
     and the append without `WAIT` go through it instead of the client's pool.
