@@ -11,8 +11,9 @@ What a reader gets is shared the way the memory backend shares its stored messag
 one session may get the same message objects, reads of different sessions never do (even of
 equal bytes). A message some reader changed (a field set, a container filled) is never handed
 out again: the next read of it decodes the bytes afresh. Only messages whose fields are all
-immutable or empty containers are shared; one holding anything mutable (content blocks, tool
-calls, metadata) is decoded on every read, as a change inside it could not be seen.
+strings, None or empty containers are shared; one holding anything else (content blocks, tool
+calls, metadata) is decoded on every read, as a change inside it could not be seen. Equal
+messages of one session (the same bytes, e.g. a repeated "yes" with no id) are one object.
 """
 
 from __future__ import annotations
@@ -62,9 +63,16 @@ class _Shared:
         self.reset(message)
 
     def reset(self, message: BaseMessage) -> None:
-        fields = message.__dict__.values()
-        values = tuple(type(v)() if type(v) in (dict, list) else v for v in fields)
-        self.state = (message, values, frozenset(message.__pydantic_fields_set__))
+        values = tuple(_EMPTY.get(type(v), v) for v in message.__dict__.values())
+        fields = frozenset(message.__pydantic_fields_set__)
+        self.state = (message, values, _FIELDS.setdefault(fields, fields))
+
+
+# What a shared message's empty containers are compared with (never handed out, never changed),
+# and its fields sets, one object per distinct set: what an entry holds beyond its message is
+# one tuple of references (docs/benchmarks.md measures an entry).
+_EMPTY: dict[type, Any] = {dict: {}, list: []}
+_FIELDS: dict[frozenset[str], frozenset[str]] = {}
 
 
 def _shareable(message: BaseMessage) -> bool:
