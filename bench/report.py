@@ -140,8 +140,8 @@ def targets(store: StoreResults | None, http: HttpResults | None) -> list[Target
                 "the ceiling sends pre-encoded bytes and decodes nothing; at "
                 f"{n(mid)} messages adding just the JSON codec brings raw redis-py to "
                 f"{json_only:.0%} of itself, and full-fidelity langchain-core message objects "
-                "(each decoded once per session, then shared by its reads) bring it to "
-                f"{fractions[mid]:.0%} (see the profile)",
+                f"(each decoded once, then copied per read) bring it to {fractions[mid]:.0%} "
+                "(see the profile)",
             )
         )
     if http is not None and 16 in http.concurrencies:
@@ -159,17 +159,15 @@ def targets(store: StoreResults | None, http: HttpResults | None) -> list[Target
                 "the replicas are CPU-bound here (2 cores for the replicas, nginx, wrk and "
                 "Redis), so throughput follows CPU per request, and a Redis turn still costs "
                 f"the replica {cpu_redis - cpu_memory:.2f} ms more CPU than a dict lookup. "
-                "With the collector tuned, the turn's commands multiplexed on one "
+                "With the collector tuned and the turn's commands multiplexed on one "
                 "connection (a loop iteration's round trips in one write, replies parsed as "
-                "they arrive) and a session's decoded messages shared by its reads instead of "
-                "copied per read, what is left is: the two round trips themselves, each a "
-                "send, a wake-up of redis-server and another of the replica (a memory turn has "
-                "no wake-up between request and response; the task's suspensions cost nothing "
-                "measurable: a memory turn with two bare suspensions costs what one without "
-                "does, with two PINGs to Redis ~0.1 ms more); decoding each new message once "
-                "per replica (with round robin every replica reads every session); and finding "
-                "each of the window's 20 messages in the decode cache and checking that no "
-                "reader changed it (see the profile)",
+                "they arrive), what is left is: the two round trips themselves, each a send, "
+                "a wake-up of redis-server and another of the replica (a memory turn has no "
+                "wake-up between request and response); decoding each new message once per "
+                "replica (with round robin every replica reads every session); and a copy of "
+                "each of the window's 20 decoded messages, kept because sharing them would let "
+                "a change made to one session's message show in every session that stored the "
+                "same bytes (see the profile)",
             )
         )
     return out

@@ -495,7 +495,7 @@ def decode_cache_memory() -> dict[str, float]:
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     for start in range(0, len(raw), WINDOW):
-        cache.decode(raw[start : start + WINDOW], f"session-{start // WINDOW}")
+        cache.decode(raw[start : start + WINDOW])
     gc.collect()
     held = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()

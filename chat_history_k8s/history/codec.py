@@ -1,19 +1,13 @@
 """How a message is stored in Redis (JSON of `message_to_dict`: full fidelity) and read back,
-each stored message decoded once per session and process.
+each stored message decoded once per process.
 
 Most of a sliding window is the messages of the last turn's window: decoding them into
 langchain-core message objects (JSON, then pydantic validation) cost as much replica CPU as the
 `LRANGE` that fetched them (docs/benchmarks.md). `DecodeCache` keeps the decoded messages by
-session and *exact stored bytes*, so an entry can never be stale: the same bytes always decode
-to the same message, and a changed message is different bytes.
-
-What a reader gets is shared the way the memory backend shares its stored messages: reads of
-one session may get the same message objects, reads of different sessions never do (even of
-equal bytes). A message some reader changed (a field set, a container filled) is never handed
-out again: the next read of it decodes the bytes afresh. Only messages whose fields are all
-strings, None or empty containers are shared; one holding anything else (content blocks, tool
-calls, metadata) is decoded on every read, as a change inside it could not be seen. Equal
-messages of one session (the same bytes, e.g. a repeated "yes" with no id) are one object.
+their *exact stored bytes*, so an entry can never be stale: the same bytes always decode to the
+same message, and a changed message is different bytes. Every read gets its own copies, sharing
+no mutable object with the cache or with another read; a message that holds anything mutable
+beyond empty containers (content blocks, tool calls, metadata) is decoded every time instead.
 """
 
 from __future__ import annotations
@@ -32,6 +26,9 @@ from chat_history_k8s.history.base import whole_tool_groups
 # benchmark's, so about 8 MiB when full (docs/benchmarks.md measures it).
 DEFAULT_MAX_MESSAGES = 4096
 
+_IMMUTABLE = (str, int, float, bool, bytes, type(None))
+_set = object.__setattr__  # pydantic models refuse plain attribute setting of their internals
+
 
 def encode(message: BaseMessage) -> bytes:
     """The stored form: message_to_dict keeps everything (tool calls, ids, metadata)."""
@@ -47,92 +44,73 @@ def decode(raw: Iterable[bytes | str]) -> list[BaseMessage]:
     return whole_tool_groups(messages_from_dict([orjson.loads(item) for item in raw]))
 
 
-class _Shared:
-    """A session's decoded message, and its fields' values as decoded (`values`, with a fresh
-    empty container, never handed out, for each of its empty containers) and fields set.
+class _Template:
+    """A decoded message and the names of its empty containers, which every copy gets afresh:
+    with those replaced, a shallow copy shares only immutable values with the template."""
 
-    The message is intact, as decoded, while its values equal `values` (no field set to another
-    string, no container filled: every value is a `str`, None or an empty container, so nothing
-    else can change it), its fields set is the same, and it gained no attribute (pydantic keeps
-    those in `__pydantic_extra__`). The state is one tuple, replaced whole: threads reading one
-    session never see half of one."""
+    __slots__ = ("empties", "message")
 
-    __slots__ = ("state",)
+    def __init__(self, message: BaseMessage, empties: tuple[tuple[str, type], ...]) -> None:
+        self.message = message
+        self.empties = empties
 
-    def __init__(self, message: BaseMessage) -> None:
-        self.reset(message)
-
-    def reset(self, message: BaseMessage) -> None:
-        values = tuple(_EMPTY.get(type(v), v) for v in message.__dict__.values())
-        fields = frozenset(message.__pydantic_fields_set__)
-        self.state = (message, values, _FIELDS.setdefault(fields, fields))
-
-
-# What a shared message's empty containers are compared with (never handed out, never changed),
-# and its fields sets, one object per distinct set: what an entry holds beyond its message is
-# one tuple of references (docs/benchmarks.md measures an entry).
-_EMPTY: dict[type, Any] = {dict: {}, list: []}
-_FIELDS: dict[frozenset[str], frozenset[str]] = {}
+    def copy(self) -> BaseMessage:
+        """What pydantic's `__copy__` does, without its four `copy.copy` dispatches (half the
+        cost of a cache hit): a new `__dict__` with fresh empty containers, a new fields set.
+        `_template` admitted only messages with no extra fields and no private attributes."""
+        message = self.message
+        fresh = object.__new__(type(message))
+        state = message.__dict__.copy()
+        for name, kind in self.empties:
+            state[name] = kind()
+        _set(fresh, "__dict__", state)
+        _set(fresh, "__pydantic_fields_set__", set(message.__pydantic_fields_set__))
+        _set(fresh, "__pydantic_extra__", None if message.__pydantic_extra__ is None else {})
+        _set(fresh, "__pydantic_private__", None if message.__pydantic_private__ is None else {})
+        return fresh
 
 
-def _shareable(message: BaseMessage) -> bool:
-    """Whether `message` can be shared: every value a `str`, None or an empty container (a
-    change inside anything else could not be seen), no extra or private attributes."""
-    for value in message.__dict__.values():
-        kind = type(value)
-        if not (kind is str or value is None or (kind in (dict, list) and not value)):
-            return False  # e.g. content blocks, tool calls, metadata: decoded on every read
-    return not message.__pydantic_extra__ and not message.__pydantic_private__
-
-
-def _entry(session: str, raw: bytes | str) -> _Shared | None:
-    """A new cache entry: the shared message of `session` stored as `raw`, or None (decoded
-    on every read) for a message that cannot be shared. `session` is part of the cache's key
-    only: two sessions storing the same bytes get an entry each."""
+def _template(raw: bytes | str) -> _Template | None:
+    """The template of a message that can be shared safely, None for one that cannot."""
     message = decode_one(raw)
-    return _Shared(message) if _shareable(message) else None
+    empties = []
+    for name, value in message.__dict__.items():
+        if isinstance(value, _IMMUTABLE):
+            continue
+        if type(value) in (dict, list) and not value:
+            empties.append((name, type(value)))
+            continue
+        return None  # e.g. content blocks, tool calls, metadata: decoded on every read
+    if message.__pydantic_extra__ or message.__pydantic_private__:
+        return None
+    return _Template(message, tuple(empties))
 
 
 class DecodeCache:
-    """Decoded messages by session and exact stored bytes, at most `max_messages` of them (least
-    recently used out first). Thread-safe (functools.lru_cache, one tuple per entry's state);
-    `max_messages=0` disables it."""
+    """Decoded messages by their exact stored bytes, at most `max_messages` of them (least
+    recently used out first). Thread-safe (functools.lru_cache); `max_messages=0` disables it."""
 
     def __init__(self, max_messages: int = DEFAULT_MAX_MESSAGES) -> None:
         self.max_messages = max_messages
-        self._entry: Any = functools.lru_cache(maxsize=max_messages)(_entry)
+        self._template: Any = functools.lru_cache(maxsize=max_messages)(_template)
 
-    def decode(self, raw: Iterable[bytes | str], session: str) -> list[BaseMessage]:
-        """The same messages as `decode(raw)`: `session`'s shared ones where they are intact,
-        fresh decodes otherwise (`session` names whose reads may share objects: the key)."""
+    def decode(self, raw: Iterable[bytes | str]) -> list[BaseMessage]:
+        """The same messages as `decode(raw)`, each a copy of its own."""
         if not self.max_messages:
             return decode(raw)
         out = []
         for item in raw:
-            entry = self._entry(session, item)
-            if entry is None:
-                out.append(decode_one(item))
-                continue
-            message, values, fields = entry.state
-            if (
-                tuple(message.__dict__.values()) != values
-                or message.__pydantic_fields_set__ != fields
-                or message.__pydantic_extra__
-                or message.__pydantic_private__
-            ):
-                # A reader changed it: never handed out again, a fresh decode takes its place.
-                message = decode_one(item)
-                entry.reset(message)
-            out.append(message)
+            template = self._template(item)
+            out.append(decode_one(item) if template is None else template.copy())
         return whole_tool_groups(out)
 
     def info(self) -> dict[str, int]:
         """Hits, misses and entries held (functools' cache_info)."""
-        info = self._entry.cache_info()
+        info = self._template.cache_info()
         return {"hits": info.hits, "misses": info.misses, "entries": info.currsize}
 
     def clear(self) -> None:
-        self._entry.cache_clear()
+        self._template.cache_clear()
 
 
 # The process's cache, shared by every RedisChatHistory that is not given one of its own.

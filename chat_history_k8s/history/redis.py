@@ -62,8 +62,7 @@ class RedisChatHistory(ChatHistory):
     follows the script in that same round trip and an append that fewer replicas acknowledged
     raises `ReplicasBehind` (the write stays on the primary). Reading the model's window is one
     `LRANGE -n -1`, decoded through `decode_cache` (by default the process's: each stored
-    message decoded once per session, its reads sharing the message objects while nobody
-    changes them, see chat_history_k8s/history/codec.py). The async client may be a
+    message decoded once, see chat_history_k8s/history/codec.py). The async client may be a
     `redis.asyncio.RedisCluster`: a session is one key, so one slot. Given a `multiplexed`
     connection (the service's, chat_history_k8s/history/redis_mux.py), the async window read
     and the append without `WAIT` go through it instead of the client's pool.
@@ -183,7 +182,7 @@ class RedisChatHistory(ChatHistory):
                 raise_first_error([raw])
             else:
                 raw = await self._async().lrange(self.key, *self._window_range(n))
-        return self.decoded.decode(raw, self.key)
+        return self.decoded.decode(raw)
 
     async def aget_window_along(
         self, n: int, command: Sequence[Any]
@@ -202,7 +201,7 @@ class RedisChatHistory(ChatHistory):
                     pipe.execute_command(*command)
                     pipe.lrange(self.key, *self._window_range(n))
                     reply, raw = await pipe.execute()
-        return self.decoded.decode(raw, self.key), reply
+        return self.decoded.decode(raw), reply
 
     async def aappend_turn(self, messages: Sequence[BaseMessage]) -> int:
         if not messages:
@@ -233,7 +232,7 @@ class RedisChatHistory(ChatHistory):
     def get_window(self, n: int) -> list[BaseMessage]:
         with self._round_trip("read"):
             raw = self._sync().lrange(self.key, *self._window_range(n))
-        return self.decoded.decode(raw, self.key)
+        return self.decoded.decode(raw)
 
     def append_turn(self, messages: Sequence[BaseMessage]) -> int:
         if not messages:
