@@ -75,7 +75,7 @@ def test_sentinels_monitor_with_quorum_two_and_announce_pod_dns_names(
     script = one(replication, "ConfigMap", REDIS)["data"]["prepare.sh"]
     lines = script.splitlines()
     monitor = next(line for line in lines if "sentinel monitor" in line)
-    assert monitor.strip() == 'echo "sentinel monitor chat-history $primary 6379 2"'
+    assert monitor.strip() == 'echo "sentinel monitor chat-history $primary 6379 $quorum"'
     # resolve-hostnames must precede the monitor line, or a hostname primary is refused.
     order = [i for i, line in enumerate(lines) if "resolve-hostnames yes" in line]
     assert order and order[0] < lines.index(next(x for x in lines if "sentinel monitor" in x))
@@ -121,9 +121,10 @@ def prepared_sentinel_conf(manifests: list[Manifest], pod: int, root: Path) -> l
 def test_each_pods_sentinel_calls_the_primary_down_a_stagger_later(
     render: Render, tmp_path: Path
 ) -> None:
-    """Pod N's Sentinel waits downAfterMilliseconds + N x downAfterStaggerMilliseconds, so the
-    two Sentinels left when the primary's pod dies do not start competing elections at the same
-    instant; every other line is the same in every pod but the pod's own name."""
+    """Pod N's Sentinel waits downAfterMilliseconds + (last - N) x downAfterStaggerMilliseconds
+    and the last pod's starts no failover while a pod is gone, so the two Sentinels left when
+    the primary's pod dies never start competing elections at the same instant; every other
+    line is the same in every pod but the pod's own name."""
     manifests = render(REPLICATION, "redis.replication.discoverySeconds=0")
     confs = [prepared_sentinel_conf(manifests, n, tmp_path / str(n)) for n in range(3)]
     down_after = [
@@ -131,11 +132,16 @@ def test_each_pods_sentinel_calls_the_primary_down_a_stagger_later(
         for conf in confs
     ]
     assert down_after == [
-        [f"sentinel down-after-milliseconds chat-history {ms}"] for ms in (2000, 2300, 2600)
+        [f"sentinel down-after-milliseconds chat-history {ms}"] for ms in (2600, 2300, 2000)
     ]
-    # pod 0's conf; the other pods' differ in their own name and their down-after only.
-    monitor = f"sentinel monitor chat-history {pod_fqdn(0)} 6379 2"
-    assert monitor in confs[0] and "sentinel failover-timeout chat-history 1500" in confs[0]
+    # A majority, 2 of 3, except the last pod's Sentinel: it never starts a failover while a pod
+    # is gone (3 of 3), so of the 2 Sentinels left when pod 0 or 1 dies only one can.
+    monitors = [
+        next(line for line in conf if line.startswith("sentinel monitor")) for conf in confs
+    ]
+    assert monitors == [f"sentinel monitor chat-history {pod_fqdn(0)} 6379 {q}" for q in (2, 2, 3)]
+    # pod 0's conf; the other pods' differ in their own name, down-after and quorum only.
+    assert "sentinel failover-timeout chat-history 1500" in confs[0]
     for n, conf in enumerate(confs):
         assert [
             line.replace(pod_fqdn(n), "ME")
@@ -146,22 +152,28 @@ def test_each_pods_sentinel_calls_the_primary_down_a_stagger_later(
             for line in confs[0]
             if "down-after" not in line and "monitor" not in line
         ]
-        assert monitor in conf  # a first start: everyone follows pod 0
 
     unstaggered = render(
         REPLICATION,
         "redis.replication.discoverySeconds=0",
         "redis.replication.downAfterStaggerMilliseconds=0",
     )
-    last = prepared_sentinel_conf(unstaggered, 2, tmp_path / "unstaggered")
-    assert "sentinel down-after-milliseconds chat-history 2000" in last
+    first = prepared_sentinel_conf(unstaggered, 0, tmp_path / "unstaggered")
+    assert "sentinel down-after-milliseconds chat-history 2000" in first
 
 
-def test_the_quorum_is_a_majority_of_the_sentinels(render: Render) -> None:
-    manifests = render(REPLICATION, "redis.replication.replicas=4")
+def test_the_quorum_is_a_majority_of_the_sentinels(render: Render, tmp_path: Path) -> None:
+    manifests = render(
+        REPLICATION, "redis.replication.replicas=4", "redis.replication.discoverySeconds=0"
+    )
     assert sts_spec(manifests)["replicas"] == 5
-    script = one(manifests, "ConfigMap", REDIS)["data"]["prepare.sh"]
-    assert 'echo "sentinel monitor chat-history $primary 6379 3"' in script
+    monitors = [
+        next(line for line in prepared_sentinel_conf(manifests, n, tmp_path / str(n))
+             if line.startswith("sentinel monitor"))
+        for n in range(5)
+    ]  # fmt: skip
+    # A majority, 3 of 5; the last pod's Sentinel waits for all 5 before it starts a failover.
+    assert [m.rsplit(" ", 1)[1] for m in monitors] == ["3", "3", "3", "3", "5"]
 
 
 def test_the_chat_pods_follow_the_sentinels(replication: list[Manifest]) -> None:
