@@ -163,8 +163,9 @@ def targets(store: StoreResults | None, http: HttpResults | None) -> list[Target
                 "connection (a loop iteration's round trips in one write, replies parsed as "
                 "they arrive), what is left is: the two round trips themselves, each a send, "
                 "a wake-up of redis-server and another of the replica (a memory turn has no "
-                "wake-up between request and response); decoding each new message once per "
-                "replica (with round robin every replica reads every session); and a copy of "
+                "wake-up between request and response); decoding each message another replica "
+                "wrote, once per replica (with round robin every replica reads every session; "
+                "the replica that wrote a message keeps it and decodes nothing); and a copy of "
                 "each of the window's 20 decoded messages, kept because sharing them would let "
                 "a change made to one session's message show in every session that stored the "
                 "same bytes (see the profile)",
@@ -364,8 +365,14 @@ def bought_section(
                 f"~450 B stored), it holds {mib(mem['bytes'])} per process "
                 f"({n(mem['per_entry'])} B per message: the stored bytes as the key and the "
                 "decoded message; tracemalloc). Its hit rate follows the window: a turn reads "
-                "the 18 messages it read last turn and the 2 it wrote.",
+                "the 18 messages it read last turn and the 2 it wrote, which the process kept "
+                "when it encoded them (no decode at all).",
             ]
+            if "kept" in mem:
+                lines[-1] += (
+                    f" Appended messages not read back yet are kept up to {n(mem['kept'])} "
+                    f"(a quarter of the cache): {mib(mem['kept_bytes'])} when full."
+                )
         lines.append("")
     if http is not None and has_http:
         lines += [

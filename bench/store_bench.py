@@ -498,9 +498,23 @@ def decode_cache_memory() -> dict[str, float]:
         cache.decode(raw[start : start + WINDOW])
     gc.collect()
     held = tracemalloc.get_traced_memory()[0] - before
+    # Then as many new messages appended (encoded) as it keeps until they are read back.
+    gc.collect()
+    before = tracemalloc.get_traced_memory()[0]
+    for i in range(cache.max_messages, cache.max_messages * 2):
+        for message in make_pair(i):
+            cache.encode(message)
+    gc.collect()
+    kept_bytes = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
-    entries = cache.info()["entries"]
-    return {"entries": entries, "bytes": held, "per_entry": held / max(1, entries)}
+    entries, kept = cache.info()["entries"], cache.info()["kept"]
+    return {
+        "entries": entries,
+        "bytes": held,
+        "per_entry": held / max(1, entries),
+        "kept": kept,
+        "kept_bytes": kept_bytes,
+    }
 
 
 # -- the whole store benchmark -----------------------------------------------------------------

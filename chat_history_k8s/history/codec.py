@@ -1,5 +1,5 @@
 """How a message is stored in Redis (JSON of `message_to_dict`: full fidelity) and read back,
-each stored message decoded once per process.
+each stored message decoded once per process, and none that this process wrote itself.
 
 Most of a sliding window is the messages of the last turn's window: decoding them into
 langchain-core message objects (JSON, then pydantic validation) cost as much replica CPU as the
@@ -8,16 +8,34 @@ their *exact stored bytes*, so an entry can never be stale: the same bytes alway
 same message, and a changed message is different bytes. Every read gets its own copies, sharing
 no mutable object with the cache or with another read; a message that holds anything mutable
 beyond empty containers (content blocks, tool calls, metadata) is decoded every time instead.
+
+A process also knows the messages it appends: `DecodeCache.encode` keeps the message it just
+encoded (a copy of it, when it is one a template can share) under its stored bytes, so the
+replica that wrote a turn does not decode it when it reads the window next time. That copy is
+what decoding those bytes would give: only exact built-in types (str, int, bool, None, finite
+float) and empty containers, whose JSON round trip is the identity (tests/history/test_codec.py
+compares them field by field with a fresh decode).
 """
 
 from __future__ import annotations
 
 import functools
+import math
+import threading
 from collections.abc import Iterable
 from typing import Any
 
 import orjson
-from langchain_core.messages import BaseMessage, message_to_dict, messages_from_dict
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    ChatMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+    message_to_dict,
+    messages_from_dict,
+)
 
 from chat_history_k8s.history.base import whole_tool_groups
 
@@ -27,12 +45,22 @@ from chat_history_k8s.history.base import whole_tool_groups
 DEFAULT_MAX_MESSAGES = 4096
 
 _IMMUTABLE = (str, int, float, bool, bytes, type(None))
+# What a message kept from `encode` may hold: types whose JSON round trip gives the same value of
+# the same type (exactly these: a str subclass such as an enum member comes back a plain str).
+_ROUND_TRIP = frozenset({str, int, bool, type(None)})
+# The classes `messages_from_dict` gives back for their own stored type (a subclass of one of
+# them would come back as its base class, so it is never kept).
+_KEPT_CLASSES = frozenset({HumanMessage, AIMessage, SystemMessage, ChatMessage, ToolMessage})
 _set = object.__setattr__  # pydantic models refuse plain attribute setting of their internals
 
 
 def encode(message: BaseMessage) -> bytes:
     """The stored form: message_to_dict keeps everything (tool calls, ids, metadata)."""
-    return orjson.dumps(message_to_dict(message), option=orjson.OPT_NON_STR_KEYS)
+    return _dumps(message_to_dict(message))
+
+
+def _dumps(stored: dict[str, Any]) -> bytes:
+    return orjson.dumps(stored, option=orjson.OPT_NON_STR_KEYS)
 
 
 def decode_one(raw: bytes | str) -> BaseMessage:
@@ -86,13 +114,72 @@ def _template(raw: bytes | str) -> _Template | None:
     return _Template(message, tuple(empties))
 
 
+def _template_of(message: BaseMessage, data: dict[str, Any]) -> _Template | None:
+    """The template `_template(encode(message))` would build, made from `message` itself (no
+    decode), or None when its stored form might decode to anything else. `data` is its stored
+    fields (`message_to_dict(message)["data"]`): decoding sets exactly those."""
+    if (
+        type(message) not in _KEPT_CLASSES
+        or message.__pydantic_extra__
+        or message.__pydantic_private__
+        or message.__dict__.keys() != data.keys()
+    ):
+        return None
+    state = message.__dict__.copy()
+    empties = []
+    for name, value in state.items():
+        kind = type(value)
+        if kind in _ROUND_TRIP or (kind is float and math.isfinite(value)):
+            continue
+        if kind in (dict, list) and not value:
+            empties.append((name, kind))
+            state[name] = kind()  # not the caller's container: it may fill it later
+            continue
+        return None
+    kept = object.__new__(type(message))
+    _set(kept, "__dict__", state)
+    _set(kept, "__pydantic_fields_set__", set(data))
+    _set(kept, "__pydantic_extra__", None if message.__pydantic_extra__ is None else {})
+    _set(kept, "__pydantic_private__", None if message.__pydantic_private__ is None else {})
+    return _Template(kept, tuple(empties))
+
+
 class DecodeCache:
     """Decoded messages by their exact stored bytes, at most `max_messages` of them (least
-    recently used out first). Thread-safe (functools.lru_cache); `max_messages=0` disables it."""
+    recently used out first), plus up to `max_messages // 4` messages this process encoded and
+    nobody has read yet (`encode`; oldest out first). Thread-safe (functools.lru_cache, a lock
+    for the kept ones); `max_messages=0` disables both."""
 
     def __init__(self, max_messages: int = DEFAULT_MAX_MESSAGES) -> None:
         self.max_messages = max_messages
-        self._template: Any = functools.lru_cache(maxsize=max_messages)(_template)
+        self._max_kept = max_messages // 4
+        self._kept: dict[bytes, _Template] = {}
+        self._kept_lock = threading.Lock()
+        kept = self._kept
+
+        def template(raw: bytes | str) -> _Template | None:
+            found = kept.pop(raw, None)  # type: ignore[arg-type]  # a str key is never there
+            return found if found is not None else _template(raw)
+
+        self._template: Any = functools.lru_cache(maxsize=max_messages)(template)
+
+    def encode(self, message: BaseMessage) -> bytes:
+        """`encode(message)`, and the message kept under those bytes (when a template can share
+        it), so this process's next read of them decodes nothing: the replica that appended a
+        turn reads it back for free. A message never read is dropped after `max_messages // 4`
+        newer ones (about 2.4 MiB for the default, docs/benchmarks.md)."""
+        stored = message_to_dict(message)
+        raw = _dumps(stored)
+        if self._max_kept:
+            template = _template_of(message, stored["data"])
+            if template is not None:
+                # The key a copy: orjson's own bytes object keeps its ~4 KiB growth buffer.
+                key = bytes(memoryview(raw))
+                with self._kept_lock:
+                    if len(self._kept) >= self._max_kept:
+                        del self._kept[next(iter(self._kept))]
+                    self._kept[key] = template
+        return raw
 
     def decode(self, raw: Iterable[bytes | str]) -> list[BaseMessage]:
         """The same messages as `decode(raw)`, each a copy of its own."""
@@ -105,11 +192,19 @@ class DecodeCache:
         return whole_tool_groups(out)
 
     def info(self) -> dict[str, int]:
-        """Hits, misses and entries held (functools' cache_info)."""
+        """Hits, misses and entries held (functools' cache_info), and the encoded messages kept
+        and not yet read (a miss that finds one decodes nothing)."""
         info = self._template.cache_info()
-        return {"hits": info.hits, "misses": info.misses, "entries": info.currsize}
+        return {
+            "hits": info.hits,
+            "misses": info.misses,
+            "entries": info.currsize,
+            "kept": len(self._kept),
+        }
 
     def clear(self) -> None:
+        with self._kept_lock:
+            self._kept.clear()
         self._template.cache_clear()
 
 

@@ -14,7 +14,7 @@ from redis.exceptions import NoScriptError, RedisClusterException
 
 from chat_history_k8s.config import Settings
 from chat_history_k8s.history.base import ChatHistory, HistoryStore, HistoryUnavailable
-from chat_history_k8s.history.codec import DECODED, DecodeCache, encode
+from chat_history_k8s.history.codec import DECODED, DecodeCache
 from chat_history_k8s.history.redis_mux import MultiplexedConnection
 from chat_history_k8s.history.redis_pool import AsyncClient, WarmedPool, build_multiplexed
 from chat_history_k8s.history.redis_wait import (
@@ -62,7 +62,8 @@ class RedisChatHistory(ChatHistory):
     follows the script in that same round trip and an append that fewer replicas acknowledged
     raises `ReplicasBehind` (the write stays on the primary). Reading the model's window is one
     `LRANGE -n -1`, decoded through `decode_cache` (by default the process's: each stored
-    message decoded once, see chat_history_k8s/history/codec.py). The async client may be a
+    message decoded once, and one this process appended not at all, see
+    chat_history_k8s/history/codec.py). The async client may be a
     `redis.asyncio.RedisCluster`: a session is one key, so one slot. Given a `multiplexed`
     connection (the service's, chat_history_k8s/history/redis_mux.py), the async window read
     and the append without `WAIT` go through it instead of the client's pool.
@@ -158,8 +159,10 @@ class RedisChatHistory(ChatHistory):
         return (-n if n else 0, -1)
 
     def _append_args(self, messages: Sequence[BaseMessage]) -> tuple[Any, ...]:
-        """The script's keys and arguments (after its name): `numkeys key cap ttl *messages`."""
-        return (1, self.key, self.max_messages, self.ttl_seconds, *map(encode, messages))
+        """The script's keys and arguments (after its name): `numkeys key cap ttl *messages`.
+        Encoded through the decode cache, which keeps them: this process reads them back free."""
+        encoded = map(self.decoded.encode, messages)
+        return (1, self.key, self.max_messages, self.ttl_seconds, *encoded)
 
     def _append_commands(self, command: str, args: tuple[Any, ...]) -> list[Command]:
         """The script by SHA (`EVALSHA`) or by source (`EVAL`), then WAIT when replicas must

@@ -3,6 +3,9 @@ to its messages reaches the cache or another reader."""
 
 from __future__ import annotations
 
+import enum
+
+import pytest
 from langchain_core.messages import (
     AIMessage,
     BaseMessage,
@@ -13,6 +16,7 @@ from langchain_core.messages import (
     messages_to_dict,
 )
 
+from chat_history_k8s.history import codec
 from chat_history_k8s.history.codec import DecodeCache, decode, encode
 
 MESSAGES: list[BaseMessage] = [
@@ -79,3 +83,106 @@ def test_the_cache_is_bounded_and_can_be_disabled() -> None:
 def test_a_window_starting_with_an_orphaned_tool_result_drops_it() -> None:
     raw = [encode(m) for m in MESSAGES[4:]]  # starts with the ToolMessage
     assert DecodeCache().decode(raw) == MESSAGES[5:]
+
+
+class _Mood(enum.StrEnum):
+    CALM = "calm"
+
+
+class _Shout(HumanMessage):
+    pass
+
+
+# Messages a process appends, each read back: the kind the service writes, and edge cases.
+KEEPABLE: list[BaseMessage] = [
+    HumanMessage(content="hello"),
+    HumanMessage(content="x", id="h-1", name="ada"),
+    AIMessage(content="You said: hello. I can see 0 earlier messages.", id="lc_run--1-0"),
+    SystemMessage(content="be brief"),
+    ChatMessage(role="critic", content="fine"),
+    ToolMessage(content="18", tool_call_id="call-1"),
+]
+
+
+def _with_enum_content() -> HumanMessage:
+    message = HumanMessage(content="x")
+    message.content = _Mood.CALM  # assigned unvalidated: a str subclass comes back a plain str
+    return message
+
+
+# Messages whose stored form may decode to other values or types: never kept.
+NOT_KEEPABLE: list[BaseMessage] = [
+    _with_enum_content(),
+    _Shout(content="HEY"),  # comes back a HumanMessage
+    HumanMessage(content="x", additional_kwargs={"lang": "en"}),  # a non-empty container
+    AIMessage(content="", tool_calls=[{"name": "n", "args": {}, "id": "c"}]),
+    HumanMessage(content="x", extra_field=1),  # an extra field
+    *(MESSAGES[i] for i in (1, 3, 4, 5)),  # metadata, tool calls, an artifact, content blocks
+]
+
+
+def _assert_same_as_fresh(got: list[BaseMessage], raw: list[bytes]) -> None:
+    fresh = decode(raw)
+    assert got == fresh
+    assert [type(m) for m in got] == [type(m) for m in fresh]
+    assert [m.__dict__ for m in got] == [m.__dict__ for m in fresh]
+    assert [m.model_fields_set for m in got] == [m.model_fields_set for m in fresh]
+    assert [m.model_dump(exclude_unset=True) for m in got] == [
+        m.model_dump(exclude_unset=True) for m in fresh
+    ]
+
+
+def test_a_message_this_process_encoded_is_read_back_without_a_decode(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cache = DecodeCache(max_messages=64)
+    raw = [cache.encode(m) for m in KEEPABLE]
+    assert raw == [encode(m) for m in KEEPABLE]
+    assert cache.info()["kept"] == len(KEEPABLE)
+    decodes: list[bytes] = []
+
+    def decode_one(item: bytes) -> BaseMessage:
+        decodes.append(item)
+        return codec.decode_one(item)
+
+    monkeypatch.setattr(codec, "decode_one", decode_one)
+    got = cache.decode(raw)
+    assert decodes == []
+    monkeypatch.undo()
+    _assert_same_as_fresh(got, raw)
+    assert cache.info()["kept"] == 0  # moved into the cache proper
+    _assert_same_as_fresh(cache.decode(raw), raw)
+
+
+def test_a_message_that_might_decode_differently_is_not_kept_and_is_decoded() -> None:
+    cache = DecodeCache(max_messages=64)
+    raw = [cache.encode(m) for m in NOT_KEEPABLE]
+    assert raw == [encode(m) for m in NOT_KEEPABLE]
+    assert cache.info()["kept"] == 0
+    _assert_same_as_fresh(cache.decode(raw), raw)
+
+
+def test_changing_an_appended_message_afterwards_changes_nothing_read_back() -> None:
+    cache = DecodeCache(max_messages=64)
+    ai = AIMessage(content="hi", id="lc_run--2-0")
+    messages = [HumanMessage(content="hello"), ai]
+    raw = [cache.encode(m) for m in messages]
+    for message in messages:
+        message.content = "changed"
+        message.additional_kwargs["x"] = 1
+        message.response_metadata["y"] = 2
+    ai.tool_calls.append({"name": "n", "args": {}, "id": "c", "type": "tool_call"})
+    got = cache.decode(raw)
+    assert [m.content for m in got] == ["hello", "hi"]
+    _assert_same_as_fresh(got, raw)
+
+
+def test_kept_messages_are_bounded_oldest_out_first() -> None:
+    cache = DecodeCache(max_messages=8)  # keeps at most 2
+    raw = [cache.encode(HumanMessage(content=f"m{i}")) for i in range(5)]
+    assert cache.info()["kept"] == 2
+    assert cache.decode(raw) == decode(raw)
+    assert cache.info()["misses"] == 5 and cache.info()["kept"] == 0
+    off = DecodeCache(max_messages=0)
+    assert off.encode(HumanMessage(content="m")) == encode(HumanMessage(content="m"))
+    assert off.info()["kept"] == 0

@@ -11,6 +11,7 @@ import redis.asyncio as aredis
 from langchain_core.messages import AIMessage, HumanMessage
 
 from chat_history_k8s.history import HistoryUnavailable, build_store
+from chat_history_k8s.history.codec import DecodeCache
 from chat_history_k8s.history.redis import RedisChatHistory
 from tests.conftest import app_client, commands_per_turn, commandstats, make_settings
 
@@ -139,3 +140,18 @@ def test_a_large_append_is_one_script_call(redis_url: str) -> None:
     assert client.llen("chat-history:big") == 20_000
     assert [m.text for m in history.get_window(2)] == ["m19998", "m19999"]
     assert history.append_turn(messages[:2]) == 20_000
+
+
+def test_the_writer_reads_its_own_turn_back_without_decoding_it(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    writer_cache, reader_cache = DecodeCache(max_messages=64), DecodeCache(max_messages=64)
+    writer = RedisChatHistory("own", client=client, decode_cache=writer_cache)
+    reader = RedisChatHistory("own", client=client, decode_cache=reader_cache)  # another replica
+    turn = [HumanMessage(content="hi"), AIMessage(content="hello", id="lc_run--1-0")]
+    writer.append_turn(turn)
+    assert writer.get_window(10) == reader.get_window(10) == turn
+    assert writer_cache.info()["misses"] == 2 and writer_cache.info()["kept"] == 0
+    # What the writer got back is what the other replica decoded from the stored bytes.
+    mine, theirs = writer.get_window(10), reader.get_window(10)
+    assert [m.__dict__ for m in mine] == [m.__dict__ for m in theirs]
+    assert [m.model_fields_set for m in mine] == [m.model_fields_set for m in theirs]
