@@ -7,7 +7,7 @@
 # scripts/e2e.sh --target kube (the whole suite; it installs releases with Redis replication
 # and runs their `helm test` too: e2e/test_redis_replication.py), scripts/demo.sh --target kube,
 # and scripts/kind-down.sh.
-#   scripts/kind-e2e.sh             needs root, docker, Go (the node image's parts: ~16 min cold)
+#   scripts/kind-e2e.sh             needs root, docker, Go (the node image's parts: ~10 min cold)
 #   KEEP_CLUSTER=1 scripts/kind-e2e.sh   leave the cluster up afterwards
 #   KIND_WORKERS=N                  worker nodes (default 0 here: 2 cores; the stand-in pod
 #                                   network's routes between nodes are untested)
