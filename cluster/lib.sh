@@ -120,6 +120,7 @@ stop_pid() {
 # its own (CRI off, dockerd's usual paths), started explicitly and passed with --containerd.
 ensure_dockerd() {
     have dockerd || ensure_debian_packages docker.io
+    repair_runc_caps_config
     docker info >/dev/null 2>&1 && return 0
     local sock=/var/run/docker/containerd/containerd.sock
     mkdir -p "$DOCKERD_STATE" "$(dirname "$sock")"
@@ -233,6 +234,34 @@ missing_caps() {
     last="$(cat /proc/sys/kernel/cap_last_cap)"
     for ((i = 0; i <= last; i++)); do (((bnd >> i) & 1)) || missing+=("$i"); done
     echo "${missing[*]}"
+}
+
+# repair_runc_caps_config: the daemon.json that ensure_privileged_docker writes names the runc-caps
+# wrapper by its path in the cache of the run that wrote it. When that wrapper is gone (the cache
+# deleted, or another CHAT_HISTORY_CACHE), dockerd fails every container it starts ("fork/exec
+# .../runc-caps: no such file or directory"), image builds included: install the wrapper into
+# this cache, name it there, and reload the dockerd these scripts started.
+repair_runc_caps_config() {
+    local conf=/etc/docker/daemon.json wrapper="$CHAT_HISTORY_CACHE/tools/runc-caps" named pid
+    named="$(sed -n 's/.*"runc-caps": *{ *"path": *"\([^"]*\)".*/\1/p' "$conf" 2>/dev/null)"
+    [[ -n "$named" && ! -x "$named" ]] || return 0
+    ensure_debian_packages jq runc
+    mkdir -p "$CHAT_HISTORY_CACHE/tools"
+    install -m 0755 "$REPO_ROOT/cluster/runc-caps.sh" "$wrapper.tmp"
+    mv "$wrapper.tmp" "$wrapper"
+    printf '{"runtimes": {"runc-caps": {"path": "%s"}}, "default-runtime": "runc-caps"}\n' \
+        "$wrapper" >"$conf"
+    log "$conf named a runc-caps wrapper that is gone ($named): it names $wrapper now"
+    pid="$(cat "$DOCKERD_STATE/dockerd.pid" 2>/dev/null || true)"
+    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+        kill -HUP "$pid"
+        wait_for 10 "dockerd's runc-caps runtime at $wrapper" runc_caps_runtime_is "$wrapper" ||
+            die "dockerd did not reload $conf: see $DOCKERD_STATE/dockerd.log"
+    fi
+}
+
+runc_caps_runtime_is() {
+    [[ "$(docker info -f '{{with index .Runtimes "runc-caps"}}{{.Path}}{{end}}' 2>/dev/null)" == "$1" ]]
 }
 
 docker_default_runtime_is() { [[ "$(docker info -f '{{.DefaultRuntime}}' 2>/dev/null)" == "$1" ]]; }
