@@ -12,9 +12,11 @@ beyond empty containers (content blocks, tool calls, metadata) is decoded every 
 A process also knows the messages it appends: `DecodeCache.encode` keeps the message it just
 encoded (a copy of it, when it is one a template can share) under its stored bytes, so the
 replica that wrote a turn does not decode it when it reads the window next time. That copy is
-what decoding those bytes would give: only exact built-in types (str, int, bool, None, finite
-float) and empty containers, whose JSON round trip is the identity (tests/history/test_codec.py
-compares them field by field with a fresh decode).
+what decoding those bytes would give. Only messages of exact built-in field types (str, int,
+bool, None, finite float) and empty containers are kept, and only once a message of the same
+shape (class, field names and value types) was decoded and found equal field by field to its
+kept copy: validation may still change a value on decode (an `id` assigned as an int comes back
+a str), and such a shape is never kept (tests/history/test_codec.py).
 """
 
 from __future__ import annotations
@@ -114,10 +116,16 @@ def _template(raw: bytes | str) -> _Template | None:
     return _Template(message, tuple(empties))
 
 
-def _template_of(message: BaseMessage, data: dict[str, Any]) -> _Template | None:
-    """The template `_template(encode(message))` would build, made from `message` itself (no
-    decode), or None when its stored form might decode to anything else. `data` is its stored
-    fields (`message_to_dict(message)["data"]`): decoding sets exactly those."""
+# Shapes of messages (class, then each field's name and value type) and whether a message of
+# that shape decodes to what `_template_of` keeps: checked once each, by a real decode.
+_SHAPES: dict[tuple[Any, ...], bool] = {}
+_MAX_SHAPES = 256  # a handful in practice; past this, an unseen shape is not kept
+
+
+def _template_of(message: BaseMessage, data: dict[str, Any], raw: bytes) -> _Template | None:
+    """The template `_template(raw)` would build, made from `message` itself (no decode), or
+    None when its stored form `raw` might decode to anything else. `data` is its stored fields
+    (`message_to_dict(message)["data"]`): decoding sets exactly those."""
     if (
         type(message) not in _KEPT_CLASSES
         or message.__pydantic_extra__
@@ -126,9 +134,11 @@ def _template_of(message: BaseMessage, data: dict[str, Any]) -> _Template | None
     ):
         return None
     state = message.__dict__.copy()
+    shape: list[Any] = [type(message)]
     empties = []
     for name, value in state.items():
         kind = type(value)
+        shape += (name, kind)
         if kind in _ROUND_TRIP or (kind is float and math.isfinite(value)):
             continue
         if kind in (dict, list) and not value:
@@ -141,7 +151,26 @@ def _template_of(message: BaseMessage, data: dict[str, Any]) -> _Template | None
     _set(kept, "__pydantic_fields_set__", set(data))
     _set(kept, "__pydantic_extra__", None if message.__pydantic_extra__ is None else {})
     _set(kept, "__pydantic_private__", None if message.__pydantic_private__ is None else {})
-    return _Template(kept, tuple(empties))
+    key = tuple(shape)
+    same = _SHAPES.get(key)
+    if same is None:
+        same = _decodes_to(raw, kept)
+        if len(_SHAPES) < _MAX_SHAPES:
+            _SHAPES[key] = same
+    return _Template(kept, tuple(empties)) if same else None
+
+
+def _decodes_to(raw: bytes, kept: BaseMessage) -> bool:
+    """Whether decoding `raw` gives `kept`: same class, fields, value types and fields set."""
+    decoded = decode_one(raw)
+    return (
+        type(decoded) is type(kept)
+        and decoded.__dict__ == kept.__dict__
+        and all(type(decoded.__dict__[k]) is type(v) for k, v in kept.__dict__.items())
+        and decoded.__pydantic_fields_set__ == kept.__pydantic_fields_set__
+        and decoded.__pydantic_extra__ == kept.__pydantic_extra__
+        and decoded.__pydantic_private__ == kept.__pydantic_private__
+    )
 
 
 class DecodeCache:
@@ -171,7 +200,7 @@ class DecodeCache:
         stored = message_to_dict(message)
         raw = _dumps(stored)
         if self._max_kept:
-            template = _template_of(message, stored["data"])
+            template = _template_of(message, stored["data"], raw)
             if template is not None:
                 # The key a copy: orjson's own bytes object keeps its ~4 KiB growth buffer.
                 key = bytes(memoryview(raw))

@@ -110,6 +110,12 @@ def _with_enum_content() -> HumanMessage:
     return message
 
 
+def _with_int_id() -> HumanMessage:
+    message = HumanMessage(content="x")
+    message.id = 7  # type: ignore[assignment]  # unvalidated: decoding coerces it to "7"
+    return message
+
+
 # Messages whose stored form may decode to other values or types: never kept.
 NOT_KEEPABLE: list[BaseMessage] = [
     _with_enum_content(),
@@ -160,6 +166,17 @@ def test_a_message_that_might_decode_differently_is_not_kept_and_is_decoded() ->
     assert raw == [encode(m) for m in NOT_KEEPABLE]
     assert cache.info()["kept"] == 0
     _assert_same_as_fresh(cache.decode(raw), raw)
+
+
+def test_a_shape_that_decodes_differently_is_found_by_a_real_decode_and_never_kept() -> None:
+    cache = DecodeCache(max_messages=64)
+    # pydantic warns on the dump; the stored JSON holds 7, decoding gives "7".
+    with pytest.warns(UserWarning, match="serialized value may not be as expected"):
+        raw = [cache.encode(_with_int_id()) for _ in range(2)]
+    assert cache.info()["kept"] == 0
+    (got,) = cache.decode(raw[:1])
+    assert got.id == "7"
+    _assert_same_as_fresh([got], raw[:1])
 
 
 def test_changing_an_appended_message_afterwards_changes_nothing_read_back() -> None:
