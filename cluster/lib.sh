@@ -40,6 +40,10 @@ shopt -s inherit_errexit
 # The kubelet's containerd (CRI on); dockerd keeps its own containerd elsewhere.
 : "${CONTAINERD_SOCK:=/run/containerd/containerd.sock}"
 : "${DOCKERD_STATE:=/var/lib/chat-history/dockerd}"
+# The dockerd config ensure_privileged_docker writes, and the runc-caps wrapper it names
+# (cluster/runc-caps.sh, copied into the machine's cache).
+DOCKER_CONF=/etc/docker/daemon.json
+RUNC_CAPS="$CHAT_HISTORY_CACHE/tools/runc-caps"
 
 # shellcheck disable=SC2034 # used by the scripts that source this file
 CACHE_BIN="$CHAT_HISTORY_CACHE/bin"
@@ -242,26 +246,40 @@ missing_caps() {
 # .../runc-caps: no such file or directory"), image builds included: install the wrapper into
 # this cache, name it there, and reload the dockerd these scripts started.
 repair_runc_caps_config() {
-    local conf=/etc/docker/daemon.json wrapper="$CHAT_HISTORY_CACHE/tools/runc-caps" named pid
-    named="$(sed -n 's/.*"runc-caps": *{ *"path": *"\([^"]*\)".*/\1/p' "$conf" 2>/dev/null)"
+    local named pid
+    named="$(sed -n 's/.*"runc-caps": *{ *"path": *"\([^"]*\)".*/\1/p' "$DOCKER_CONF" 2>/dev/null)"
     [[ -n "$named" && ! -x "$named" ]] || return 0
     ensure_debian_packages jq runc
-    mkdir -p "$CHAT_HISTORY_CACHE/tools"
-    install -m 0755 "$REPO_ROOT/cluster/runc-caps.sh" "$wrapper.tmp"
-    mv "$wrapper.tmp" "$wrapper"
-    printf '{"runtimes": {"runc-caps": {"path": "%s"}}, "default-runtime": "runc-caps"}\n' \
-        "$wrapper" >"$conf"
-    log "$conf named a runc-caps wrapper that is gone ($named): it names $wrapper now"
+    install_runc_caps
+    log "$DOCKER_CONF named a runc-caps wrapper that is gone ($named): it names $RUNC_CAPS now"
     pid="$(cat "$DOCKERD_STATE/dockerd.pid" 2>/dev/null || true)"
-    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
-        kill -HUP "$pid"
-        wait_for 10 "dockerd's runc-caps runtime at $wrapper" runc_caps_runtime_is "$wrapper" ||
-            die "dockerd did not reload $conf: see $DOCKERD_STATE/dockerd.log"
-    fi
+    kill -0 "$pid" 2>/dev/null || pid="" # not running: it reads the file when it starts
+    use_runc_caps "$pid"
 }
 
-runc_caps_runtime_is() {
-    [[ "$(docker info -f '{{with index .Runtimes "runc-caps"}}{{.Path}}{{end}}' 2>/dev/null)" == "$1" ]]
+install_runc_caps() {
+    mkdir -p "$(dirname "$RUNC_CAPS")"
+    install -m 0755 "$REPO_ROOT/cluster/runc-caps.sh" "$RUNC_CAPS.tmp"
+    mv "$RUNC_CAPS.tmp" "$RUNC_CAPS"
+}
+
+# use_runc_caps [PID]: $DOCKER_CONF makes the wrapper dockerd's default runtime; a dockerd PID
+# (one these scripts started) reloads it and is waited for until it runs on it.
+use_runc_caps() {
+    local pid="${1:-}"
+    mkdir -p "$(dirname "$DOCKER_CONF")"
+    printf '{"runtimes": {"runc-caps": {"path": "%s"}}, "default-runtime": "runc-caps"}\n' \
+        "$RUNC_CAPS" >"$DOCKER_CONF"
+    [[ -n "$pid" ]] || return 0
+    log "dockerd (pid $pid): default runtime runc-caps ($RUNC_CAPS), reloading"
+    kill -HUP "$pid"
+    wait_for 10 "dockerd's default runtime runc-caps at $RUNC_CAPS" runs_on_runc_caps ||
+        die "dockerd did not take the runc-caps runtime: see $DOCKERD_STATE/dockerd.log"
+}
+
+runs_on_runc_caps() {
+    docker_default_runtime_is runc-caps &&
+        [[ "$(docker info -f '{{with index .Runtimes "runc-caps"}}{{.Path}}{{end}}')" == "$RUNC_CAPS" ]]
 }
 
 docker_default_runtime_is() { [[ "$(docker info -f '{{.DefaultRuntime}}' 2>/dev/null)" == "$1" ]]; }
@@ -274,31 +292,23 @@ docker_default_runtime_is() { [[ "$(docker info -f '{{.DefaultRuntime}}' 2>/dev/
 ensure_privileged_docker() {
     ensure_dockerd
     [[ -z "$(missing_caps)" ]] && return 0
-    local wrapper="$CHAT_HISTORY_CACHE/tools/runc-caps" conf=/etc/docker/daemon.json pid
+    local pid
     # The wrapper edits the OCI spec with jq and execs Debian's runc: both must be there before
     # it becomes the runtime of every container.
     ensure_debian_packages jq runc
-    docker_default_runtime_is runc-caps && cmp -s "$REPO_ROOT/cluster/runc-caps.sh" "$wrapper" && return 0
-    mkdir -p "$CHAT_HISTORY_CACHE/tools"
-    install -m 0755 "$REPO_ROOT/cluster/runc-caps.sh" "$wrapper.tmp"
-    mv "$wrapper.tmp" "$wrapper"
+    docker_default_runtime_is runc-caps && cmp -s "$REPO_ROOT/cluster/runc-caps.sh" "$RUNC_CAPS" && return 0
+    install_runc_caps
     pid="$(cat "$DOCKERD_STATE/dockerd.pid" 2>/dev/null || true)"
     if [[ -z "$pid" ]] || ! kill -0 "$pid" 2>/dev/null; then
         die "root lacks capabilities $(missing_caps) (see /proc/self/status CapBnd), so runc" \
             "refuses privileged containers, and this dockerd was not started by these scripts:" \
-            "add {\"runtimes\": {\"runc-caps\": {\"path\": \"$wrapper\"}}, \"default-runtime\": \"runc-caps\"}" \
+            "add {\"runtimes\": {\"runc-caps\": {\"path\": \"$RUNC_CAPS\"}}, \"default-runtime\": \"runc-caps\"}" \
             "to its daemon.json and reload it (kill -HUP)"
     fi
-    # dockerd started without --config-file reloads /etc/docker/daemon.json; only ever ours.
-    if [[ -f "$conf" ]] && ! grep -q '"runc-caps"' "$conf"; then
-        die "$conf exists and is not this project's: add the runc-caps runtime ($wrapper) as" \
+    # dockerd started without --config-file reloads $DOCKER_CONF; only ever ours.
+    if [[ -f "$DOCKER_CONF" ]] && ! grep -q '"runc-caps"' "$DOCKER_CONF"; then
+        die "$DOCKER_CONF exists and is not this project's: add the runc-caps runtime ($RUNC_CAPS) as" \
             "its default-runtime yourself, then kill -HUP $pid"
     fi
-    mkdir -p /etc/docker
-    printf '{"runtimes": {"runc-caps": {"path": "%s"}}, "default-runtime": "runc-caps"}\n' \
-        "$wrapper" >"$conf"
-    log "dockerd (pid $pid): default runtime runc-caps ($wrapper), reloading"
-    kill -HUP "$pid"
-    wait_for 10 "dockerd's default runtime runc-caps" docker_default_runtime_is runc-caps ||
-        die "dockerd did not take the runc-caps runtime: see $DOCKERD_STATE/dockerd.log"
+    use_runc_caps "$pid"
 }
