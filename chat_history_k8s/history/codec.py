@@ -146,13 +146,15 @@ def _template_of(message: BaseMessage, data: dict[str, Any], raw: bytes) -> _Tem
             state[name] = kind()  # not the caller's container: it may fill it later
             continue
         return None
+    key = tuple(shape)
+    same = _SHAPES.get(key)
+    if same is False:
+        return None
     kept = object.__new__(type(message))
     _set(kept, "__dict__", state)
     _set(kept, "__pydantic_fields_set__", set(data))
     _set(kept, "__pydantic_extra__", None if message.__pydantic_extra__ is None else {})
     _set(kept, "__pydantic_private__", None if message.__pydantic_private__ is None else {})
-    key = tuple(shape)
-    same = _SHAPES.get(key)
     if same is None:
         same = _decodes_to(raw, kept)
         if len(_SHAPES) < _MAX_SHAPES:

@@ -142,16 +142,16 @@ def test_each_pods_sentinel_calls_the_primary_down_a_stagger_later(
     assert monitors == [f"sentinel monitor chat-history {pod_fqdn(0)} 6379 {q}" for q in (2, 2, 3)]
     # pod 0's conf; the other pods' differ in their own name, down-after and quorum only.
     assert "sentinel failover-timeout chat-history 1500" in confs[0]
-    for n, conf in enumerate(confs):
-        assert [
+
+    def the_rest(n: int) -> list[str]:
+        return [
             line.replace(pod_fqdn(n), "ME")
-            for line in conf
-            if "down-after" not in line and "monitor" not in line
-        ] == [
-            line.replace(pod_fqdn(0), "ME")
-            for line in confs[0]
+            for line in confs[n]
             if "down-after" not in line and "monitor" not in line
         ]
+
+    for n in range(len(confs)):
+        assert the_rest(n) == the_rest(0)
 
     unstaggered = render(
         REPLICATION,

@@ -36,6 +36,17 @@ MESSAGES: list[BaseMessage] = [
 ]
 
 
+def _assert_same_as_fresh(got: list[BaseMessage], raw: list[bytes]) -> None:
+    fresh = decode(raw)
+    assert got == fresh
+    assert [type(m) for m in got] == [type(m) for m in fresh]
+    assert [m.__dict__ for m in got] == [m.__dict__ for m in fresh]
+    assert [m.model_fields_set for m in got] == [m.model_fields_set for m in fresh]
+    assert [m.model_dump(exclude_unset=True) for m in got] == [
+        m.model_dump(exclude_unset=True) for m in fresh
+    ]
+
+
 def test_a_cached_decode_equals_a_fresh_one_for_every_message_type() -> None:
     raw = [encode(m) for m in MESSAGES]
     cache = DecodeCache(max_messages=64)
@@ -44,11 +55,7 @@ def test_a_cached_decode_equals_a_fresh_one_for_every_message_type() -> None:
         assert got == decode(raw) == MESSAGES
         assert messages_to_dict(got) == messages_to_dict(MESSAGES)
         assert [type(m) for m in got] == [type(m) for m in MESSAGES]
-        fresh = decode(raw)
-        assert [m.model_fields_set for m in got] == [m.model_fields_set for m in fresh]
-        assert [m.model_dump(exclude_unset=True) for m in got] == [
-            m.model_dump(exclude_unset=True) for m in fresh
-        ]
+        _assert_same_as_fresh(got, raw)
     # Plain messages are shared through templates; the rest is decoded on every read.
     assert cache.info()["hits"] == 2 * len(MESSAGES)
 
@@ -125,17 +132,6 @@ NOT_KEEPABLE: list[BaseMessage] = [
     HumanMessage(content="x", extra_field=1),  # an extra field
     *(MESSAGES[i] for i in (1, 3, 4, 5)),  # metadata, tool calls, an artifact, content blocks
 ]
-
-
-def _assert_same_as_fresh(got: list[BaseMessage], raw: list[bytes]) -> None:
-    fresh = decode(raw)
-    assert got == fresh
-    assert [type(m) for m in got] == [type(m) for m in fresh]
-    assert [m.__dict__ for m in got] == [m.__dict__ for m in fresh]
-    assert [m.model_fields_set for m in got] == [m.model_fields_set for m in fresh]
-    assert [m.model_dump(exclude_unset=True) for m in got] == [
-        m.model_dump(exclude_unset=True) for m in fresh
-    ]
 
 
 def test_a_message_this_process_encoded_is_read_back_without_a_decode(
