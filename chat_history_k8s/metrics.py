@@ -56,10 +56,14 @@ class Metrics:
             ["op"],
             registry=r,
         )
+        self._round_trips: dict[str, Counter] = {}  # redis_round_trips' children by op
         self._store_collector: _StoreCollector | None = None
 
     def round_trip(self, op: str) -> None:
-        self.redis_round_trips.labels(op).inc()
+        counter = self._round_trips.get(op)
+        if counter is None:  # labels() costs a few microseconds: once per operation
+            counter = self._round_trips[op] = self.redis_round_trips.labels(op)
+        counter.inc()
 
     def watch_store(self, store: ReportsSize) -> None:
         """Export what `store` reports about itself (`size_metrics()`) at every scrape."""

@@ -5,18 +5,29 @@ Most of a sliding window is the messages of the last turn's window: decoding the
 langchain-core message objects (JSON, then pydantic validation) cost as much replica CPU as the
 `LRANGE` that fetched them (docs/benchmarks.md). `DecodeCache` keeps the decoded messages by
 their *exact stored bytes*, so an entry can never be stale: the same bytes always decode to the
-same message, and a changed message is different bytes. Every read gets its own copies, sharing
-no mutable object with the cache or with another read; a message that holds anything mutable
-beyond empty containers (content blocks, tool calls, metadata) is decoded every time instead.
+same message, and a changed message is different bytes. By default every read gets its own
+copies, sharing no mutable object with the cache or with another read; a message that holds
+anything mutable beyond empty containers (content blocks, tool calls, metadata) is decoded every
+time instead.
+
+A read may instead name a *scope* (a session's key): it then gets the cached messages
+themselves, shared by every read of that scope in this process and by no other scope. That is
+what the memory backend's reads get (its stored objects), for a caller that never changes a
+message it read: the service's turn, which hands the window to the model and drops it
+(docs/benchmarks.md measures what no copy per read saves).
 
 A process also knows the messages it appends: `DecodeCache.encode` keeps the message it just
 encoded (a copy of it, when it is one a template can share) under its stored bytes, so the
 replica that wrote a turn does not decode it when it reads the window next time. That copy is
-what decoding those bytes would give. Only messages of exact built-in field types (str, int,
-bool, None, finite float) and empty containers are kept, and only once a message of the same
-shape (class, field names and value types) was decoded and found equal field by field to its
-kept copy: validation may still change a value on decode (an `id` assigned as an int comes back
-a str), and such a shape is never kept (tests/history/test_codec.py).
+what decoding those bytes would give. Only *plain* messages are kept: exact built-in field
+types (str, int, bool, None, finite float) and empty containers, of a shape (class, field names
+and value types) that a real decode has shown to come back field by field as stored:
+validation may still change a value on decode (an `id` stored as an int comes back a str), and
+such a shape is never trusted (tests/history/test_codec.py).
+
+The same check makes a miss cheaper: a stored plain message of a trusted shape becomes a
+message holding its stored fields as they are, without pydantic's validation (what the
+service writes is plain: text, ids, empty containers); anything else is decoded in full.
 """
 
 from __future__ import annotations
@@ -25,7 +36,7 @@ import functools
 import math
 import threading
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from langchain_core.messages import (
@@ -50,9 +61,16 @@ _IMMUTABLE = (str, int, float, bool, bytes, type(None))
 # What a message kept from `encode` may hold: types whose JSON round trip gives the same value of
 # the same type (exactly these: a str subclass such as an enum member comes back a plain str).
 _ROUND_TRIP = frozenset({str, int, bool, type(None)})
-# The classes `messages_from_dict` gives back for their own stored type (a subclass of one of
-# them would come back as its base class, so it is never kept).
-_KEPT_CLASSES = frozenset({HumanMessage, AIMessage, SystemMessage, ChatMessage, ToolMessage})
+# The classes `messages_from_dict` gives back for their own stored type, by that type (a
+# subclass of one of them would come back as its base class, so it is never kept).
+_CLASSES: dict[str, type[BaseMessage]] = {
+    "human": HumanMessage,
+    "ai": AIMessage,
+    "system": SystemMessage,
+    "chat": ChatMessage,
+    "tool": ToolMessage,
+}
+_KEPT_CLASSES = frozenset(_CLASSES.values())
 _set = object.__setattr__  # pydantic models refuse plain attribute setting of their internals
 
 
@@ -102,77 +120,126 @@ class _Template:
 
 def _template(raw: bytes | str) -> _Template | None:
     """The template of a message that can be shared safely, None for one that cannot."""
-    message = decode_one(raw)
-    empties = []
+    message, empties = _decoded(raw)
+    if empties is not None:
+        return _Template(message, empties)
+    found = []
     for name, value in message.__dict__.items():
         if isinstance(value, _IMMUTABLE):
             continue
         if type(value) in (dict, list) and not value:
-            empties.append((name, type(value)))
+            found.append((name, type(value)))
             continue
         return None  # e.g. content blocks, tool calls, metadata: decoded on every read
     if message.__pydantic_extra__ or message.__pydantic_private__:
         return None
-    return _Template(message, tuple(empties))
+    return _Template(message, tuple(found))
 
 
-# Shapes of messages (class, then each field's name and value type) and whether a message of
-# that shape decodes to what `_template_of` keeps: checked once each, by a real decode.
-_SHAPES: dict[tuple[Any, ...], bool] = {}
-_MAX_SHAPES = 256  # a handful in practice; past this, an unseen shape is not kept
+# Plain shapes. A shape is a message class, its stored field names and their value types; a
+# message of it is *plain* when its values are of types whose JSON round trip gives them back
+# (`_ROUND_TRIP`, finite floats) and its containers are empty, and when a real decode of one
+# such message gave back its stored fields unchanged: its empty containers (name, type), or
+# False for a shape that is never plain. Checked once per shape, remembered.
+Empties = tuple[tuple[str, type], ...]
+_PLANS: dict[tuple[Any, ...], Empties | Literal[False]] = {}
+_MAX_SHAPES = 256  # a handful in practice; past this, an unseen shape is decoded in full
+_PLAIN_KINDS = _ROUND_TRIP | {float, dict, list}
+
+
+def _plain(cls: type[BaseMessage], data: dict[str, Any], raw: bytes | str) -> Empties | None:
+    """The empty containers (name, type) of a plain message of `cls` whose stored fields are
+    `data` and stored form `raw`; None when it is not plain (tests/history/test_codec.py). A
+    message that is not plain itself (a container not empty) never decides its shape's plan."""
+    shape = (cls, tuple(data), tuple(map(type, data.values())))
+    plan = _PLANS.get(shape)
+    if plan is False:
+        return None
+    empties = _containers(shape) if plan is None else plan
+    if empties is None:  # a value whose JSON round trip may not give it back
+        _remember(shape, False)
+        return None
+    for name, _ in empties:
+        if data[name]:
+            return None
+    if float in shape[2] and not all(math.isfinite(v) for v in data.values() if type(v) is float):
+        return None  # orjson writes NaN as null: it would not come back
+    if plan is None:
+        plan = _remember(shape, empties if _decodes_unchanged(cls, raw, data) else False)
+    return None if plan is False else plan
+
+
+def _containers(shape: tuple[Any, ...]) -> Empties | None:
+    """The containers (name, type) of `shape`, or None when one of its value types is not
+    `_PLAIN_KINDS`."""
+    _, names, kinds = shape
+    if not all(kind in _PLAIN_KINDS for kind in kinds):
+        return None
+    return tuple((n, k) for n, k in zip(names, kinds, strict=True) if k in (dict, list))
+
+
+def _remember(shape: tuple[Any, ...], plan: Empties | Literal[False]) -> Empties | Literal[False]:
+    if len(_PLANS) < _MAX_SHAPES:
+        _PLANS[shape] = plan
+    return plan
+
+
+def _decodes_unchanged(cls: type[BaseMessage], raw: bytes | str, data: dict[str, Any]) -> bool:
+    """Whether a real decode of `raw` gives back its stored fields `data` unchanged: the same
+    values of the same types in the same order, all set, no extras. Validation may change a
+    value (an `id` stored as an int comes back a str)."""
+    decoded = decode_one(raw)
+    fields = decoded.__dict__
+    return (
+        type(decoded) is cls
+        and list(fields.items()) == list(data.items())
+        and all(type(fields[name]) is type(value) for name, value in data.items())
+        and decoded.__pydantic_fields_set__ == data.keys()
+        and decoded.__pydantic_extra__ == {}
+        and decoded.__pydantic_private__ is None
+    )
+
+
+def _built(cls: type[BaseMessage], fields: dict[str, Any]) -> BaseMessage:
+    """A message of `cls` holding `fields` as they are, all set, no extras (the kept classes
+    allow extras, so theirs is an empty dict): what decoding gives for a plain message, without
+    pydantic's validation."""
+    message = object.__new__(cls)
+    _set(message, "__dict__", fields)
+    _set(message, "__pydantic_fields_set__", set(fields))
+    _set(message, "__pydantic_extra__", {})
+    _set(message, "__pydantic_private__", None)
+    return message
+
+
+def _decoded(raw: bytes | str) -> tuple[BaseMessage, Empties | None]:
+    """`decode_one(raw)`, and for a plain message (`_plain`) its empty containers, else None.
+    A plain message is its stored fields as they are, not validated (half the cost of a miss)."""
+    stored = orjson.loads(raw)
+    kind = stored.get("type") if type(stored) is dict else None
+    cls = _CLASSES.get(kind) if type(kind) is str else None
+    data = stored.get("data") if cls is not None else None
+    if cls is not None and type(data) is dict:
+        empties = _plain(cls, data, raw)
+        if empties is not None:
+            return _built(cls, data), empties
+    return messages_from_dict([stored])[0], None
 
 
 def _template_of(message: BaseMessage, data: dict[str, Any], raw: bytes) -> _Template | None:
-    """The template `_template(raw)` would build, made from `message` itself (no decode), or
-    None when its stored form `raw` might decode to anything else. `data` is its stored fields
-    (`message_to_dict(message)["data"]`): decoding sets exactly those."""
+    """The template `_template(raw)` would build, made from `message`'s stored fields `data`
+    (`message_to_dict(message)["data"]`: a dict of its own, containers included) without a
+    decode, or None when `raw` might decode to anything else than `message`."""
+    cls = type(message)
     if (
-        type(message) not in _KEPT_CLASSES
+        cls not in _KEPT_CLASSES
         or message.__pydantic_extra__
         or message.__pydantic_private__
-        or message.__dict__.keys() != data.keys()
+        or message.__dict__ != data
     ):
         return None
-    state = message.__dict__.copy()
-    shape: list[Any] = [type(message)]
-    empties = []
-    for name, value in state.items():
-        kind = type(value)
-        shape += (name, kind)
-        if kind in _ROUND_TRIP or (kind is float and math.isfinite(value)):
-            continue
-        if kind in (dict, list) and not value:
-            empties.append((name, kind))
-            state[name] = kind()  # not the caller's container: it may fill it later
-            continue
-        return None
-    key = tuple(shape)
-    same = _SHAPES.get(key)
-    if same is False:
-        return None
-    kept = object.__new__(type(message))
-    _set(kept, "__dict__", state)
-    _set(kept, "__pydantic_fields_set__", set(data))
-    _set(kept, "__pydantic_extra__", None if message.__pydantic_extra__ is None else {})
-    _set(kept, "__pydantic_private__", None if message.__pydantic_private__ is None else {})
-    if same is None:
-        same = _decodes_to(raw, kept)
-        if len(_SHAPES) < _MAX_SHAPES:
-            _SHAPES[key] = same
-    return _Template(kept, tuple(empties)) if same else None
-
-
-def _decodes_to(raw: bytes, kept: BaseMessage) -> bool:
-    """Whether decoding `raw` gives `kept`: same class, fields, value types and fields set."""
-    decoded = decode_one(raw)
-    return (
-        type(decoded) is type(kept)
-        and decoded.__dict__ == kept.__dict__
-        and all(type(decoded.__dict__[k]) is type(v) for k, v in kept.__dict__.items())
-        and decoded.__pydantic_fields_set__ == kept.__pydantic_fields_set__
-        and decoded.__pydantic_extra__ == kept.__pydantic_extra__
-        and decoded.__pydantic_private__ == kept.__pydantic_private__
-    )
+    empties = _plain(cls, data, raw)
+    return None if empties is None else _Template(_built(cls, data), empties)
 
 
 class DecodeCache:
@@ -184,21 +251,25 @@ class DecodeCache:
     def __init__(self, max_messages: int = DEFAULT_MAX_MESSAGES) -> None:
         self.max_messages = max_messages
         self._max_kept = max_messages // 4
-        self._kept: dict[bytes, _Template] = {}
+        # Keys: the stored bytes, or (scope, stored bytes) for a scope's shared messages.
+        self._kept: dict[Any, _Template] = {}
         self._kept_lock = threading.Lock()
         kept = self._kept
 
-        def template(raw: bytes | str) -> _Template | None:
-            found = kept.pop(raw, None)  # type: ignore[arg-type]  # a str key is never there
-            return found if found is not None else _template(raw)
+        def template(key: bytes | str | tuple[str, bytes | str]) -> _Template | None:
+            found = kept.pop(key, None)  # a str is never there: encode keeps bytes
+            if found is not None:
+                return found
+            return _template(key[1] if type(key) is tuple else key)  # type: ignore[arg-type]  # narrowed by the type check
 
         self._template: Any = functools.lru_cache(maxsize=max_messages)(template)
 
-    def encode(self, message: BaseMessage) -> bytes:
+    def encode(self, message: BaseMessage, scope: str | None = None) -> bytes:
         """`encode(message)`, and the message kept under those bytes (when a template can share
-        it), so this process's next read of them decodes nothing: the replica that appended a
-        turn reads it back for free. A message never read is dropped after `max_messages // 4`
-        newer ones (about 2.4 MiB for the default, docs/benchmarks.md)."""
+        it), so this process's next read of them (in `scope`, when given) decodes nothing: the
+        replica that appended a turn reads it back for free. What is kept is a copy, never the
+        caller's object. A message never read is dropped after `max_messages // 4` newer ones
+        (about 2.4 MiB for the default, docs/benchmarks.md)."""
         stored = message_to_dict(message)
         raw = _dumps(stored)
         if self._max_kept:
@@ -209,17 +280,25 @@ class DecodeCache:
                 with self._kept_lock:
                     if len(self._kept) >= self._max_kept:
                         del self._kept[next(iter(self._kept))]
-                    self._kept[key] = template
+                    self._kept[key if scope is None else (scope, key)] = template
         return raw
 
-    def decode(self, raw: Iterable[bytes | str]) -> list[BaseMessage]:
-        """The same messages as `decode(raw)`, each a copy of its own."""
+    def decode(self, raw: Iterable[bytes | str], scope: str | None = None) -> list[BaseMessage]:
+        """The same messages as `decode(raw)`. Without `scope`, each a copy of its own. With
+        `scope`, the cached messages themselves, shared by every read of that scope in this
+        process and never by another scope's: the caller must not change them."""
         if not self.max_messages:
             return decode(raw)
+        template_for = self._template
         out = []
-        for item in raw:
-            template = self._template(item)
-            out.append(decode_one(item) if template is None else template.copy())
+        if scope is None:
+            for item in raw:
+                template = template_for(item)
+                out.append(decode_one(item) if template is None else template.copy())
+        else:
+            for item in raw:
+                template = template_for((scope, item))
+                out.append(decode_one(item) if template is None else template.message)
         return whole_tool_groups(out)
 
     def info(self) -> dict[str, int]:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
@@ -45,6 +44,31 @@ return n
 APPEND_SHA = hashlib.sha1(APPEND_SCRIPT.encode()).hexdigest()  # noqa: S324 - EVALSHA's name
 
 
+class _RoundTrip:
+    """One round trip to Redis (a context manager): counted, and its failures raised as
+    `HistoryUnavailable`. A class, not a generator: a turn enters two, and this costs a third."""
+
+    __slots__ = ("hook", "op")
+
+    def __init__(self, op: str, hook: RoundTripHook | None) -> None:
+        self.op = op
+        self.hook = hook
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        if self.hook is not None:
+            self.hook(self.op)
+        # NOSCRIPT is not a failure: the caller sends the script's source.
+        if isinstance(exc, (redis.RedisError, RedisClusterException)) and not isinstance(
+            exc, NoScriptError
+        ):
+            raise HistoryUnavailable.from_redis(exc) from exc
+
+
 class RedisChatHistory(ChatHistory):
     """A session stored as the Redis LIST `<key_prefix><session_id>`, oldest message first.
 
@@ -67,6 +91,11 @@ class RedisChatHistory(ChatHistory):
     `redis.asyncio.RedisCluster`: a session is one key, so one slot. Given a `multiplexed`
     connection (the service's, chat_history_k8s/history/redis_mux.py), the async window read
     and the append without `WAIT` go through it instead of the client's pool.
+
+    Every read returns messages of its own, unless `share_decoded`: then the reads of this
+    session in this process share the decoded messages (no copy each read; another session
+    never sees them), as the memory backend's reads share its stored objects. For a caller that
+    never changes a message it read, such as the service's turn (`RedisStore`).
     """
 
     def __init__(
@@ -84,6 +113,7 @@ class RedisChatHistory(ChatHistory):
         wait_timeout_seconds: float = 0.5,
         decode_cache: DecodeCache = DECODED,
         multiplexed: MultiplexedConnection | None = None,
+        share_decoded: bool = False,
     ) -> None:
         super().__init__()
         if async_client is None and client is None and url is None:
@@ -99,6 +129,8 @@ class RedisChatHistory(ChatHistory):
         self._on_round_trip = on_round_trip
         self.wait = WaitFor.seconds(wait_replicas, wait_timeout_seconds)
         self.decoded = decode_cache
+        # The decode cache's scope: this session's reads share their messages (see the class).
+        self._scope = self.key if share_decoded else None
         self._mux = multiplexed
 
     @classmethod
@@ -120,18 +152,8 @@ class RedisChatHistory(ChatHistory):
                 await client.aclose()
 
     # -- plumbing ----------------------------------------------------------------------------
-    @contextmanager
-    def _round_trip(self, op: str) -> Iterator[None]:
-        """One round trip to Redis: counted, and its failures raised as `HistoryUnavailable`."""
-        try:
-            yield
-        except NoScriptError:
-            raise  # not a failure: the caller sends the script's source
-        except (redis.RedisError, RedisClusterException) as exc:
-            raise HistoryUnavailable.from_redis(exc) from exc
-        finally:
-            if self._on_round_trip is not None:
-                self._on_round_trip(op)
+    def _round_trip(self, op: str) -> _RoundTrip:
+        return _RoundTrip(op, self._on_round_trip)
 
     def _sync(self) -> redis.Redis:
         if self._client is None:
@@ -161,7 +183,7 @@ class RedisChatHistory(ChatHistory):
     def _append_args(self, messages: Sequence[BaseMessage]) -> tuple[Any, ...]:
         """The script's keys and arguments (after its name): `numkeys key cap ttl *messages`.
         Encoded through the decode cache, which keeps them: this process reads them back free."""
-        encoded = map(self.decoded.encode, messages)
+        encoded = [self.decoded.encode(message, self._scope) for message in messages]
         return (1, self.key, self.max_messages, self.ttl_seconds, *encoded)
 
     def _append_commands(self, command: str, args: tuple[Any, ...]) -> list[Command]:
@@ -185,7 +207,7 @@ class RedisChatHistory(ChatHistory):
                 raise_first_error([raw])
             else:
                 raw = await self._async().lrange(self.key, *self._window_range(n))
-        return self.decoded.decode(raw)
+        return self.decoded.decode(raw, self._scope)
 
     async def aget_window_along(
         self, n: int, command: Sequence[Any]
@@ -204,7 +226,7 @@ class RedisChatHistory(ChatHistory):
                     pipe.execute_command(*command)
                     pipe.lrange(self.key, *self._window_range(n))
                     reply, raw = await pipe.execute()
-        return self.decoded.decode(raw), reply
+        return self.decoded.decode(raw, self._scope), reply
 
     async def aappend_turn(self, messages: Sequence[BaseMessage]) -> int:
         if not messages:
@@ -235,7 +257,7 @@ class RedisChatHistory(ChatHistory):
     def get_window(self, n: int) -> list[BaseMessage]:
         with self._round_trip("read"):
             raw = self._sync().lrange(self.key, *self._window_range(n))
-        return self.decoded.decode(raw)
+        return self.decoded.decode(raw, self._scope)
 
     def append_turn(self, messages: Sequence[BaseMessage]) -> int:
         if not messages:
@@ -286,6 +308,9 @@ class RedisStore(HistoryStore):
             wait_replicas=self._settings.redis_wait_replicas,
             wait_timeout_seconds=self._settings.redis_wait_timeout_seconds,
             multiplexed=self.multiplexed,
+            # The turn hands the window to the model and drops it: it never changes a message
+            # (tests/conversation/test_shared_window.py checks the model and LangChain's path).
+            share_decoded=True,
         )
 
     async def start(self) -> None:

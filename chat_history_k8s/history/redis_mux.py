@@ -139,7 +139,7 @@ class MultiplexedConnection:
         while True:
             written = False
             try:
-                wire = await self._connected()
+                wire = self._wire or await self._connected()
                 written = True
                 return await self._submit(wire, commands)
             except redis.ConnectionError:

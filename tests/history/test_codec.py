@@ -4,7 +4,9 @@ to its messages reaches the cache or another reader."""
 from __future__ import annotations
 
 import enum
+from typing import Any
 
+import orjson
 import pytest
 from langchain_core.messages import (
     AIMessage,
@@ -13,11 +15,14 @@ from langchain_core.messages import (
     HumanMessage,
     SystemMessage,
     ToolMessage,
+    messages_from_dict,
     messages_to_dict,
 )
 
 from chat_history_k8s.history import codec
 from chat_history_k8s.history.codec import DecodeCache, decode, encode
+
+decode_all = messages_from_dict
 
 MESSAGES: list[BaseMessage] = [
     SystemMessage(content="be brief", id="sys-1"),
@@ -134,6 +139,19 @@ NOT_KEEPABLE: list[BaseMessage] = [
 ]
 
 
+def _count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[bytes | str]:
+    """The stored messages the cache decodes from now on (a miss's decode, fast or full)."""
+    decodes: list[bytes | str] = []
+    decoded = codec._decoded
+
+    def counted(item: bytes | str) -> tuple[BaseMessage, Any]:
+        decodes.append(item)
+        return decoded(item)
+
+    monkeypatch.setattr(codec, "_decoded", counted)
+    return decodes
+
+
 def test_a_message_this_process_encoded_is_read_back_without_a_decode(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -141,13 +159,7 @@ def test_a_message_this_process_encoded_is_read_back_without_a_decode(
     raw = [cache.encode(m) for m in KEEPABLE]
     assert raw == [encode(m) for m in KEEPABLE]
     assert cache.info()["kept"] == len(KEEPABLE)
-    decodes: list[bytes] = []
-
-    def decode_one(item: bytes) -> BaseMessage:
-        decodes.append(item)
-        return codec.decode_one(item)
-
-    monkeypatch.setattr(codec, "decode_one", decode_one)
+    decodes = _count_decodes(monkeypatch)
     got = cache.decode(raw)
     assert decodes == []
     monkeypatch.undo()
@@ -199,3 +211,75 @@ def test_kept_messages_are_bounded_oldest_out_first() -> None:
     off = DecodeCache(max_messages=0)
     assert off.encode(HumanMessage(content="m")) == encode(HumanMessage(content="m"))
     assert off.info()["kept"] == 0
+
+
+def test_a_scope_shares_its_messages_between_its_reads_and_with_no_other_scope() -> None:
+    raw = [encode(m) for m in MESSAGES]
+    cache = DecodeCache(max_messages=64)
+    first, again = cache.decode(raw, "s1"), cache.decode(raw, "s1")
+    other, unscoped = cache.decode(raw, "s2"), cache.decode(raw)
+    for got in (first, again, other, unscoped):
+        _assert_same_as_fresh(got, raw)
+    # Plain messages are the same objects in every read of s1; the rest are decoded each time.
+    shared = [a is b for a, b in zip(first, again, strict=True)]
+    assert shared == [m is not None for m in map(codec._template, raw)]
+    assert sum(shared) >= 4
+    for got in (other, unscoped):
+        assert all(a is not b for a, b in zip(first, got, strict=True))
+
+
+def test_a_scope_reads_back_what_it_appended_without_a_decode_and_no_other_scope_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cache = DecodeCache(max_messages=64)
+    appended = [m.model_copy(deep=True) for m in KEEPABLE]  # the caller's, changed below
+    raw = [cache.encode(m, "s1") for m in appended]
+    assert raw == [encode(m) for m in KEEPABLE]
+    decodes = _count_decodes(monkeypatch)
+    got = cache.decode(raw, "s1")
+    assert decodes == []
+    assert all(a is not b for a, b in zip(got, appended, strict=True))  # copies, not the caller's
+    cache.decode(raw, "s2")
+    cache.decode(raw)
+    assert decodes == 2 * raw  # kept for s1 only
+    monkeypatch.undo()
+    _assert_same_as_fresh(got, raw)
+    for message in appended[:2]:  # the caller's objects are its own to change
+        message.additional_kwargs["x"] = 1
+    _assert_same_as_fresh(cache.decode(raw, "s1"), raw)
+
+
+# Stored forms that are not exactly a message's fields: written by older code or by hand.
+ODD_STORED: list[bytes] = [
+    b'{"type":"ai","data":{"content":"no other fields","type":"ai"}}',
+    b'{"type":"human","data":{"type":"human","content":"fields in another order"}}',
+    b'{"type":"human","data":{"content":"x","additional_kwargs":{},"response_metadata":{},'
+    b'"type":"human","name":null,"id":null,"mood":"calm"}}',  # an extra field
+    b'{"type":"human","data":{"content":"x","additional_kwargs":{},"response_metadata":{},'
+    b'"type":"human","name":null,"id":7}}',  # validation makes the id "7"
+]
+
+
+def test_a_miss_decodes_exactly_what_a_full_decode_gives_whatever_was_stored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stored = [encode(m) for m in [*MESSAGES, *KEEPABLE, *NOT_KEEPABLE[1:]]] + ODD_STORED
+    _assert_same_as_fresh([codec._decoded(raw)[0] for raw in stored], stored)  # shapes checked
+    full: list[Any] = []
+
+    def validated_decode(stored: list[Any]) -> list[BaseMessage]:
+        full.extend(stored)
+        return decode_all(stored)
+
+    monkeypatch.setattr(codec, "messages_from_dict", validated_decode)
+    got, plain = zip(*(codec._decoded(raw) for raw in stored), strict=True)
+    monkeypatch.undo()
+    _assert_same_as_fresh(list(got), stored)
+    assert sum(p is not None for p in plain) == len(stored) - len(full)
+    # Validated: what holds more than plain values and empty containers, and the odd ones.
+    # The others (_Shout's stored form is a plain HumanMessage's) were built as they were stored.
+    validated = [MESSAGES[i] for i in (1, 3, 4, 5)] + NOT_KEEPABLE[2:]
+    assert full == [
+        *messages_to_dict(validated),
+        *(orjson.loads(raw) for raw in ODD_STORED),
+    ]
