@@ -3,8 +3,9 @@
 Implementations, each with its own sync redis-py client (same settings) to the same server:
 
 - `ours`: `RedisChatHistory.get_window(20)` + `append_turn([human, ai])`, configured like the
-  service (cap and sliding TTL, so the append is MULTI/RPUSH/LTRIM/EXPIRE/EXEC), with the cap
-  raised above the longest history so nothing is trimmed away;
+  service: cap and sliding TTL (the append script's LTRIM and EXPIRE; the cap raised above the
+  longest history so nothing is trimmed away), and a session's reads sharing its decoded
+  messages (`share_decoded`, as `RedisStore` builds its histories);
 - `langchain`: langchain-community's `RedisChatMessageHistory` (its defaults: no TTL), used the
   way its users do: `.messages` (its only read: the full history) + `.add_messages([human, ai])`;
 - `langchain_ttl`: the same with `ttl=` set (the sliding TTL ours has); counted only;
@@ -12,13 +13,16 @@ Implementations, each with its own sync redis-py client (same settings) to the s
   issued with redis-py on pre-encoded bytes (the ceiling: no JSON, no message objects);
 - `raw_json`: `raw` plus JSON decoding of the window and encoding of the two messages (to
   split the cost of `ours` between the wire, JSON, and langchain-core message objects);
-- `ours_nocache`, `ours_before`: what each change to `RedisChatHistory` bought, measured side
-  by side: `ours` with every stored message decoded on every read (no `DecodeCache`), and that
+- `ours_copies`, `ours_nocache`, `ours_before`: what each change to `RedisChatHistory` bought,
+  measured side by side: `ours` with every read getting copies of its own (the class's
+  default), that with every stored message decoded on every read (no `DecodeCache`), and that
   with the append as it was before the script (a MULTI/RPUSH/LTRIM/EXPIRE/EXEC pipeline).
 
 Runs are interleaved: every repeat runs every implementation at every history length, in a
 rotating order. Each run uses fresh sessions preloaded (untimed) to the history length, and
 spreads its turns over enough sessions that no history grows by more than ~10% during the run.
+Every session's messages and every run's turns are stored bytes of their own, as in real
+conversations: a cache keyed by bytes gets no hit from another session.
 """
 
 from __future__ import annotations
@@ -66,9 +70,10 @@ AI_TEXT = (
     "that tenant only, but that needs a ticket and sign-off from the data protection team."
 )[:480]
 
-IMPLS = ("ours", "langchain", "raw", "raw_json", "ours_nocache", "ours_before")
+IMPLS = ("ours", "langchain", "raw", "raw_json", "ours_copies", "ours_nocache", "ours_before")
 LABELS = {
-    "ours": "this project: RedisChatHistory",
+    "ours": "this project: RedisChatHistory, as the service reads (shared)",
+    "ours_copies": "RedisChatHistory, every read its own copies (its default)",
     "ours_nocache": "RedisChatHistory without its decode cache",
     "ours_before": "RedisChatHistory before (no decode cache, MULTI pipeline)",
     "langchain": "langchain-community RedisChatMessageHistory",
@@ -116,11 +121,15 @@ SMOKE = StoreConfig(
 )
 
 
-def make_pair(i: int) -> list[BaseMessage]:
-    """Turn `i`: shaped like what the service stores (the model's reply carries a run id)."""
+def make_pair(i: int, where: str = "") -> list[BaseMessage]:
+    """Turn `i`: shaped like what the service stores (the model's reply carries a run id). With
+    `where` (a session or a run), stored bytes that nothing else has, as in real conversations:
+    the same bytes in every session would flatter a cache keyed by bytes."""
+    tag = f"#{i} {where}" if where else f"#{i}"
+    run_id = uuid.uuid5(uuid.NAMESPACE_URL, f"{where}/{i}") if where else uuid.UUID(int=i)
     return [
-        HumanMessage(content=f"{HUMAN_TEXT} #{i}"),
-        AIMessage(content=f"{AI_TEXT} #{i}", id=f"lc_run--{uuid.UUID(int=i)}-0"),
+        HumanMessage(content=f"{HUMAN_TEXT} {tag}"),
+        AIMessage(content=f"{AI_TEXT} {tag}", id=f"lc_run--{run_id}-0"),
     ]
 
 
@@ -183,6 +192,7 @@ class Ours(Impl):
     prefix = "bench:ours:"
     history_class: type[RedisChatHistory] = RedisChatHistory
     decode_cache: DecodeCache | None = None  # None: the process's, as the service uses it
+    share_decoded = True  # as the service's turn reads (RedisStore)
 
     def sessions(self, ids: Sequence[str]) -> None:
         cache = {} if self.decode_cache is None else {"decode_cache": self.decode_cache}
@@ -193,6 +203,7 @@ class Ours(Impl):
                 key_prefix=self.prefix,
                 max_messages=CAP,
                 ttl_seconds=TTL_SECONDS,
+                share_decoded=self.share_decoded,
                 **cache,  # type: ignore[arg-type]  # only decode_cache, a DecodeCache
             )
             for s in ids
@@ -202,6 +213,11 @@ class Ours(Impl):
         history = self.histories[index]
         history.get_window(WINDOW)
         history.append_turn(pair)
+
+
+class OursCopies(Ours):
+    prefix = "bench:ours-copies:"
+    share_decoded = False  # RedisChatHistory's default: every read gets copies of its own
 
 
 class OursNoCache(Ours):
@@ -284,6 +300,7 @@ class RawJson(Raw):
 
 IMPL_CLASSES: dict[str, type[Impl]] = {
     "ours": Ours,
+    "ours_copies": OursCopies,
     "ours_nocache": OursNoCache,
     "ours_before": OursBefore,
     "langchain": LangChain,
@@ -302,11 +319,11 @@ def session_count(turns: int, length: int) -> int:
 
 def preload(admin: redis.Redis, impl: Impl, ids: Sequence[str], length: int) -> None:
     """Fresh sessions of `length` messages (alternating human/ai), in `impl`'s own encoding."""
-    history = [impl.encode(m) for i in range(length // 2) for m in make_pair(i)]
-    if impl.newest_first:
-        history.reverse()
     with admin.pipeline(transaction=False) as pipe:
         for s in ids:
+            history = [impl.encode(m) for i in range(length // 2) for m in make_pair(i, s)]
+            if impl.newest_first:
+                history.reverse()
             key = impl.key(s)
             pipe.delete(key)
             for start in range(0, len(history), 1000):
@@ -329,7 +346,7 @@ def run_turns(admin: redis.Redis, impl: Impl, length: int, turns: int) -> float:
     preload(admin, impl, ids, length)
     impl.sessions(ids)
     n = len(ids)
-    pairs = impl.prepare_pairs([make_pair(k) for k in range(turns)])
+    pairs = impl.prepare_pairs([make_pair(k, f"r{_run_counter}") for k in range(turns)])
     gc.collect()
     started = time.perf_counter()
     for k in range(turns):
@@ -352,8 +369,8 @@ def count_per_turn(server: RedisServer, name: str, length: int, turns: int) -> d
     ids = [f"count-{name}-{length}-{i}" for i in range(1 + spread)]
     preload(admin, impl, ids, length)
     impl.sessions(ids)
-    impl.turn(0, impl.prepare_pairs([make_pair(0)])[0])
-    pairs = impl.prepare_pairs([make_pair(k) for k in range(1, turns + 1)])
+    impl.turn(0, impl.prepare_pairs([make_pair(0, "count")])[0])
+    pairs = impl.prepare_pairs([make_pair(k, "count") for k in range(1, turns + 1)])
     before_wire, before_cmds = stats.snapshot(), command_calls(admin)
     for k, pair in enumerate(pairs):
         impl.turn(1 + k % spread, pair)
@@ -435,8 +452,8 @@ def profile_ours(server: RedisServer, length: int, turns: int) -> dict[str, Any]
     ids = [f"profile-{i}" for i in range(session_count(turns, length))]
     preload(admin, impl, ids, length)
     impl.sessions(ids)
-    pairs = [make_pair(k) for k in range(turns)]
-    impl.turn(0, make_pair(0))
+    pairs = [make_pair(k, "profile") for k in range(turns)]
+    impl.turn(0, make_pair(0, "profile"))
     profiler = cProfile.Profile()
     profiler.enable()
     for k in range(turns):
@@ -458,11 +475,11 @@ def profile_ours(server: RedisServer, length: int, turns: int) -> dict[str, Any]
     per_turn_us = {
         "get_window": cumulative("chat_history_k8s/history/redis.py", "get_window"),
         "  LRANGE (redis-py, wire)": cumulative("redis/commands/core.py", "lrange"),
-        "  decode (DecodeCache: json + messages_from_dict on a miss, a copy on a hit)": cumulative(
+        "  decode (DecodeCache: JSON and the message on a miss, a lookup on a hit)": cumulative(
             "chat_history_k8s/history/codec.py", "decode"
         ),
         "append_turn": cumulative("chat_history_k8s/history/redis.py", "append_turn"),
-        "  encode (message_to_dict + json)": cumulative(
+        "  encode (message_to_dict + JSON, the message kept)": cumulative(
             "chat_history_k8s/history/codec.py", "encode"
         ),
         "  EVALSHA (redis-py, wire)": cumulative("redis/client.py", "execute_command")
