@@ -3,7 +3,8 @@
 # against the Kubernetes JSON schemas (strict), judge it with kube-score and checkov, check k8s/
 # for drift, run tests/chart.
 # Installs what it needs: the pinned helm, kube-score and checkov (scripts/tools.sh; needs Go
-# the first time on a machine) and the project venv.
+# the first time on a machine), redis-cli (Debian package redis-tools: tests/chart runs the
+# chart's Sentinel prepare script with it) and the project venv.
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -13,6 +14,8 @@ CHART="${REPO_ROOT}/helm/chat-history"
 # The cluster version CI runs, and the chart's kubeVersion floor.
 : "${KUBE_VERSIONS:=1.35.0 1.29.0}"
 
+have redis-cli || ensure_debian_packages redis-tools
+have redis-cli || die "redis-cli is installed but not on PATH"
 if [[ "${PYTHON}" == "${VENV}/bin/python" ]]; then ensure_venv test; fi
 [[ -x "${PYTHON}" ]] || die "${PYTHON} not found: unset PYTHON to use the project venv"
 "${PYTHON}" -c 'import kubernetes_validate, pytest, yaml' 2>/dev/null ||
