@@ -349,7 +349,8 @@ def bought_section(
             "decode cache on either side); *decode cache* = each stored message decoded once "
             "(`chat_history_k8s/history/codec.py`), every read getting copies of its own, on "
             "top of the script; *shared reads* = a session's reads sharing its decoded "
-            "messages instead, as the service's turn reads (no copy per read).",
+            "messages instead, as the service's turn reads (no copy per read), cached from "
+            "its second read on (a first read decodes without caching anything).",
             "",
             "| history | script | decode cache | shared reads | all: after / before "
             "| before, of raw ceiling | after, of raw ceiling |",
@@ -379,6 +380,11 @@ def bought_section(
                 lines[-1] += (
                     f" Appended messages not read back yet are kept up to {n(mem['kept'])} "
                     f"(a quarter of the cache): {mib(mem['kept_bytes'])} when full."
+                )
+            if "scopes" in mem:
+                lines[-1] += (
+                    f" The sessions read are remembered up to {n(mem['scopes'])} (a session is "
+                    f"cached from its second read on): {mib(mem['scopes_bytes'])} when full."
                 )
         lines.append("")
     if http is not None and has_http:

@@ -523,14 +523,25 @@ def decode_cache_memory() -> dict[str, float]:
             cache.encode(message)
     gc.collect()
     kept_bytes = tracemalloc.get_traced_memory()[0] - before
+    # Then as many sessions read as it remembers (their keys as the service names them).
+    keys = [f"chat:history:{uuid.uuid4()}" for _ in range(cache.max_messages)]
+    gc.collect()
+    before = tracemalloc.get_traced_memory()[0]
+    for key in keys:
+        cache.decode([], key)
+    del keys
+    gc.collect()
+    scopes_bytes = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
-    entries, kept = cache.info()["entries"], cache.info()["kept"]
+    info = cache.info()
     return {
-        "entries": entries,
+        "entries": info["entries"],
         "bytes": held,
-        "per_entry": held / max(1, entries),
-        "kept": kept,
+        "per_entry": held / max(1, info["entries"]),
+        "kept": info["kept"],
         "kept_bytes": kept_bytes,
+        "scopes": info["scopes"],
+        "scopes_bytes": scopes_bytes,
     }
 
 

@@ -14,7 +14,9 @@ A read may instead name a *scope* (a session's key): it then gets the cached mes
 themselves, shared by every read of that scope in this process and by no other scope. That is
 what the memory backend's reads get (its stored objects), for a caller that never changes a
 message it read: the service's turn, which hands the window to the model and drops it
-(docs/benchmarks.md measures what no copy per read saves).
+(docs/benchmarks.md measures what no copy per read saves). A scope is cached from its second
+read on: its first read decodes what it reads without caching it, so a session read once (a
+one-off, a replica's first turn of a session) costs no cache work that nothing would use.
 
 A process also knows the messages it appends: `DecodeCache.encode` keeps the message it just
 encoded (a copy of it, when it is one a template can share) under its stored bytes, so the
@@ -246,7 +248,13 @@ class DecodeCache:
     """Decoded messages by their exact stored bytes, at most `max_messages` of them (least
     recently used out first), plus up to `max_messages // 4` messages this process encoded and
     nobody has read yet (`encode`; oldest out first). Thread-safe (functools.lru_cache, a lock
-    for the kept ones); `max_messages=0` disables both."""
+    for the kept ones and the scopes seen); `max_messages=0` disables all of it.
+
+    A scope is cached from its second read in this process on: its first read decodes without
+    caching anything, and its appends are kept only once it has been read twice. A session read
+    once (a one-off, or the first turn a replica serves of a session) then costs no cache work
+    that no later read would use. The last `max_messages // 4` scopes read are remembered (oldest
+    out first; ~0.1 MiB when full)."""
 
     def __init__(self, max_messages: int = DEFAULT_MAX_MESSAGES) -> None:
         self.max_messages = max_messages
@@ -254,6 +262,9 @@ class DecodeCache:
         # Keys: the stored bytes, or (scope, stored bytes) for a scope's shared messages.
         self._kept: dict[Any, _Template] = {}
         self._kept_lock = threading.Lock()
+        # The scopes read: False once, True from their second read on (cached from then).
+        self._scopes: dict[str, bool] = {}
+        self._max_scopes = max(1, max_messages // 4)
         kept = self._kept
 
         def template(key: bytes | str | tuple[str, bytes | str]) -> _Template | None:
@@ -272,7 +283,7 @@ class DecodeCache:
         (about 2.4 MiB for the default, docs/benchmarks.md)."""
         stored = message_to_dict(message)
         raw = _dumps(stored)
-        if self._max_kept:
+        if self._max_kept and (scope is None or self._scopes.get(scope)):
             template = _template_of(message, stored["data"], raw)
             if template is not None:
                 # The key a copy: orjson's own bytes object keeps its ~4 KiB growth buffer.
@@ -295,26 +306,43 @@ class DecodeCache:
             for item in raw:
                 template = template_for(item)
                 out.append(decode_one(item) if template is None else template.copy())
+        elif not self._read_before(scope):
+            return whole_tool_groups([_decoded(item)[0] for item in raw])  # cache nothing yet
         else:
             for item in raw:
                 template = template_for((scope, item))
                 out.append(decode_one(item) if template is None else template.message)
         return whole_tool_groups(out)
 
+    def _read_before(self, scope: str) -> bool:
+        """Whether `scope` was read before in this process; it has been now."""
+        if self._scopes.get(scope):
+            return True
+        with self._kept_lock:
+            if scope in self._scopes:
+                self._scopes[scope] = True
+                return True
+            if len(self._scopes) >= self._max_scopes:
+                del self._scopes[next(iter(self._scopes))]
+            self._scopes[scope] = False
+            return False
+
     def info(self) -> dict[str, int]:
-        """Hits, misses and entries held (functools' cache_info), and the encoded messages kept
-        and not yet read (a miss that finds one decodes nothing)."""
+        """Hits, misses and entries held (functools' cache_info), the encoded messages kept
+        and not yet read (a miss that finds one decodes nothing), and the scopes remembered."""
         info = self._template.cache_info()
         return {
             "hits": info.hits,
             "misses": info.misses,
             "entries": info.currsize,
             "kept": len(self._kept),
+            "scopes": len(self._scopes),
         }
 
     def clear(self) -> None:
         with self._kept_lock:
             self._kept.clear()
+            self._scopes.clear()
         self._template.cache_clear()
 
 

@@ -216,6 +216,7 @@ def test_kept_messages_are_bounded_oldest_out_first() -> None:
 def test_a_scope_shares_its_messages_between_its_reads_and_with_no_other_scope() -> None:
     raw = [encode(m) for m in MESSAGES]
     cache = DecodeCache(max_messages=64)
+    _assert_same_as_fresh(cache.decode(raw, "s1"), raw)  # its first read: cached from the next
     first, again = cache.decode(raw, "s1"), cache.decode(raw, "s1")
     other, unscoped = cache.decode(raw, "s2"), cache.decode(raw)
     for got in (first, again, other, unscoped):
@@ -232,6 +233,8 @@ def test_a_scope_reads_back_what_it_appended_without_a_decode_and_no_other_scope
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     cache = DecodeCache(max_messages=64)
+    cache.decode([], "s1")
+    cache.decode([], "s1")  # read twice: s1's appends are kept from now on
     appended = [m.model_copy(deep=True) for m in KEEPABLE]  # the caller's, changed below
     raw = [cache.encode(m, "s1") for m in appended]
     assert raw == [encode(m) for m in KEEPABLE]
@@ -283,3 +286,38 @@ def test_a_miss_decodes_exactly_what_a_full_decode_gives_whatever_was_stored(
         *messages_to_dict(validated),
         *(orjson.loads(raw) for raw in ODD_STORED),
     ]
+
+
+def test_a_scope_is_cached_from_its_second_read_on_and_the_scopes_read_are_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cache = DecodeCache(max_messages=16)  # remembers 4 scopes
+    raw = [cache.encode(m, "s1") for m in KEEPABLE]
+    assert cache.info()["kept"] == 0  # s1 never read: nothing kept for it
+    decodes = _count_decodes(monkeypatch)
+    first = cache.decode(raw, "s1")
+    assert decodes == raw and cache.info() == {
+        "hits": 0,
+        "misses": 0,
+        "entries": 0,
+        "kept": 0,
+        "scopes": 1,
+    }
+    second = cache.decode(raw, "s1")
+    assert decodes == 2 * raw and cache.info()["misses"] == len(raw)  # cached now
+    assert all(a is not b for a, b in zip(first, second, strict=True))
+    third = cache.decode(raw, "s1")
+    assert decodes == 2 * raw and all(a is b for a, b in zip(second, third, strict=True))
+    appended = cache.encode(HumanMessage(content="kept now"), "s1")
+    assert cache.info()["kept"] == 1
+    assert cache.decode([*raw, appended], "s1")[-1].content == "kept now"
+    assert decodes == 2 * raw
+    for scope in ("s2", "s3", "s4", "s5"):  # s1, read longest ago, is forgotten
+        cache.decode(raw[:1], scope)
+    assert cache.info()["scopes"] == 4
+    decodes.clear()
+    cache.decode(raw, "s1")  # a first read again: decoded, not taken from the cache
+    assert decodes == raw
+    monkeypatch.undo()
+    for got in (first, second, third):
+        _assert_same_as_fresh(got, raw)
