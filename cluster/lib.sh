@@ -247,7 +247,8 @@ missing_caps() {
 # this cache, name it there, and reload the dockerd these scripts started.
 repair_runc_caps_config() {
     local named pid
-    named="$(sed -n 's/.*"runc-caps": *{ *"path": *"\([^"]*\)".*/\1/p' "$DOCKER_CONF" 2>/dev/null)"
+    [[ -r "$DOCKER_CONF" ]] || return 0 # none yet (a fresh machine): nothing to repair
+    named="$(sed -n 's/.*"runc-caps": *{ *"path": *"\([^"]*\)".*/\1/p' "$DOCKER_CONF")"
     [[ -n "$named" && ! -x "$named" ]] || return 0
     ensure_debian_packages jq runc
     install_runc_caps

@@ -297,7 +297,8 @@ class DecodeCache:
     def decode(self, raw: Iterable[bytes | str], scope: str | None = None) -> list[BaseMessage]:
         """The same messages as `decode(raw)`. Without `scope`, each a copy of its own. With
         `scope`, the cached messages themselves, shared by every read of that scope in this
-        process and never by another scope's: the caller must not change them."""
+        process and never by another scope's: the caller must not change them. A scope's first
+        read (that this cache remembers) gets messages decoded for it alone and caches none."""
         if not self.max_messages:
             return decode(raw)
         template_for = self._template
