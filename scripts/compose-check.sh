@@ -206,8 +206,9 @@ PY
 }
 # 12 turns (the hop check's default): nginx's round robin also carries its own health checks
 # and the hop check's readiness polls, so turns do not cycle the replicas strictly. With 6, a
-# CI run on a loaded machine once saw 2 of 3 replicas (turns alternating between them); why
-# the third got none (the interleaving, or nginx skipping it for fail_timeout) is not known.
+# CI run on a loaded machine once saw 2 of 3 replicas, turns alternating between them: what
+# nginx does while it skips a replica for fail_timeout (5 s), e.g. after reusing a pooled
+# connection as uvicorn closed it (compose/nginx.conf now closes them first).
 hopcheck() {
   "${VENV}/bin/python" -m chat_history_k8s.hopcheck --url "http://127.0.0.1:$1" --turns 12 \
     --backend "$2" --min-pods 3 --wait 30 >"${work}/hopcheck-$2.log" 2>&1 ||

@@ -46,7 +46,9 @@ class Nginx:
             for p in self._upstream_ports
         )
         if keepalive:
-            pool = f"    keepalive {keepalive};"
+            # Idle pooled connections closed before uvicorn closes them (--timeout-keep-alive,
+            # 5 s): one reused as uvicorn closes it fails the request sent on it.
+            pool = f"    keepalive {keepalive};\n    keepalive_timeout 4s;"
             proxy = 'proxy_http_version 1.1;\n      proxy_set_header Connection "";'
         else:
             pool = ""
