@@ -523,13 +523,11 @@ def decode_cache_memory() -> dict[str, float]:
             cache.encode(message)
     gc.collect()
     kept_bytes = tracemalloc.get_traced_memory()[0] - before
-    # Then as many sessions read as it remembers (their keys as the service names them).
-    keys = [f"chat:history:{uuid.uuid4()}" for _ in range(cache.max_messages)]
+    # Then more sessions read than it remembers (their keys as the service names them).
     gc.collect()
     before = tracemalloc.get_traced_memory()[0]
-    for key in keys:
-        cache.decode([], key)
-    del keys
+    for _ in range(cache.max_messages):
+        cache.decode([], f"chat:history:{uuid.uuid4()}")
     gc.collect()
     scopes_bytes = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()

@@ -244,6 +244,13 @@ def _template_of(message: BaseMessage, data: dict[str, Any], raw: bytes) -> _Tem
     return None if empties is None else _Template(_built(cls, data), empties)
 
 
+def _put_bounded(entries: dict[Any, Any], key: Any, value: Any, limit: int) -> None:
+    """`entries[key] = value`, the oldest entry dropped first when `limit` are held."""
+    if len(entries) >= limit:
+        del entries[next(iter(entries))]
+    entries[key] = value
+
+
 class DecodeCache:
     """Decoded messages by their exact stored bytes, at most `max_messages` of them (least
     recently used out first), plus up to `max_messages // 4` messages this process encoded and
@@ -254,7 +261,7 @@ class DecodeCache:
     caching anything, and its appends are kept only once it has been read twice. A session read
     once (a one-off, or the first turn a replica serves of a session) then costs no cache work
     that no later read would use. The last `max_messages // 4` scopes read are remembered (oldest
-    out first; ~0.1 MiB when full)."""
+    out first; ~0.15 MiB when full, docs/benchmarks.md)."""
 
     def __init__(self, max_messages: int = DEFAULT_MAX_MESSAGES) -> None:
         self.max_messages = max_messages
@@ -289,9 +296,9 @@ class DecodeCache:
                 # The key a copy: orjson's own bytes object keeps its ~4 KiB growth buffer.
                 key = bytes(memoryview(raw))
                 with self._kept_lock:
-                    if len(self._kept) >= self._max_kept:
-                        del self._kept[next(iter(self._kept))]
-                    self._kept[key if scope is None else (scope, key)] = template
+                    _put_bounded(
+                        self._kept, key if scope is None else (scope, key), template, self._max_kept
+                    )
         return raw
 
     def decode(self, raw: Iterable[bytes | str], scope: str | None = None) -> list[BaseMessage]:
@@ -323,9 +330,7 @@ class DecodeCache:
             if scope in self._scopes:
                 self._scopes[scope] = True
                 return True
-            if len(self._scopes) >= self._max_scopes:
-                del self._scopes[next(iter(self._scopes))]
-            self._scopes[scope] = False
+            _put_bounded(self._scopes, scope, False, self._max_scopes)
             return False
 
     def info(self) -> dict[str, int]:
