@@ -53,20 +53,24 @@ class Turn:
 
 
 class Api:
-    """Calls one endpoint. Thread-safe: httpx clients may be shared across threads."""
+    """Calls one endpoint. Thread-safe: httpx clients may be shared across threads.
+
+    One httpx client per `Api`, also with `fresh_connections` (its pool then keeps no
+    connection after a request): a client per request would build a TLS context per request,
+    loading the CA bundle even for plain http, which took ~70 ms of CPU on a 2 GHz CI machine
+    and was most of the e2e failover test's own CPU."""
 
     def __init__(self, endpoint: Endpoint, *, timeout_s: float = 10.0) -> None:
         self.endpoint = endpoint
-        self._timeout = httpx.Timeout(timeout_s)
-        self._client: httpx.Client | None = None
-        if not endpoint.fresh_connections:
-            self._client = self._new_client()
+        self._client = self._new_client(httpx.Timeout(timeout_s))
 
-    def _new_client(self) -> httpx.Client:
+    def _new_client(self, timeout: httpx.Timeout) -> httpx.Client:
         options = dict(self.endpoint.httpx_options)
         headers = dict(options.pop("headers", {}))
+        limits = httpx.Limits()
         if self.endpoint.fresh_connections:
             headers["Connection"] = "close"
+            limits = httpx.Limits(max_keepalive_connections=0)
         if self.endpoint.api_key is not None:
             if self.endpoint.api_key_header == "x-api-key":
                 headers["X-API-Key"] = self.endpoint.api_key
@@ -75,25 +79,21 @@ class Api:
         # httpx retries only connection failures (refused, connect timeout): never a request
         # that was sent.
         transport = httpx.HTTPTransport(
-            retries=self.endpoint.connect_retries, verify=options.pop("verify", True)
+            retries=self.endpoint.connect_retries, verify=options.pop("verify", True), limits=limits
         )
         return httpx.Client(
             base_url=self.endpoint.url,
-            timeout=self._timeout,
+            timeout=timeout,
             headers=headers,
             transport=transport,
             **options,
         )
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        if self._client is not None:
-            return self._client.request(method, path, **kwargs)
-        with self._new_client() as client:
-            return client.request(method, path, **kwargs)
+        return self._client.request(method, path, **kwargs)
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
+        self._client.close()
 
     def __enter__(self) -> Api:
         return self
