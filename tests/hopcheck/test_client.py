@@ -16,12 +16,16 @@ from chat_history_k8s.hopcheck.client import Api, Endpoint
 REQUESTS = 4
 
 
+class _Server(ThreadingHTTPServer):
+    peers: list[tuple[str, int]]  # each request's client (address, port): its connection
+
+
 class _Recorder(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive unless the client asks to close
-    peers: list[tuple[str, int]] = []
+    server: _Server
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        self.peers.append(self.client_address)
+    def do_GET(self) -> None:
+        self.server.peers.append(self.client_address)
         body = json.dumps({"status": "ok"}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -36,8 +40,8 @@ class _Recorder(BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[tuple[str, list[tuple[str, int]]]]:
     peers: list[tuple[str, int]] = []
-    handler = type("Recorder", (_Recorder,), {"peers": peers})
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd = _Server(("127.0.0.1", 0), _Recorder)
+    httpd.peers = peers
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
