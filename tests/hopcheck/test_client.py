@@ -4,6 +4,7 @@ load balancer spread one client's requests); without it one kept-alive connectio
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 from collections.abc import Iterator
@@ -17,15 +18,22 @@ REQUESTS = 4
 
 
 class _Server(ThreadingHTTPServer):
-    peers: list[tuple[str, int]]  # each request's client (address, port): its connection
+    connections: itertools.count[int]  # numbers the connections accepted
+    seen: list[int]  # each request's connection number
 
 
 class _Recorder(BaseHTTPRequestHandler):
+    """One instance per accepted connection, serving every request sent on it."""
+
     protocol_version = "HTTP/1.1"  # keep-alive unless the client asks to close
     server: _Server
 
+    def setup(self) -> None:
+        super().setup()
+        self.connection_number = next(self.server.connections)
+
     def do_GET(self) -> None:
-        self.server.peers.append(self.client_address)
+        self.server.seen.append(self.connection_number)
         body = json.dumps({"status": "ok"}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -38,14 +46,14 @@ class _Recorder(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def server() -> Iterator[tuple[str, list[tuple[str, int]]]]:
-    peers: list[tuple[str, int]] = []
+def server() -> Iterator[tuple[str, list[int]]]:
+    seen: list[int] = []
     httpd = _Server(("127.0.0.1", 0), _Recorder)
-    httpd.peers = peers
+    httpd.connections, httpd.seen = itertools.count(), seen
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", peers
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", seen
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -53,11 +61,11 @@ def server() -> Iterator[tuple[str, list[tuple[str, int]]]]:
 
 @pytest.mark.parametrize(("fresh", "connections"), [(True, REQUESTS), (False, 1)])
 def test_fresh_connections_open_one_connection_per_request(
-    server: tuple[str, list[tuple[str, int]]], fresh: bool, connections: int
+    server: tuple[str, list[int]], fresh: bool, connections: int
 ) -> None:
-    url, peers = server
+    url, seen = server
     with Api(Endpoint("test", url, fresh_connections=fresh)) as api:
         for _ in range(REQUESTS):
             assert api.request("GET", "/healthz").status_code == 200
-    assert len(peers) == REQUESTS
-    assert len(set(peers)) == connections  # a connection is its client (address, port)
+    assert len(seen) == REQUESTS
+    assert len(set(seen)) == connections
