@@ -13,7 +13,11 @@ import redis.asyncio as aredis
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.observability import recorder
 from redis.asyncio.retry import Retry as AsyncRetry
-from redis.asyncio.sentinel import SentinelConnectionPool, SentinelManagedConnection
+from redis.asyncio.sentinel import (
+    MasterNotFoundError,
+    SentinelConnectionPool,
+    SentinelManagedConnection,
+)
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisClusterException
 from redis.maint_notifications import MaintNotificationsConfig
@@ -139,6 +143,37 @@ class SentinelPrimaryConnection(SentinelManagedConnection):
         await super()._connect()  # type: ignore[no-untyped-call]  # untyped in redis-py
 
 
+class Sentinels(aredis.Sentinel):
+    """redis-py's `Sentinel`, its list of Sentinels safe under concurrent discoveries.
+
+    redis-py (checked with 8.1) moves the Sentinel that answered to the front of its list by
+    the index it had *before* awaiting its answer. Discoveries run concurrently (every pooled
+    connection asks on connect): when another one has reordered the list meanwhile, that swap
+    writes one Sentinel twice and drops another from the list for the life of the process
+    (redis-py#4331 review). The dropped one is never asked again, and never closed: its sockets
+    leaked (tests/history/test_redis_sentinel.py). Here the answering Sentinel is moved by
+    identity, with no await in between, so the list stays a reordering of the configured one.
+    """
+
+    async def discover_master(self, service_name: str) -> tuple[str, int]:
+        errors = []
+        for sentinel in list(self.sentinels):  # a reordering meanwhile skips none of them
+            try:
+                masters = await sentinel.sentinel_masters()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                errors.append(f"{sentinel} - {exc!r}")
+                continue
+            state = masters.get(service_name) if isinstance(masters, dict) else None
+            if state and self.check_master_state(state, service_name):
+                if self.sentinels[0] is not sentinel:  # asked first next time
+                    self.sentinels.remove(sentinel)
+                    self.sentinels.insert(0, sentinel)
+                forced = self._force_master_ip
+                return (state["ip"] if forced is None else forced), state["port"]
+        detail = f" : {', '.join(errors)}" if errors else ""
+        raise MasterNotFoundError(f"No master found for {service_name!r}{detail}")
+
+
 class PacedSentinelPool(SentinelConnectionPool, PacedConnectionPool):
     """`PacedConnectionPool` (bounded, paced connects) whose connections go to the primary the
     Sentinels name; idle connections to a former primary are closed when the address changes."""
@@ -191,7 +226,7 @@ def build_async_client(settings: Settings) -> AsyncClient:
     }
     if settings.redis_mode == "sentinel":
         sentinel_password = settings.redis_sentinel_password
-        sentinels = aredis.Sentinel(  # type: ignore[no-untyped-call]  # untyped in redis-py
+        sentinels = Sentinels(  # type: ignore[no-untyped-call]  # untyped in redis-py
             settings.sentinel_addresses,
             sentinel_kwargs={
                 "password": sentinel_password.get_secret_value() if sentinel_password else None,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -22,7 +23,12 @@ from redis.backoff import NoBackoff
 
 from chat_history_k8s.config import Settings
 from chat_history_k8s.history.redis import RedisChatHistory
-from chat_history_k8s.history.redis_pool import PacedSentinelPool, SentinelPrimaryConnection
+from chat_history_k8s.history.redis_pool import (
+    PacedSentinelPool,
+    SentinelPrimaryConnection,
+    Sentinels,
+    build_async_client,
+)
 from chat_history_k8s.history.redis_wait import ReplicasBehind
 from tests.conftest import app_client, commandstats, make_settings, wait_ready
 from testsupport import LocalSentinel, wait_until
@@ -159,6 +165,45 @@ async def test_a_retried_command_asks_the_sentinels_again(
         await pool.disconnect()
         for sentinel_client in sentinels.sentinels:
             await sentinel_client.aclose()
+
+
+@pytest.mark.parametrize("sentinel_class", [Sentinels, aredis.Sentinel])
+async def test_concurrent_discoveries_keep_every_sentinel(
+    healthy: LocalSentinel, sentinel_class: type[aredis.Sentinel]
+) -> None:
+    """Every pooled connection asks the Sentinels on connect, so discoveries overlap (a pool's
+    warm-up, a burst after a failover). Here the first Sentinel listed is down: each discovery
+    moves on to the next, and the one that answers is moved to the front. redis-py's own
+    `Sentinel` does that by a stale index and loses a Sentinel from its list for good (its
+    sockets then leaked, never closed); ours keeps all of them. If the stock case starts
+    passing, redis-py fixed it and `Sentinels` can go."""
+    with socket.socket() as down:  # bound, not listening: connecting is refused
+        down.bind(("127.0.0.1", 0))
+        up = [int(address.split(":")[1]) for address in healthy.addresses.split(",")]
+        ports = [down.getsockname()[1], *up]
+        sentinels = sentinel_class(
+            [("127.0.0.1", port) for port in ports],
+            # As the service asks them: one try per Sentinel (redis_pool.build_async_client).
+            sentinel_kwargs={"password": SENTINEL_PASSWORD, "retry": AsyncRetry(NoBackoff(), 0)},
+        )
+        try:
+            found = await asyncio.gather(
+                *(sentinels.discover_master(healthy.master) for _ in range(8))
+            )
+            listed = [s.connection_pool.connection_kwargs["port"] for s in sentinels.sentinels]
+        finally:
+            for sentinel_client in set(sentinels.sentinels):
+                await sentinel_client.aclose()
+    assert {port for _, port in found} == {healthy.primary().port}
+    if sentinel_class is aredis.Sentinel:
+        assert sorted(listed) != sorted(ports), "redis-py keeps its Sentinels now"
+    else:
+        assert sorted(listed) == sorted(ports)
+        assert listed[0] != ports[0]  # the one that answered is asked first next time
+        service = build_async_client(sentinel_settings(healthy, "message-history"))  # no I/O
+        assert isinstance(service, aredis.Redis)
+        assert isinstance(service.connection_pool, PacedSentinelPool)
+        assert isinstance(service.connection_pool.sentinel_manager, Sentinels)
 
 
 @pytest.mark.parametrize(("api", "per_turn"), [("message-history", 2), ("checkpointer", 4)])
