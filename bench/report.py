@@ -140,13 +140,20 @@ def targets(store: StoreResults | None, http: HttpResults | None) -> list[Target
                 ", ".join(f"{f:.0%} at {n(L)}" for L, f in fractions.items()),
                 worst >= 0.7,
                 "the ceiling sends pre-encoded bytes and decodes nothing; at "
-                f"{n(worst_length)} messages adding just the JSON codec brings raw redis-py to "
-                f"{json_only:.0%} of itself. There each run's turns go to sessions read for "
-                "the first time (each gets one turn, so that no history grows by more than "
-                "~10%), all of whose messages are new to the process: the decode cache has "
-                "nothing to hit and costs what keeping the messages costs; without it the "
-                f"store reaches {nocache:.0%}. Once a session's window is known, the cache "
-                "pays (the longer histories; see the profile)",
+                f"{n(worst_length)} messages adding just the JSON codec (parsing only, no "
+                f"message objects) brings raw redis-py to {json_only:.0%} of itself, and this "
+                f"store (full message objects) reaches {worst:.0%}, {nocache:.0%} without its "
+                "decode cache. "
+                + (
+                    "There every session gets one turn (so that no history grows by more "
+                    "than ~10%): every read is a session's first in the process, which "
+                    "caches nothing and decodes every message"
+                    if store_bench.session_count(1000, worst_length) == 1000
+                    else "There a session's reads from its third on decode nothing (what it "
+                    "read or wrote is cached): what is left is this client's own work per "
+                    "turn, encoding the turn and finding the window in the cache (see the "
+                    "profile)"
+                ),
             )
         )
     if http is not None and 16 in http.concurrencies:
