@@ -148,7 +148,7 @@ def targets(store: StoreResults | None, http: HttpResults | None) -> list[Target
                     "There every session gets one turn (so that no history grows by more "
                     "than ~10%): every read is a session's first in the process, which "
                     "caches nothing and decodes every message"
-                    if store_bench.session_count(1000, worst_length) == 1000
+                    if store_bench.turns_per_session(worst_length) == 1
                     else "There a session's reads from its third on decode nothing (what it "
                     "read or wrote is cached): what is left is this client's own work per "
                     "turn, encoding the turn and finding the window in the cache (see the "

@@ -311,10 +311,14 @@ IMPL_CLASSES: dict[str, type[Impl]] = {
 
 
 # -- one run -----------------------------------------------------------------------------------
+def turns_per_session(length: int) -> int:
+    """Turns a session of `length` messages gets in a run: no history grows by more than ~10%."""
+    return max(1, length // 20)
+
+
 def session_count(turns: int, length: int) -> int:
-    """Sessions to spread `turns` over so that no history grows by more than ~10%."""
-    per_session = max(1, length // 20)
-    return -(-turns // per_session)
+    """Sessions to spread `turns` over, `turns_per_session(length)` each."""
+    return -(-turns // turns_per_session(length))
 
 
 def preload(admin: redis.Redis, impl: Impl, ids: Sequence[str], length: int) -> None:

@@ -61,11 +61,12 @@ def healthy(sentinel: LocalSentinel) -> LocalSentinel:
 
 
 def sentinel_settings(sentinel: LocalSentinel, history_api: str, **overrides: Any) -> Settings:
-    return make_settings(
-        "redis", history_api=history_api, redis_mode="sentinel",
+    values: dict[str, Any] = dict(
+        history_api=history_api, redis_mode="sentinel",
         redis_sentinels=sentinel.addresses, redis_sentinel_master=sentinel.master,
-        redis_password=PASSWORD, redis_sentinel_password=SENTINEL_PASSWORD, **overrides,
+        redis_password=PASSWORD, redis_sentinel_password=SENTINEL_PASSWORD,
     )  # fmt: skip
+    return make_settings("redis", **(values | overrides))
 
 
 async def turn(client: httpx.AsyncClient, session: str, message: str) -> httpx.Response:
@@ -179,12 +180,22 @@ async def test_concurrent_discoveries_keep_every_sentinel(
     passing, redis-py fixed it and `Sentinels` can go."""
     with socket.socket() as down:  # bound, not listening: connecting is refused
         down.bind(("127.0.0.1", 0))
-        up = [int(address.split(":")[1]) for address in healthy.addresses.split(",")]
-        ports = [down.getsockname()[1], *up]
-        sentinels = sentinel_class(
-            [("127.0.0.1", port) for port in ports],
-            # As the service asks them: one try per Sentinel (redis_pool.build_async_client).
-            sentinel_kwargs={"password": SENTINEL_PASSWORD, "retry": AsyncRetry(NoBackoff(), 0)},
+        first = f"127.0.0.1:{down.getsockname()[1]}"
+        settings = sentinel_settings(
+            healthy, "message-history", redis_sentinels=f"{first},{healthy.addresses}"
+        )
+        service = build_async_client(settings)  # does no I/O
+        assert isinstance(service, aredis.Redis)
+        assert isinstance(service.connection_pool, PacedSentinelPool)
+        ours = service.connection_pool.sentinel_manager
+        assert isinstance(ours, Sentinels)  # what the service asks
+        ports = [s.connection_pool.connection_kwargs["port"] for s in ours.sentinels]
+        sentinels = (
+            ours
+            if sentinel_class is Sentinels
+            else sentinel_class(  # asking as the service does, stock
+                [("127.0.0.1", port) for port in ports], sentinel_kwargs=ours.sentinel_kwargs
+            )
         )
         try:
             found = await asyncio.gather(
@@ -192,18 +203,15 @@ async def test_concurrent_discoveries_keep_every_sentinel(
             )
             listed = [s.connection_pool.connection_kwargs["port"] for s in sentinels.sentinels]
         finally:
-            for sentinel_client in set(sentinels.sentinels):
+            for sentinel_client in {*ours.sentinels, *sentinels.sentinels}:
                 await sentinel_client.aclose()
+            await service.aclose()
     assert {port for _, port in found} == {healthy.primary().port}
     if sentinel_class is aredis.Sentinel:
         assert sorted(listed) != sorted(ports), "redis-py keeps its Sentinels now"
     else:
         assert sorted(listed) == sorted(ports)
         assert listed[0] != ports[0]  # the one that answered is asked first next time
-        service = build_async_client(sentinel_settings(healthy, "message-history"))  # no I/O
-        assert isinstance(service, aredis.Redis)
-        assert isinstance(service.connection_pool, PacedSentinelPool)
-        assert isinstance(service.connection_pool.sentinel_manager, Sentinels)
 
 
 @pytest.mark.parametrize(("api", "per_turn"), [("message-history", 2), ("checkpointer", 4)])
