@@ -13,10 +13,12 @@ Implementations, each with its own sync redis-py client (same settings) to the s
   issued with redis-py on pre-encoded bytes (the ceiling: no JSON, no message objects);
 - `raw_json`: `raw` plus JSON decoding of the window and encoding of the two messages (to
   split the cost of `ours` between the wire, JSON, and langchain-core message objects);
-- `ours_copies`, `ours_nocache`, `ours_before`: what each change to `RedisChatHistory` bought,
-  measured side by side: `ours` with every read getting copies of its own (the class's
-  default), that with every stored message decoded on every read (no `DecodeCache`), and that
-  with the append as it was before the script (a MULTI/RPUSH/LTRIM/EXPIRE/EXEC pipeline).
+- `ours_stock`, `ours_copies`, `ours_nocache`, `ours_before`: what each change to
+  `RedisChatHistory` bought, measured side by side: `ours` with its commands sent through
+  redis-py's `execute_command` (as before `chat_history_k8s.history.redis.execute`), that
+  with every read getting copies of its own (the class's default), that with every stored
+  message decoded on every read (no `DecodeCache`), and that with the append as it was before
+  the script (a MULTI/RPUSH/LTRIM/EXPIRE/EXEC pipeline).
 
 Runs are interleaved: every repeat runs every implementation at every history length, in a
 rotating order. Each run uses fresh sessions preloaded (untimed) to the history length, and
@@ -70,9 +72,19 @@ AI_TEXT = (
     "that tenant only, but that needs a ticket and sign-off from the data protection team."
 )[:480]
 
-IMPLS = ("ours", "langchain", "raw", "raw_json", "ours_copies", "ours_nocache", "ours_before")
+IMPLS = (
+    "ours",
+    "langchain",
+    "raw",
+    "raw_json",
+    "ours_stock",
+    "ours_copies",
+    "ours_nocache",
+    "ours_before",
+)
 LABELS = {
     "ours": "this project: RedisChatHistory, as the service reads (shared)",
+    "ours_stock": "RedisChatHistory, commands through redis-py's execute_command",
     "ours_copies": "RedisChatHistory, every read its own copies (its default)",
     "ours_nocache": "RedisChatHistory without its decode cache",
     "ours_before": "RedisChatHistory before (no decode cache, MULTI pipeline)",
@@ -188,18 +200,30 @@ class MultiAppendHistory(RedisChatHistory):
             return int(replies[-1][0]) - len(messages)
 
 
+class StockCommands(redis.Redis):
+    """A client with an `execute_command` of its own (redis-py's, called as is): the history's
+    sync commands then take redis-py's per-command path, as before `redis.execute`."""
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        return super().execute_command(*args, **options)  # type: ignore[no-untyped-call]  # untyped in redis-py
+
+
 class Ours(Impl):
     prefix = "bench:ours:"
     history_class: type[RedisChatHistory] = RedisChatHistory
     decode_cache: DecodeCache | None = None  # None: the process's, as the service uses it
     share_decoded = True  # as the service's turn reads (RedisStore)
+    stock_commands = False  # True: through redis-py's execute_command (StockCommands)
 
     def sessions(self, ids: Sequence[str]) -> None:
         cache = {} if self.decode_cache is None else {"decode_cache": self.decode_cache}
+        client = self.client
+        if self.stock_commands:
+            client = StockCommands(connection_pool=self.client.connection_pool)
         self.histories = [
             self.history_class(
                 s,
-                client=self.client,
+                client=client,
                 key_prefix=self.prefix,
                 max_messages=CAP,
                 ttl_seconds=TTL_SECONDS,
@@ -215,12 +239,17 @@ class Ours(Impl):
         history.append_turn(pair)
 
 
-class OursCopies(Ours):
+class OursStock(Ours):
+    prefix = "bench:ours-stock:"
+    stock_commands = True
+
+
+class OursCopies(OursStock):
     prefix = "bench:ours-copies:"
     share_decoded = False  # RedisChatHistory's default: every read gets copies of its own
 
 
-class OursNoCache(Ours):
+class OursNoCache(OursStock):
     prefix = "bench:ours-nocache:"
     decode_cache = DecodeCache(max_messages=0)
 
@@ -300,6 +329,7 @@ class RawJson(Raw):
 
 IMPL_CLASSES: dict[str, type[Impl]] = {
     "ours": Ours,
+    "ours_stock": OursStock,
     "ours_copies": OursCopies,
     "ours_nocache": OursNoCache,
     "ours_before": OursBefore,
@@ -473,12 +503,21 @@ def profile_ours(server: RedisServer, length: int, turns: int) -> dict[str, Any]
     for func, (_cc, _nc, tottime, _ct, _callers) in raw.items():
         by_category[_category(func)] = by_category.get(_category(func), 0.0) + tottime
 
-    def cumulative(file_part: str, func_name: str) -> float:
-        return float(sum(v[3] for f, v in raw.items() if file_part in f[0] and f[2] == func_name))
+    def cumulative(file_part: str, func_name: str, caller: str | None = None) -> float:
+        """Cumulative seconds of `func_name` (in a file whose path holds `file_part`); with
+        `caller`, only of its calls from the function of that name."""
+        return float(
+            sum(
+                (v[3] if caller is None else sum(c[3] for g, c in v[4].items() if g[2] == caller))
+                for f, v in raw.items()
+                if file_part in f[0] and f[2] == func_name
+            )
+        )
 
+    execute = "chat_history_k8s/history/redis.py", "execute"  # the sync commands' one path
     per_turn_us = {
         "get_window": cumulative("chat_history_k8s/history/redis.py", "get_window"),
-        "  LRANGE (redis-py, wire)": cumulative("redis/commands/core.py", "lrange"),
+        "  LRANGE (redis-py, wire)": cumulative(*execute, caller="get_window"),
         "  decode (DecodeCache: JSON and the message on a miss, a lookup on a hit)": cumulative(
             "chat_history_k8s/history/codec.py", "decode"
         ),
@@ -486,8 +525,7 @@ def profile_ours(server: RedisServer, length: int, turns: int) -> dict[str, Any]
         "  encode (message_to_dict + JSON, the message kept)": cumulative(
             "chat_history_k8s/history/codec.py", "encode"
         ),
-        "  EVALSHA (redis-py, wire)": cumulative("redis/client.py", "execute_command")
-        - cumulative("redis/commands/core.py", "lrange"),  # execute_command serves both
+        "  EVALSHA (redis-py, wire)": cumulative(*execute, caller="append_turn"),
     }
     top = sorted(raw.items(), key=lambda kv: kv[1][2], reverse=True)[:12]
     return {

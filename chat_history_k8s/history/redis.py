@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -67,6 +68,58 @@ class _RoundTrip:
             exc, NoScriptError
         ):
             raise HistoryUnavailable.from_redis(exc) from exc
+
+
+# redis-py's own `Redis.execute_command`, as imported: a client whose class replaced or wrapped it
+# (a subclass, a tracing integration) keeps its own.
+_STOCK_EXECUTE = redis.Redis.execute_command
+
+
+class _SentWriteFailed(Exception):
+    """A write's connection failed once the write was sent: carried through redis-py's `Retry`
+    (which retries connection errors) so that the write is not sent again."""
+
+    def __init__(self, error: redis.RedisError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def execute(client: redis.Redis, args: Command, *, idempotent: bool) -> Any:
+    """`client.execute_command(*args)` for a command that has no response callback (the
+    history's LRANGE, EVALSHA and EVAL), on a connection of the client's pool with its retry
+    policy, without redis-py's per-command layers (observability hooks, argument filters,
+    event dispatch): about a sixth of the client's CPU per command here (bench/store_bench.py's
+    `ours_stock` is the history through `execute_command`, docs/benchmarks.md). Unlike
+    redis-py, a connection that fails once a write was sent does not send it again (it may
+    have been applied): only reads and unsent writes are retried, as on the service's
+    multiplexed connection. A client with a connection of its own (`single_connection_client`),
+    a client-side cache, or an `execute_command` of its own (a subclass, a tracing integration
+    that wraps it) goes through redis-py's path."""
+    if (
+        client.connection is not None
+        or getattr(client.connection_pool, "cache", None) is not None
+        or type(client).execute_command is not _STOCK_EXECUTE
+        or type(_STOCK_EXECUTE) is not types.FunctionType
+    ):
+        return client.execute_command(*args)  # type: ignore[no-untyped-call]  # untyped in redis-py
+    pool = client.connection_pool
+    conn = pool.get_connection()
+
+    def attempt() -> Any:
+        conn.send_command(*args)  # type: ignore[no-untyped-call]  # untyped in redis-py
+        if idempotent:
+            return conn.read_response()
+        try:
+            return conn.read_response()
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            raise _SentWriteFailed(error) from error  # read_response disconnected it
+
+    try:
+        return conn.retry.call_with_retry(attempt, lambda _error: conn.disconnect())  # type: ignore[no-untyped-call]
+    except _SentWriteFailed as failed:
+        raise failed.error from None
+    finally:
+        pool.release(conn)
 
 
 class RedisChatHistory(ChatHistory):
@@ -256,7 +309,8 @@ class RedisChatHistory(ChatHistory):
     # -- sync (BaseChatMessageHistory for sync LangChain code) -------------------------------
     def get_window(self, n: int) -> list[BaseMessage]:
         with self._round_trip("read"):
-            raw = self._sync().lrange(self.key, *self._window_range(n))
+            command = ("LRANGE", self.key, *self._window_range(n))
+            raw = execute(self._sync(), command, idempotent=True)
         return self.decoded.decode(raw, self._scope)
 
     def append_turn(self, messages: Sequence[BaseMessage]) -> int:
@@ -271,7 +325,9 @@ class RedisChatHistory(ChatHistory):
                         replies = send_together(self._sync(), commands)
                     else:
                         script = APPEND_SHA if command == "EVALSHA" else APPEND_SCRIPT
-                        replies = [self._sync().execute_command(command, script, *args)]  # type: ignore[no-untyped-call]  # untyped in redis-py
+                        replies = [
+                            execute(self._sync(), (command, script, *args), idempotent=False)
+                        ]
                     return self._stored_before(replies, len(messages))
             except NoScriptError:
                 continue  # a restarted or failed-over server: EVAL sends the source
