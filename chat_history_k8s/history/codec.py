@@ -261,7 +261,14 @@ class DecodeCache:
     caching anything, and its appends are kept only once it has been read twice. A session read
     once (a one-off, or the first turn a replica serves of a session) then costs no cache work
     that no later read would use. The last `max_messages // 4` scopes read are remembered (oldest
-    out first; ~0.15 MiB when full, docs/benchmarks.md)."""
+    out first; ~0.15 MiB when full, docs/benchmarks.md).
+
+    A cached scope's last window is remembered too: its stored items and the messages returned
+    for them. A sliding window is mostly the last one shifted by a turn, so the next read finds
+    those by position, each confirmed by comparing its stored bytes (equal bytes, the same
+    message), instead of hashing every item's ~500 bytes to look it up: the lookups were the
+    main cost of a cached read. Windows hold at most `max_messages` items across scopes (oldest
+    scope out first), messages the cache holds anyway unless it has dropped them since."""
 
     def __init__(self, max_messages: int = DEFAULT_MAX_MESSAGES) -> None:
         self.max_messages = max_messages
@@ -272,6 +279,11 @@ class DecodeCache:
         # The scopes read: False once, True from their second read on (cached from then).
         self._scopes: dict[str, bool] = {}
         self._max_scopes = max(1, max_messages // 4)
+        # Each cached scope's last window: its stored items and the shared message for each
+        # (None for one decoded on every read), oldest scope first; items held in all of them.
+        self._windows: dict[str, tuple[list[bytes | str], list[BaseMessage | None]]] = {}
+        self._window_items = 0
+        self._window_hits = 0
         kept = self._kept
 
         def template(key: bytes | str | tuple[str, bytes | str]) -> _Template | None:
@@ -317,10 +329,49 @@ class DecodeCache:
         elif not self._read_before(scope):
             return whole_tool_groups([_decoded(item)[0] for item in raw])  # cache nothing yet
         else:
-            for item in raw:
+            items = list(raw)  # remembered, with the stored bytes objects already held
+            last_items, last_messages = self._windows.get(scope) or ([], [])
+            # Where this window starts in the last one (-1: nowhere; then every item is looked up).
+            try:
+                start = last_items.index(items[0]) if items else -1
+            except ValueError:
+                start = -1
+            shared: list[BaseMessage | None] = []
+            hits = 0
+            for i, item in enumerate(items):
+                j = start + i
+                if start >= 0 and j < len(last_items) and last_items[j] == item:
+                    message = last_messages[j]
+                    if message is not None:
+                        hits += 1
+                        out.append(message)
+                        shared.append(message)
+                        items[i] = last_items[j]  # one stored bytes object held, not two
+                        continue
                 template = template_for((scope, item))
-                out.append(decode_one(item) if template is None else template.message)
+                message = None if template is None else template.message
+                out.append(decode_one(item) if message is None else message)
+                shared.append(message)
+            self._remember_window(scope, items, shared, hits)
         return whole_tool_groups(out)
+
+    def _remember_window(
+        self, scope: str, items: list[bytes | str], shared: list[BaseMessage | None], hits: int
+    ) -> None:
+        """`scope`'s last window is `items` and their `shared` messages now (the oldest scope's
+        dropped while windows hold more than `max_messages` items)."""
+        with self._kept_lock:
+            self._window_hits += hits
+            previous = self._windows.pop(scope, None)
+            if previous is not None:
+                self._window_items -= len(previous[0])
+            if len(items) > self.max_messages:
+                return
+            self._windows[scope] = (items, shared)
+            self._window_items += len(items)
+            while self._window_items > self.max_messages:
+                dropped = self._windows.pop(next(iter(self._windows)))
+                self._window_items -= len(dropped[0])
 
     def _read_before(self, scope: str) -> bool:
         """Whether `scope` was read before in this process; it has been now."""
@@ -343,12 +394,16 @@ class DecodeCache:
             "entries": info.currsize,
             "kept": len(self._kept),
             "scopes": len(self._scopes),
+            "window_hits": self._window_hits,
+            "window_items": self._window_items,
         }
 
     def clear(self) -> None:
         with self._kept_lock:
             self._kept.clear()
             self._scopes.clear()
+            self._windows.clear()
+            self._window_items = 0
         self._template.cache_clear()
 
 

@@ -302,12 +302,15 @@ def test_a_scope_is_cached_from_its_second_read_on_and_the_scopes_read_are_bound
         "entries": 0,
         "kept": 0,
         "scopes": 1,
+        "window_hits": 0,
+        "window_items": 0,
     }
     second = cache.decode(raw, "s1")
     assert decodes == 2 * raw and cache.info()["misses"] == len(raw)  # cached now
     assert all(a is not b for a, b in zip(first, second, strict=True))
     third = cache.decode(raw, "s1")
     assert decodes == 2 * raw and all(a is b for a, b in zip(second, third, strict=True))
+    assert cache.info()["window_hits"] == len(raw)  # found by position in the last window
     appended = cache.encode(HumanMessage(content="kept now"), "s1")
     assert cache.info()["kept"] == 1
     assert cache.decode([*raw, appended], "s1")[-1].content == "kept now"
@@ -321,3 +324,51 @@ def test_a_scope_is_cached_from_its_second_read_on_and_the_scopes_read_are_bound
     monkeypatch.undo()
     for got in (first, second, third):
         _assert_same_as_fresh(got, raw)
+
+
+def test_a_sliding_window_is_found_in_the_last_one_by_its_stored_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cached scope's next window is mostly its last one shifted by a turn: those messages
+    come from the last window by position, each only when its stored bytes are equal."""
+    cache = DecodeCache(max_messages=64)
+    history = [HumanMessage(content=f"m{i}", id=f"id-{i}") for i in range(12)]
+    stored = [encode(m) for m in history]
+    cache.decode(stored[:6], "s")
+    second = cache.decode(stored[:6], "s")  # cached from here on
+    hits = cache.info()["hits"]
+    # Two messages appended by another process, and the window slides by two.
+    decodes = _count_decodes(monkeypatch)
+    slid = cache.decode(stored[2:8], "s")
+    assert decodes == stored[6:8]  # only the new ones decoded
+    assert cache.info()["hits"] == hits  # the others were not even looked up
+    assert [m.content for m in slid] == [f"m{i}" for i in range(2, 8)]
+    assert all(a is b for a, b in zip(slid[:4], second[2:], strict=True))
+    # A stored message replaced in place (same position, other bytes): decoded, not reused.
+    changed = encode(HumanMessage(content="m4, edited", id="id-4"))
+    again = cache.decode([*stored[2:4], changed, *stored[5:8]], "s")
+    assert decodes == [*stored[6:8], changed]
+    assert again[2].content == "m4, edited" and again[3] is slid[3]
+    # A window that shares nothing with the last one: every item looked up as before.
+    assert [m.content for m in cache.decode(stored[9:], "s")] == ["m9", "m10", "m11"]
+    monkeypatch.undo()
+    _assert_same_as_fresh(again, [*stored[2:4], changed, *stored[5:8]])
+    # Another scope never gets this scope's messages, by position or otherwise.
+    cache.decode(stored[2:8], "t")
+    theirs = cache.decode(stored[2:8], "t")
+    assert not set(map(id, theirs)) & set(map(id, slid))
+
+
+def test_the_last_windows_hold_at_most_max_messages_items() -> None:
+    cache = DecodeCache(max_messages=16)
+    stored = [encode(HumanMessage(content=f"m{i}")) for i in range(6)]
+    for scope in ("a", "b", "c", "d"):
+        for _ in range(2):  # a scope is cached (and its window kept) from its second read on
+            cache.decode(stored, scope)
+        assert cache.info()["window_items"] <= 16
+    assert cache.info()["window_items"] == 12  # two windows of 6: the oldest ones dropped
+    cache.decode([*stored, *stored, *stored], "e")  # 18 items: more than all windows may hold
+    cache.decode([*stored, *stored, *stored], "e")
+    assert cache.info()["window_items"] <= 16
+    cache.clear()
+    assert cache.info()["window_items"] == 0
