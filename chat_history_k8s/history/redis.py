@@ -70,9 +70,15 @@ class _RoundTrip:
             raise HistoryUnavailable.from_redis(exc) from exc
 
 
-# redis-py's own `Redis.execute_command`, as imported: a client whose class replaced or wrapped it
-# (a subclass, a tracing integration) keeps its own.
-_STOCK_EXECUTE = redis.Redis.execute_command
+# redis-py's own `Redis.execute_command` as imported, or None when something had replaced or
+# wrapped it already: a client whose class has another (a subclass, a tracing integration) keeps
+# its own.
+_STOCK_EXECUTE = (
+    redis.Redis.execute_command
+    if type(redis.Redis.execute_command) is types.FunctionType
+    and redis.Redis.execute_command.__module__ == "redis.client"
+    else None
+)
 
 
 class _SentWriteFailed(Exception):
@@ -89,35 +95,50 @@ def execute(client: redis.Redis, args: Command, *, idempotent: bool) -> Any:
     history's LRANGE, EVALSHA and EVAL), on a connection of the client's pool with its retry
     policy, without redis-py's per-command layers (observability hooks, argument filters,
     event dispatch): about a sixth of the client's CPU per command here (bench/store_bench.py's
-    `ours_stock` is the history through `execute_command`, docs/benchmarks.md). Unlike
-    redis-py, a connection that fails once a write was sent does not send it again (it may
-    have been applied): only reads and unsent writes are retried, as on the service's
-    multiplexed connection. A client with a connection of its own (`single_connection_client`),
-    a client-side cache, or an `execute_command` of its own (a subclass, a tracing integration
-    that wraps it) goes through redis-py's path."""
+    `ours_stock` is the history through `execute_command`, docs/benchmarks.md).
+
+    Unlike redis-py, a connection that fails once a write was sent does not send it again (it
+    may have been applied): only reads, unsent writes, and writes a demoted primary refused
+    (READONLY, which a Sentinel client's connection turns into a connection error) are
+    retried, as on the service's multiplexed connection. A client with a connection of its own
+    (`single_connection_client`), a client-side cache, or an `execute_command` of its own (a
+    subclass, a tracing integration that wraps it) goes through redis-py's path."""
     if (
         client.connection is not None
         or getattr(client.connection_pool, "cache", None) is not None
         or type(client).execute_command is not _STOCK_EXECUTE
-        or type(_STOCK_EXECUTE) is not types.FunctionType
     ):
         return client.execute_command(*args)  # type: ignore[no-untyped-call]  # untyped in redis-py
     pool = client.connection_pool
     conn = pool.get_connection()
 
     def attempt() -> Any:
+        # Reconnects a connection the last attempt dropped through `connect()`, which a Sentinel
+        # connection overrides to ask the Sentinels for the primary: redis-py's `send_command`
+        # would reconnect to the address it had (the demoted primary, again).
+        conn.connect()  # type: ignore[no-untyped-call]  # untyped in redis-py
         conn.send_command(*args)  # type: ignore[no-untyped-call]  # untyped in redis-py
         if idempotent:
             return conn.read_response()
         try:
             return conn.read_response()
         except (redis.ConnectionError, redis.TimeoutError) as error:
-            raise _SentWriteFailed(error) from error  # read_response disconnected it
+            if isinstance(error.__context__, redis.ReadOnlyError):
+                raise  # a demoted primary refused it (Sentinel's connection): sent again
+            raise _SentWriteFailed(error) from error
 
     try:
         return conn.retry.call_with_retry(attempt, lambda _error: conn.disconnect())  # type: ignore[no-untyped-call]
     except _SentWriteFailed as failed:
+        conn.disconnect()  # type: ignore[no-untyped-call]  # untyped in redis-py
         raise failed.error from None
+    except redis.ResponseError:
+        raise  # an error reply, read whole: the connection is fine
+    except BaseException:
+        # A reply may still be on its way (a Sentinel connection does not disconnect on a
+        # failed read): never hand this connection to the next command.
+        conn.disconnect()  # type: ignore[no-untyped-call]  # untyped in redis-py
+        raise
     finally:
         pool.release(conn)
 

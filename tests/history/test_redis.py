@@ -5,20 +5,22 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 import redis.asyncio as aredis
+import redis.sentinel
 from langchain_core.messages import AIMessage, HumanMessage
-from redis.backoff import ConstantBackoff
+from redis.backoff import ConstantBackoff, NoBackoff
 from redis.retry import Retry
 
 from chat_history_k8s.history import HistoryUnavailable, build_store
-from chat_history_k8s.history.codec import DecodeCache
+from chat_history_k8s.history.codec import DecodeCache, encode
 from chat_history_k8s.history.redis import RedisChatHistory
 from tests.conftest import app_client, commands_per_turn, commandstats, make_settings
-from testsupport import RedisServer, wait_until
+from testsupport import LOOPBACK, RedisServer, wait_until
 
 
 @pytest.mark.parametrize("prior_messages", [0, 100, 1000, 4000])
@@ -189,6 +191,40 @@ def test_sync_code_resends_a_read_whose_connection_failed_but_never_a_sent_appen
     assert [m.text for m in history.get_window(0)] == ["a", "b"]
     # A failed connection was dropped, not handed back with a late reply waiting on it.
     assert history.append_turn([HumanMessage(content="c")]) == 2
+
+
+def test_sync_code_sends_an_append_a_demoted_primary_refused_to_the_new_one(
+    tmp_path: Path,
+) -> None:
+    """A Sentinel client's connection to a primary that was demoted turns its READONLY answer
+    into a connection error: that append was refused, not applied, so it is sent again, to
+    the primary the Sentinels name now, and stored once. (Real servers; the Sentinels' answers
+    are given: the demoted primary's address, then the new one's.)"""
+    new, old = RedisServer(tmp_path / "new"), RedisServer(tmp_path / "old")
+    new.start()
+    old.start()
+    try:
+        with old.client() as demoted:
+            demoted.replicaof(LOOPBACK, new.port)  # it answers writes with READONLY now
+
+        answers = [(LOOPBACK, old.port), (LOOPBACK, new.port)]
+
+        class Sentinels:
+            def discover_master(self, service_name: str) -> tuple[str, int]:
+                return answers.pop(0) if len(answers) > 1 else answers[0]
+
+        pool = redis.sentinel.SentinelConnectionPool(  # type: ignore[no-untyped-call]  # untyped in redis-py
+            "primary", Sentinels(), retry=Retry(NoBackoff(), 1)
+        )
+        history = RedisChatHistory("s", client=redis.Redis(connection_pool=pool))
+        assert history.append_turn([HumanMessage(content="a")]) == 0
+        assert answers == [(LOOPBACK, new.port)]  # asked again after READONLY
+        with new.client() as primary:
+            assert primary.lrange("chat-history:s", 0, -1) == [encode(HumanMessage(content="a"))]
+        pool.disconnect()
+    finally:
+        old.stop()
+        new.stop()
 
 
 def test_a_client_with_an_execute_command_or_a_connection_of_its_own_keeps_them(

@@ -16,6 +16,7 @@ import httpx
 import pytest
 import redis
 import redis.asyncio as aredis
+import redis.sentinel
 from langchain_core.messages import AIMessage, HumanMessage
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.asyncio.sentinel import SentinelManagedConnection
@@ -128,6 +129,28 @@ async def test_after_a_manual_failover_the_next_turn_reaches_the_new_primary_at_
             assert r.status_code == 200, r.text
         stored = await messages(client, "m")
     assert stored[::2] == ["one", *(f"after {i}" for i in range(5))]
+
+
+def test_sync_code_appends_to_the_new_primary_after_a_manual_failover(
+    healthy: LocalSentinel,
+) -> None:
+    """The lift-and-use history on redis-py's sync Sentinel client reaches the new primary after
+    a failover, every append stored once (the Sentinels close the demoted primary's client
+    connections; an append it answered READONLY: tests/history/test_redis.py)."""
+    sentinels = [
+        (host, int(port)) for host, port in (a.split(":") for a in healthy.addresses.split(","))
+    ]
+    found = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]  # untyped in redis-py
+        sentinels, sentinel_kwargs={"password": SENTINEL_PASSWORD}, password=PASSWORD
+    )
+    client = found.master_for(healthy.master)  # type: ignore[no-untyped-call]
+    history = RedisChatHistory("sync-failover", client=client)
+    history.append_turn([HumanMessage("one")])
+    healthy.manual_failover()
+    for i in range(3):
+        history.append_turn([HumanMessage(f"after {i}")])
+    assert [m.text for m in history.get_window(0)] == ["one", "after 0", "after 1", "after 2"]
+    client.close()
 
 
 @pytest.mark.parametrize("connection_class", [SentinelPrimaryConnection, SentinelManagedConnection])
