@@ -254,6 +254,10 @@ class RedisChatHistory(ChatHistory):
     def _window_range(self, n: int) -> tuple[int, int]:
         return (-n if n else 0, -1)
 
+    def _read_command(self, n: int) -> Command:
+        """The window read: `LRANGE key -n -1` (the whole list for n = 0)."""
+        return ("LRANGE", self.key, *self._window_range(n))
+
     def _append_args(self, messages: Sequence[BaseMessage]) -> tuple[Any, ...]:
         """The script's keys and arguments (after its name): `numkeys key cap ttl *messages`.
         Encoded through the decode cache, which keeps them: this process reads them back free."""
@@ -276,8 +280,7 @@ class RedisChatHistory(ChatHistory):
     async def aget_window(self, n: int) -> list[BaseMessage]:
         with self._round_trip("read"):
             if self._mux is not None:
-                command = ("LRANGE", self.key, *self._window_range(n))
-                (raw,) = await self._mux.execute([command], idempotent=True)
+                (raw,) = await self._mux.execute([self._read_command(n)], idempotent=True)
                 raise_first_error([raw])
             else:
                 raw = await self._async().lrange(self.key, *self._window_range(n))
@@ -291,9 +294,9 @@ class RedisChatHistory(ChatHistory):
         The command runs first: when its reply refuses the turn, the window is not used."""
         with self._round_trip("read"):
             if self._mux is not None:
-                read = ("LRANGE", self.key, *self._window_range(n))
                 # Not idempotent: the command (an admission) may write.
-                reply, raw = await self._mux.execute([command, read], idempotent=False)
+                commands = [command, self._read_command(n)]
+                reply, raw = await self._mux.execute(commands, idempotent=False)
                 raise_first_error([reply, raw])
             else:
                 async with self._async().pipeline(transaction=False) as pipe:
@@ -330,8 +333,7 @@ class RedisChatHistory(ChatHistory):
     # -- sync (BaseChatMessageHistory for sync LangChain code) -------------------------------
     def get_window(self, n: int) -> list[BaseMessage]:
         with self._round_trip("read"):
-            command = ("LRANGE", self.key, *self._window_range(n))
-            raw = execute(self._sync(), command, idempotent=True)
+            raw = execute(self._sync(), self._read_command(n), idempotent=True)
         return self.decoded.decode(raw, self._scope)
 
     def append_turn(self, messages: Sequence[BaseMessage]) -> int:
