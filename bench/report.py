@@ -369,10 +369,13 @@ def bought_section(
             "its second read on (a first read decodes without caching anything), and from its "
             "third found by position in its last window (stored bytes compared, not hashed "
             "and looked up); *own "
-            "commands* = the two commands sent on a connection of the client's pool by "
-            "`chat_history_k8s.history.redis.execute` instead of redis-py's `execute_command` "
-            "(its observability hooks, argument filters and event dispatch skipped; the "
-            "columns before it all go through `execute_command`).",
+            "commands* = the two commands sent by "
+            "`chat_history_k8s.history.redis_sync.execute` on a connection it takes off the "
+            "client's pool under the pool's lock, packed by hiredis and read by the "
+            "connection's own hiredis reader, instead of redis-py's `execute_command` (its "
+            "pool checkout, observability hooks, argument filters, event dispatch and "
+            "per-command layers skipped; the columns before it all go through "
+            "`execute_command`).",
             "",
             "| history | script | decode cache | shared reads | own commands "
             "| all: after / before | before, of raw ceiling | after, of raw ceiling |",

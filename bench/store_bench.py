@@ -514,7 +514,7 @@ def profile_ours(server: RedisServer, length: int, turns: int) -> dict[str, Any]
             )
         )
 
-    execute = "chat_history_k8s/history/redis.py", "execute"  # the sync commands' one path
+    execute = "chat_history_k8s/history/redis_sync.py", "execute"  # the sync commands' one path
     per_turn_us = {
         "get_window": cumulative("chat_history_k8s/history/redis.py", "get_window"),
         "  LRANGE (redis-py, wire)": cumulative(*execute, caller="get_window"),

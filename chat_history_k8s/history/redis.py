@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -17,6 +16,7 @@ from chat_history_k8s.history.base import ChatHistory, HistoryStore, HistoryUnav
 from chat_history_k8s.history.codec import DECODED, DecodeCache
 from chat_history_k8s.history.redis_mux import MultiplexedConnection
 from chat_history_k8s.history.redis_pool import AsyncClient, WarmedPool, build_multiplexed
+from chat_history_k8s.history.redis_sync import execute
 from chat_history_k8s.history.redis_wait import (
     Command,
     WaitFor,
@@ -68,79 +68,6 @@ class _RoundTrip:
             exc, NoScriptError
         ):
             raise HistoryUnavailable.from_redis(exc) from exc
-
-
-# redis-py's own `Redis.execute_command` as imported, or None when something had replaced or
-# wrapped it already: a client whose class has another (a subclass, a tracing integration) keeps
-# its own.
-_STOCK_EXECUTE = (
-    redis.Redis.execute_command
-    if type(redis.Redis.execute_command) is types.FunctionType
-    and redis.Redis.execute_command.__module__ == "redis.client"
-    else None
-)
-
-
-class _SentWriteFailed(Exception):
-    """A write's connection failed once the write was sent: carried through redis-py's `Retry`
-    (which retries connection errors) so that the write is not sent again."""
-
-    def __init__(self, error: redis.RedisError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-def execute(client: redis.Redis, args: Command, *, idempotent: bool) -> Any:
-    """`client.execute_command(*args)` for a command that has no response callback (the
-    history's LRANGE, EVALSHA and EVAL), on a connection of the client's pool with its retry
-    policy, without redis-py's per-command layers (observability hooks, argument filters,
-    event dispatch): about a sixth of the client's CPU per command here (bench/store_bench.py's
-    `ours_stock` is the history through `execute_command`, docs/benchmarks.md).
-
-    Unlike redis-py, a connection that fails once a write was sent does not send it again (it
-    may have been applied): only reads, unsent writes, and writes a demoted primary refused
-    (READONLY, which a Sentinel client's connection turns into a connection error) are
-    retried, as on the service's multiplexed connection. A client with a connection of its own
-    (`single_connection_client`), a client-side cache, or an `execute_command` of its own (a
-    subclass, a tracing integration that wraps it) goes through redis-py's path."""
-    if (
-        client.connection is not None
-        or getattr(client.connection_pool, "cache", None) is not None
-        or type(client).execute_command is not _STOCK_EXECUTE
-    ):
-        return client.execute_command(*args)  # type: ignore[no-untyped-call]  # untyped in redis-py
-    pool = client.connection_pool
-    conn = pool.get_connection()
-
-    def attempt() -> Any:
-        # Reconnects a connection the last attempt dropped through `connect()`, which a Sentinel
-        # connection overrides to ask the Sentinels for the primary: redis-py's `send_command`
-        # would reconnect to the address it had (the demoted primary, again).
-        conn.connect()  # type: ignore[no-untyped-call]  # untyped in redis-py
-        conn.send_command(*args)  # type: ignore[no-untyped-call]  # untyped in redis-py
-        if idempotent:
-            return conn.read_response()
-        try:
-            return conn.read_response()
-        except (redis.ConnectionError, redis.TimeoutError) as error:
-            if isinstance(error.__context__, redis.ReadOnlyError):
-                raise  # a demoted primary refused it (Sentinel's connection): sent again
-            raise _SentWriteFailed(error) from error
-
-    try:
-        return conn.retry.call_with_retry(attempt, lambda _error: conn.disconnect())  # type: ignore[no-untyped-call]
-    except _SentWriteFailed as failed:
-        conn.disconnect()  # type: ignore[no-untyped-call]  # untyped in redis-py
-        raise failed.error from None
-    except redis.ResponseError:
-        raise  # an error reply, read whole: the connection is fine
-    except BaseException:
-        # A reply may still be on its way (a Sentinel connection does not disconnect on a
-        # failed read): never hand this connection to the next command.
-        conn.disconnect()  # type: ignore[no-untyped-call]  # untyped in redis-py
-        raise
-    finally:
-        pool.release(conn)
 
 
 class RedisChatHistory(ChatHistory):

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,14 +10,11 @@ import redis
 import redis.asyncio as aredis
 import redis.sentinel
 from langchain_core.messages import AIMessage, HumanMessage
-from redis.backoff import ConstantBackoff, NoBackoff
-from redis.retry import Retry
 
 from chat_history_k8s.history import HistoryUnavailable, build_store
-from chat_history_k8s.history.codec import DecodeCache, encode
+from chat_history_k8s.history.codec import DecodeCache
 from chat_history_k8s.history.redis import RedisChatHistory
 from tests.conftest import app_client, commands_per_turn, commandstats, make_settings
-from testsupport import LOOPBACK, RedisServer, wait_until
 
 
 @pytest.mark.parametrize("prior_messages", [0, 100, 1000, 4000])
@@ -162,89 +156,3 @@ def test_the_writer_reads_its_own_turn_back_without_decoding_it(redis_url: str) 
     mine, theirs = writer.get_window(10), reader.get_window(10)
     assert [m.__dict__ for m in mine] == [m.__dict__ for m in theirs]
     assert [m.model_fields_set for m in mine] == [m.model_fields_set for m in theirs]
-
-
-def test_sync_code_resends_a_read_whose_connection_failed_but_never_a_sent_append(
-    own_redis: RedisServer,
-) -> None:
-    """The sync methods' commands (`redis.execute`): a read whose connection fails is sent again
-    as the client's retry policy says; an append that was sent may have been applied, so it is
-    not (redis-py's own `execute_command` sends it again: the turn would be stored twice)."""
-    client = own_redis.client(socket_timeout=0.3, retry=Retry(ConstantBackoff(1.5), 1))
-    history = RedisChatHistory("s", client=client, ttl_seconds=60)
-    history.append_turn([HumanMessage(content="a")])  # connected, and the script is loaded
-
-    def hang_for_a_while() -> None:
-        """The server stops (what is sent waits in its socket: the command times out), and
-        runs again while the client backs off before its retry."""
-        own_redis.process.send(signal.SIGSTOP)
-        threading.Timer(0.8, own_redis.process.send, [signal.SIGCONT]).start()
-
-    hang_for_a_while()
-    assert [m.text for m in history.get_window(0)] == ["a"]  # timed out, sent again
-    hang_for_a_while()
-    with pytest.raises(HistoryUnavailable, match="Timeout"):
-        history.append_turn([HumanMessage(content="b")])
-    # The server runs the append once it runs again: the turn is stored once.
-    wait_until(lambda: len(history.get_window(0)) > 1, timeout_s=5, what="the append")
-    time.sleep(1.5)  # past the moment a retry would have come
-    assert [m.text for m in history.get_window(0)] == ["a", "b"]
-    # A failed connection was dropped, not handed back with a late reply waiting on it.
-    assert history.append_turn([HumanMessage(content="c")]) == 2
-
-
-def test_sync_code_sends_an_append_a_demoted_primary_refused_to_the_new_one(
-    tmp_path: Path,
-) -> None:
-    """A Sentinel client's connection to a primary that was demoted turns its READONLY answer
-    into a connection error: that append was refused, not applied, so it is sent again, to
-    the primary the Sentinels name now, and stored once. (Real servers; the Sentinels' answers
-    are given: the demoted primary's address, then the new one's.)"""
-    new, old = RedisServer(tmp_path / "new"), RedisServer(tmp_path / "old")
-    new.start()
-    old.start()
-    try:
-        with old.client() as demoted:
-            demoted.replicaof(LOOPBACK, new.port)  # it answers writes with READONLY now
-
-        answers = [(LOOPBACK, old.port), (LOOPBACK, new.port)]
-
-        class Sentinels:
-            def discover_master(self, service_name: str) -> tuple[str, int]:
-                return answers.pop(0) if len(answers) > 1 else answers[0]
-
-        pool = redis.sentinel.SentinelConnectionPool(  # type: ignore[no-untyped-call]  # untyped in redis-py
-            "primary", Sentinels(), retry=Retry(NoBackoff(), 1)
-        )
-        history = RedisChatHistory("s", client=redis.Redis(connection_pool=pool))
-        assert history.append_turn([HumanMessage(content="a")]) == 0
-        assert answers == [(LOOPBACK, new.port)]  # asked again after READONLY
-        with new.client() as primary:
-            assert primary.lrange("chat-history:s", 0, -1) == [encode(HumanMessage(content="a"))]
-        pool.disconnect()
-    finally:
-        old.stop()
-        new.stop()
-
-
-def test_a_client_with_an_execute_command_or_a_connection_of_its_own_keeps_them(
-    redis_url: str,
-) -> None:
-    """A subclass (or a tracing integration) that wraps `execute_command` sees the sync
-    methods' commands; a single-connection client's commands use that connection."""
-    seen: list[str] = []
-
-    class Traced(redis.Redis):
-        def execute_command(self, *args: Any, **options: Any) -> Any:
-            seen.append(args[0])
-            return super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
-
-    traced = Traced.from_url(redis_url)
-    single = redis.Redis.from_url(redis_url, single_connection_client=True)
-    for name, client in (("traced", traced), ("single", single)):
-        history = RedisChatHistory(name, client=client, max_messages=3)
-        for word in ("a", "b", "c", "d"):
-            history.append_turn([HumanMessage(content=word)])
-        assert [m.text for m in history.get_window(0)] == ["b", "c", "d"]
-        client.close()
-    assert seen.count("LRANGE") == 1 and seen.count("EVALSHA") == 4  # (and EVAL after NOSCRIPT)
