@@ -322,13 +322,14 @@ def profile_section(store: StoreResults) -> list[str]:
     lines += [f"| {n(us)} | {name.strip()} |" for name, us in p["per_turn_us"].items()]
     share = p["by_category"]
     codec = sum(v for k, v in share.items() if k.startswith(("JSON", "langchain", "pydantic")))
-    wire = sum(v for k, v in share.items() if k.startswith(("redis-py", "socket")))
+    wire = sum(v for k, v in share.items() if k.startswith(("redis-py", "socket", "the commands")))
     per = p["per_turn_us"]
     decode = next(us for name, us in per.items() if name.strip().startswith("decode"))
     parts = {
         "turning stored JSON into langchain-core messages and back (JSON, langchain-core, "
         "pydantic)": codec,
-        "redis-py and the socket (packing commands, parsing replies, waiting for Redis)": wire,
+        "the commands' path and the socket (redis-py, redis_sync.py: packing commands, "
+        "parsing replies, waiting for Redis)": wire,
     }
     (top, top_share), (second, second_share) = sorted(parts.items(), key=lambda kv: -kv[1])
     lines += [

@@ -467,6 +467,10 @@ _CATEGORIES = (
     ("pydantic (message validation, model_dump)", ("pydantic",)),
     ("langchain-core messages (to/from dict)", ("langchain_core",)),
     ("JSON encode/decode", ("json",)),
+    (
+        "the commands' own path (redis_sync.py: pool checkout, checks, send, read)",
+        ("/chat_history_k8s/history/redis_sync.py",),
+    ),
     ("RedisChatHistory itself", ("/chat_history_k8s/",)),
 )
 
