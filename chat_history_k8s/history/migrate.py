@@ -25,11 +25,10 @@ import sys
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-import redis
 from pydantic import ValidationError
 
 from chat_history_k8s.config import Settings
-from chat_history_k8s.history.redis_pool import AsyncClient, build_async_client
+from chat_history_k8s.history.redis_pool import REDIS_ERRORS, AsyncClient, build_async_client
 
 SOURCE_PREFIX = "FROM_"
 BATCH = 200  # keys per round trip
@@ -151,7 +150,7 @@ async def _run(replace: bool) -> Report:
         for client, side in ((source, "source (FROM_REDIS_*)"), (target, "target (REDIS_*)")):
             try:
                 await client.ping()
-            except redis.RedisError as exc:
+            except REDIS_ERRORS as exc:
                 raise MigrationError(f"{side}: {exc}") from exc
         return await migrate(source, target, prefix, replace=replace)
     finally:
@@ -171,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         report = asyncio.run(_run(args.replace))
-    except (MigrationError, redis.RedisError, ValueError) as exc:
+    except (MigrationError, *REDIS_ERRORS, ValueError) as exc:
         print(f"migrate: {exc}", file=sys.stderr)
         return 1
     print(f"migrate: {report.line()}; every copied key checked on the target")

@@ -29,6 +29,10 @@ from chat_history_k8s.history.redis_mux import MultiplexedConnection
 logger = logging.getLogger(__name__)
 
 AsyncClient = aredis.Redis | aredis.RedisCluster
+# What a failing Redis raises: redis-py's cluster client raises RedisClusterException (no node
+# reachable, a slot nobody serves), which is not a RedisError. Catching RedisError alone turned
+# a lost cluster into a 500 (tests/checkpoint/test_cluster.py).
+REDIS_ERRORS = (redis.RedisError, RedisClusterException)
 
 # Connections opened at once. Every connect races its own connect timeout, but the event loop
 # completes connects one after another: opening 50 together under CPU contention took up to

@@ -6,12 +6,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import redis
 import redis.asyncio as aredis
 
 from chat_history_k8s.config import Settings
 from chat_history_k8s.history.base import HistoryUnavailable
 from chat_history_k8s.history.redis import RoundTripHook
+from chat_history_k8s.history.redis_pool import REDIS_ERRORS
 from chat_history_k8s.limits.base import (
     Admission,
     Limiter,
@@ -113,7 +113,7 @@ class RedisLimiter(Limiter):
     async def admit(self, principal: str, session_id: str) -> Admission:
         try:
             reply = await self.client.eval(ADMIT, 2, *self._keys_and_args(principal, session_id))
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise HistoryUnavailable.from_redis(exc) from exc
         finally:
             self._counted("admit")
@@ -124,7 +124,7 @@ class RedisLimiter(Limiter):
             return
         try:
             await self.client.zrem(self.keys(principal)[1], session_id)
-        except redis.RedisError:
+        except REDIS_ERRORS:
             logger.warning("a failed turn's session slot was not given back (it expires)")
         finally:
             self._counted("release_slot")
@@ -134,7 +134,7 @@ class RedisLimiter(Limiter):
             return
         try:
             await self.client.zrem(self.keys(principal)[1], session_id)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise HistoryUnavailable.from_redis(exc) from exc
         finally:
             self._counted("forget")

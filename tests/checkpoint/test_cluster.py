@@ -4,11 +4,14 @@ conversations on threads spread over the primaries run and read back, async and 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import httpx
 import pytest
 from redis.crc import key_slot
 
 from chat_history_k8s.checkpoint import RedisCheckpointSaver
+from tests.api.models import AFTER, FlakyModel
 from tests.checkpoint.conftest import make_agent, say, thread
 from tests.conftest import app_client, auth_settings, bearer, make_settings, wait_ready
 from testsupport import LocalRedisCluster
@@ -147,3 +150,38 @@ async def test_the_message_history_sends_its_script_again_after_the_cluster_lost
             r = await client.post("/v1/chat", json={"session_id": session, "message": "two"})
             assert r.status_code == 200, r.text
             assert r.json()["history_length"] == 2  # stored before this turn
+
+
+async def test_a_limited_turn_on_a_lost_cluster_is_503_and_never_500(
+    tmp_path: Path, history_api: str, api_keys: dict[str, str]
+) -> None:
+    """The cluster goes away after the model answered: the store write fails (503) and the
+    admission's session slot is given back on a client that must now re-learn the cluster's
+    layout, which fails too. redis-py's cluster client raises `RedisClusterException` there,
+    which is not a `RedisError`: it must be the same 503 `history_unavailable` (a local e2e
+    failover run once answered such a turn 500). The turns and the delete after it as well."""
+    cluster = LocalRedisCluster(tmp_path / "cluster")
+    cluster.start()
+    try:
+        settings = make_settings(
+            "redis", cluster.url, history_api=history_api, redis_mode="cluster",
+            **auth_settings(api_keys, rate_limit_turns=100, max_sessions_per_principal=10),
+        )  # fmt: skip
+        model = FlakyModel(after_answer=cluster.stop)
+        alice = bearer(api_keys["alice"])
+        async with app_client(settings, model, raise_app_exceptions=False) as client:
+            await wait_ready(client)
+
+            async def turn(text: str) -> httpx.Response:
+                return await client.post(
+                    "/v1/chat", json={"session_id": "s", "message": text}, headers=alice
+                )
+
+            assert (await turn("hello")).status_code == 200
+            failed = [await turn(f"{AFTER} the cluster goes now"), await turn("and now?")]
+            failed.append(await client.delete("/v1/sessions/s", headers=alice))
+            assert [(r.status_code, r.json()["error"]["code"]) for r in failed] == [
+                (503, "history_unavailable")
+            ] * 3, [r.text for r in failed]
+    finally:
+        cluster.stop()

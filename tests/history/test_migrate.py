@@ -140,6 +140,9 @@ def test_a_target_with_history_is_refused_and_left_alone(
         ({"FROM_REDIS_KEY_PREFIX": "other:"},
          "FROM_REDIS_KEY_PREFIX 'other:' differs from REDIS_KEY_PREFIX 'chat-history:'"),
         ({"FROM_REDIS_PASSWORD": "wrong"}, "source (FROM_REDIS_*): "),
+        # No node answers: redis-py's cluster client raises RedisClusterException, which is
+        # not a RedisError (a traceback here would hide which side failed).
+        ({"REDIS_URL": "redis://127.0.0.1:1"}, "target (REDIS_*): "),
     ],
 )  # fmt: skip
 def test_bad_settings_are_named_and_nothing_is_copied(
