@@ -18,7 +18,8 @@ READY_TIMEOUT_S = 60.0
 class LocalRedisCluster:
     """`primaries * (1 + replicas)` RedisServers with `--cluster-enabled yes`, joined by
     `redis-cli --cluster create` (slots spread evenly, `replicas` per primary) and started when
-    `start()` returns: every running node reports `cluster_state:ok`. No persistence: a killed
+    `start()` returns: every running node reports `cluster_state:ok` and every replica has synced.
+    No persistence: a killed
     node comes back empty and resyncs from its primary (`restart`), as a pod without a volume.
 
     `node_timeout_ms` is how long the others wait before they call a node failed; a replica of
@@ -75,6 +76,9 @@ class LocalRedisCluster:
             self.nodes[0].cli("--cluster", "create", *addresses, "--cluster-replicas",
                               str(self.replicas), "--cluster-yes")  # fmt: skip
             wait_until(self._ready, timeout_s=READY_TIMEOUT_S, what="cluster_state:ok everywhere")
+            # A replica that never synced is not promoted (its data counts as too old), so a
+            # primary killed before then stays failed: wait until every replica has synced.
+            wait_until(self._synced, timeout_s=READY_TIMEOUT_S, what="every replica to sync")
         except BaseException:
             self.stop()
             raise
@@ -137,6 +141,14 @@ class LocalRedisCluster:
             with node.client() as c:
                 if c.info("replication").get("role") == "master":
                     c.flushall()
+
+    def _synced(self) -> bool:
+        for node in self.nodes:
+            with node.client(socket_timeout=1) as c:
+                info = c.info("replication")
+            if info.get("role") == "slave" and info.get("master_link_status") != "up":
+                return False
+        return True
 
     def _ready(self) -> bool:
         for node in self.nodes:
