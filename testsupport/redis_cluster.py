@@ -19,8 +19,8 @@ class LocalRedisCluster:
     """`primaries * (1 + replicas)` RedisServers with `--cluster-enabled yes`, joined by
     `redis-cli --cluster create` (slots spread evenly, `replicas` per primary) and started when
     `start()` returns: every running node reports `cluster_state:ok` and every replica has synced.
-    No persistence: a killed
-    node comes back empty and resyncs from its primary (`restart`), as a pod without a volume.
+    No persistence: a killed node comes back empty and resyncs from its primary (`restart`), as a
+    pod without a volume.
 
     `node_timeout_ms` is how long the others wait before they call a node failed; a replica of
     a failed primary is promoted about a second after that."""

@@ -13,13 +13,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import redis
-from redis.exceptions import NoScriptError, RedisClusterException
+from redis.exceptions import NoScriptError
 
 from chat_history_k8s.checkpoint.lease import LeaseLost
 from chat_history_k8s.checkpoint.ops import Call, Delete, Eval, Scan
 from chat_history_k8s.history.base import HistoryUnavailable
 from chat_history_k8s.history.redis import RoundTripHook
-from chat_history_k8s.history.redis_pool import AsyncClient
+from chat_history_k8s.history.redis_pool import REDIS_ERRORS, AsyncClient
 from chat_history_k8s.history.redis_wait import (
     Command,
     WaitFor,
@@ -43,7 +43,7 @@ def _round_trip(op: str, hook: RoundTripHook | None) -> Iterator[None]:
         if str(exc).startswith(("FENCED", "LEASED")):
             raise LeaseLost(str(exc).split(" script:")[0]) from exc
         raise HistoryUnavailable.from_redis(exc) from exc
-    except (redis.RedisError, RedisClusterException) as exc:  # the latter: e.g. no slot owner
+    except REDIS_ERRORS as exc:  # a cluster's RedisClusterException too: e.g. no slot owner
         raise HistoryUnavailable.from_redis(exc) from exc
     finally:
         if hook is not None:

@@ -9,13 +9,18 @@ from typing import Any
 import redis
 import redis.asyncio as aredis
 from langchain_core.messages import BaseMessage
-from redis.exceptions import NoScriptError, RedisClusterException
+from redis.exceptions import NoScriptError
 
 from chat_history_k8s.config import Settings
 from chat_history_k8s.history.base import ChatHistory, HistoryStore, HistoryUnavailable
 from chat_history_k8s.history.codec import DECODED, DecodeCache
 from chat_history_k8s.history.redis_mux import MultiplexedConnection
-from chat_history_k8s.history.redis_pool import AsyncClient, WarmedPool, build_multiplexed
+from chat_history_k8s.history.redis_pool import (
+    REDIS_ERRORS,
+    AsyncClient,
+    WarmedPool,
+    build_multiplexed,
+)
 from chat_history_k8s.history.redis_sync import execute
 from chat_history_k8s.history.redis_wait import (
     Command,
@@ -64,9 +69,7 @@ class _RoundTrip:
         if self.hook is not None:
             self.hook(self.op)
         # NOSCRIPT is not a failure: the caller sends the script's source.
-        if isinstance(exc, (redis.RedisError, RedisClusterException)) and not isinstance(
-            exc, NoScriptError
-        ):
+        if isinstance(exc, REDIS_ERRORS) and not isinstance(exc, NoScriptError):
             raise HistoryUnavailable.from_redis(exc) from exc
 
 

@@ -29,9 +29,10 @@ from chat_history_k8s.history.redis_mux import MultiplexedConnection
 logger = logging.getLogger(__name__)
 
 AsyncClient = aredis.Redis | aredis.RedisCluster
-# What a failing Redis raises: redis-py's cluster client raises RedisClusterException (no node
-# reachable, a slot nobody serves), which is not a RedisError. Catching RedisError alone turned
-# a lost cluster into a 500 (tests/checkpoint/test_cluster.py).
+# What a failing Redis raises, for every `except` that maps it to `HistoryUnavailable`: redis-py's
+# cluster client raises RedisClusterException (no node reachable, a slot nobody serves), which is
+# not a RedisError. Catching RedisError alone turned a lost cluster into a 500
+# (tests/checkpoint/test_cluster.py).
 REDIS_ERRORS = (redis.RedisError, RedisClusterException)
 
 # Connections opened at once. Every connect races its own connect timeout, but the event loop
@@ -385,7 +386,7 @@ class WarmedPool:
                 await self.client.ping()
                 if self.multiplexed is not None:  # the turns' own connection answers too
                     await self._ping_multiplexed()
-        except (redis.RedisError, RedisClusterException) as exc:
+        except REDIS_ERRORS as exc:
             raise HistoryUnavailable.from_redis(exc) from exc
 
     async def _ping_multiplexed(self) -> None:
