@@ -79,6 +79,16 @@ class FailoverReport:
         return sum(o.status != 200 for o in self.outcomes)
 
     @property
+    def wrong_answers(self) -> Counter[str]:
+        """The service's own answers to failed turns other than 503 `history_unavailable` (a
+        failing store is never anything else, e.g. never a 500)."""
+        return Counter(
+            o.answer for o in self.outcomes
+            if o.status not in (0, 200) and not o.answer.endswith("(not the service)")
+            and o.answer != "503 history_unavailable"
+        )  # fmt: skip
+
+    @property
     def longest_failure_s(self) -> float:
         """The longest run of consecutive failed turns (in start order, all sessions together):
         from the start of its first turn to the end of its last."""

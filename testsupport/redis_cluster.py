@@ -75,13 +75,17 @@ class LocalRedisCluster:
             addresses = [f"{LOOPBACK}:{node.port}" for node in self.nodes]
             self.nodes[0].cli("--cluster", "create", *addresses, "--cluster-replicas",
                               str(self.replicas), "--cluster-yes")  # fmt: skip
-            wait_until(self._ready, timeout_s=READY_TIMEOUT_S, what="cluster_state:ok everywhere")
+            self.wait_ok()
             # A replica that never synced is not promoted (its data counts as too old), so a
             # primary killed before then stays failed: wait until every replica has synced.
             wait_until(self._synced, timeout_s=READY_TIMEOUT_S, what="every replica to sync")
         except BaseException:
             self.stop()
             raise
+
+    def wait_ok(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Return once every running node reports `cluster_state:ok`."""
+        wait_until(self._ready, timeout_s=timeout_s, what="cluster_state:ok everywhere")
 
     def stop(self) -> None:
         for node in self.nodes:

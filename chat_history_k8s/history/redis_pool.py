@@ -184,6 +184,34 @@ class PacedSentinelPool(SentinelConnectionPool, PacedConnectionPool):
     Sentinels name; idle connections to a former primary are closed when the address changes."""
 
 
+class ClusterConnection(aredis.Connection):
+    """redis-py's async connection for the cluster client, except that a command whose
+    connection another task closed under it fails with `redis.ConnectionError`.
+
+    redis-py's cluster client (checked with 8.1) closes *every* node's connections, the ones
+    other tasks are using included, when one command meets `CLUSTERDOWN` or an uncovered slot
+    (`RedisCluster.aclose()`) or a re-initialization fails. A write checks that its connection
+    is open, then writes in a task of its own (`asyncio.wait_for`): closed in between, the bare
+    `AttributeError` ("'NoneType' object has no attribute 'writelines'") escaped. It is not a
+    `RedisError`, so neither redis-py's retry nor the service's 503 applied and the turn answered
+    500 (seen under Cluster failovers; redis-py#3546, #4287). As a `ConnectionError` the client
+    re-learns the layout and retries the command like any lost connection, and what still fails
+    is a 503. Only that signature (an operation on `None`) is translated. A read needs nothing:
+    a closed connection's parser answers `ConnectionError` itself.
+    """
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        try:
+            await super().send_packed_command(command, check_health)
+        except (AttributeError, TypeError) as exc:
+            if "NoneType" not in str(exc):
+                raise
+            raise redis.ConnectionError(
+                f"Error while writing to {self.host}:{self.port}: another task closed the "
+                f"connection under the command ({exc})"
+            ) from exc
+
+
 def _retry(settings: Settings, retries: int | None = None) -> AsyncRetry:
     return AsyncRetry(
         ExponentialBackoff(cap=1.0, base=settings.redis_retry_backoff_seconds),
@@ -208,12 +236,18 @@ def build_async_client(settings: Settings) -> AsyncClient:
         "health_check_interval": 0,  # no hidden PINGs: they would add round trips to a turn
     }
     if settings.redis_mode == "cluster":
-        return aredis.RedisCluster.from_url(
+        cluster = aredis.RedisCluster.from_url(
             settings.redis_url,
             max_connections=settings.redis_max_connections,  # per node
             retry=_retry(settings),
             **options,
         )
+        # No connection exists yet. redis-py's from_url takes no connection class: set it
+        # where redis-py keeps it, for the startup nodes and for every node found later.
+        cluster.nodes_manager.connection_kwargs["connection_class"] = ClusterConnection
+        for node in cluster.nodes_manager.startup_nodes.values():
+            node.connection_class = ClusterConnection
+        return cluster
     pooled: dict[str, Any] = options | {
         # Maintenance notifications (CLIENT MAINT_NOTIFICATIONS, RESP3 pushes announcing a
         # managed service's node moves) are off: open-source Redis and Sentinel send none, and

@@ -29,8 +29,12 @@ from redis.exceptions import (
 from chat_history_k8s.history.base import HistoryUnavailable
 
 Command = tuple[str | bytes | int | float, ...]
-# Replies that mean the cluster's layout changed under the write: re-learn it.
-_LAYOUT_CHANGED = (MovedError, AskError, ClusterDownError, TryAgainError, RedisClusterException)
+# Replies that mean the cluster's layout may have changed under the write: re-learn it (a
+# connection lost while reading a reply too, as redis-py's cluster client does).
+_LAYOUT_CHANGED = (
+    MovedError, AskError, ClusterDownError, TryAgainError, RedisClusterException,
+    redis.ConnectionError, redis.TimeoutError,
+)  # fmt: skip
 
 
 class ReplicasBehind(HistoryUnavailable):

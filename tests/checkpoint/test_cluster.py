@@ -3,7 +3,8 @@ conversations on threads spread over the primaries run and read back, async and 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
 import httpx
@@ -11,6 +12,7 @@ import pytest
 from redis.crc import key_slot
 
 from chat_history_k8s.checkpoint import RedisCheckpointSaver
+from chat_history_k8s.history.redis_pool import ClusterConnection
 from tests.api.models import AFTER, FlakyModel
 from tests.checkpoint.conftest import make_agent, say, thread
 from tests.conftest import app_client, auth_settings, bearer, make_settings, wait_ready
@@ -183,5 +185,78 @@ async def test_a_limited_turn_on_a_lost_cluster_is_503_and_never_500(
             assert [(r.status_code, r.json()["error"]["code"]) for r in failed] == [
                 (503, "history_unavailable")
             ] * 3, [r.text for r in failed]
+    finally:
+        cluster.stop()
+
+
+class WritePause:
+    """Holds the next write of any cluster connection once `armed`, until `resume` is set: the
+    moment between redis-py's check that the connection is open and its write."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.reached = asyncio.Event()
+        self.resume = asyncio.Event()
+
+
+@pytest.fixture
+def write_pause(monkeypatch: pytest.MonkeyPatch) -> WritePause:
+    pause = WritePause()
+    write = ClusterConnection._send_packed_command
+
+    async def paused(self: ClusterConnection, command: Iterable[bytes]) -> None:
+        if pause.armed:
+            pause.armed = False
+            pause.reached.set()
+            await pause.resume.wait()
+        await write(self, command)
+
+    monkeypatch.setattr(ClusterConnection, "_send_packed_command", paused)
+    return pause
+
+
+async def test_a_turn_whose_connection_another_turn_closed_is_retried_never_500(
+    tmp_path: Path, history_api: str, write_pause: WritePause
+) -> None:
+    """redis-py's cluster client closes every connection, those of turns in flight included,
+    when a command meets CLUSTERDOWN. A turn whose write was under way then met a closed
+    connection: redis-py raised a bare AttributeError and the turn answered 500 (seen under
+    Cluster failovers). It must be a lost connection: retried on the re-learned layout (here
+    the turn goes through), a 503 if that fails too."""
+    cluster = LocalRedisCluster(tmp_path / "cluster")
+    cluster.start()
+    try:
+        settings = make_settings(
+            "redis", cluster.url, history_api=history_api, redis_mode="cluster",
+            redis_socket_timeout_seconds=10,  # the held write must not time out meanwhile
+        )  # fmt: skip
+        async with app_client(settings, raise_app_exceptions=False) as client:
+            await wait_ready(client)
+
+            async def turn(session: str, text: str) -> httpx.Response:
+                return await client.post("/v1/chat", json={"session_id": session, "message": text})
+
+            assert (await turn("a", "hello")).status_code == 200
+            write_pause.armed = True
+            held = asyncio.create_task(turn("a", "my name is Ada"))
+            await asyncio.wait_for(write_pause.reached.wait(), 10)
+            # Another turn meets CLUSTERDOWN (a slot nobody serves stops the whole cluster):
+            # redis-py closes every connection, the held turn's too.
+            slot = key_slot(b"chat-history:b")
+            owner = cluster.node(cluster.owner_of(slot))
+            with owner.client() as c:
+                c.execute_command("CLUSTER", "DELSLOTS", slot)
+            refused = await turn("b", "hello")
+            assert (refused.status_code, refused.json()["error"]["code"]) == (
+                503, "history_unavailable"
+            ), refused.text  # fmt: skip
+            with owner.client() as c:
+                c.execute_command("CLUSTER", "ADDSLOTS", slot)
+            cluster.wait_ok()
+            write_pause.resume.set()
+            answer = await held
+            assert answer.status_code == 200, answer.text
+            transcript = await client.get("/v1/sessions/a/messages")
+            assert [m["content"] for m in transcript.json()["messages"]][-2] == "my name is Ada"
     finally:
         cluster.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -16,6 +17,27 @@ HISTORY_APIS: tuple[HistoryApi, ...] = ("message-history", "checkpointer")
 # How the redis backend's Redis is deployed: one server, or a primary with replicas and
 # Sentinels (REDIS_MODE=sentinel), or a Redis Cluster with replicas (REDIS_MODE=cluster).
 RedisMode = Literal["standalone", "sentinel", "cluster"]
+
+
+# What the service logs before the traceback of a request it answered 500 (chat_history_k8s.errors).
+UNHANDLED = "unhandled error on "
+# A log line that starts a new record: the service's own format, or uvicorn's.
+_NEW_RECORD = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d|[A-Z]+: )")
+
+
+def unhandled_errors_in(log: str) -> list[str]:
+    """Each 500's record in a replica's `log`: the line naming the request, then its traceback."""
+    found: list[list[str]] = []
+    record: list[str] | None = None
+    for line in log.splitlines():
+        if UNHANDLED in line:
+            record = [line]
+            found.append(record)
+        elif record is not None and not _NEW_RECORD.match(line):
+            record.append(line)
+        else:
+            record = None
+    return ["\n".join(lines) for lines in found]
 
 
 class TargetUnavailable(RuntimeError):
@@ -136,6 +158,11 @@ class Deployment(abc.ABC):
     def replica_restarts(self) -> int:
         """How many times chat replicas restarted or died on their own (pods: restart counts)."""
         raise NotImplementedError(f"{self.description}: cannot count replica restarts")
+
+    def unhandled_errors(self) -> list[str]:
+        """The tracebacks the replicas logged for requests they answered 500 (from the logs of
+        the replicas running now; a pod that was replaced took its log with it)."""
+        raise NotImplementedError(f"{self.description}: cannot read the replicas' logs")
 
     def helm_test(self) -> tuple[bool, str]:
         raise NotImplementedError("helm test needs a Helm release (kube target)")

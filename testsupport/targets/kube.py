@@ -38,6 +38,7 @@ from testsupport.targets.base import (
     RedisMode,
     Target,
     TargetUnavailable,
+    unhandled_errors_in,
 )
 
 logger = logging.getLogger(__name__)
@@ -805,6 +806,11 @@ class KubeDeployment(Deployment):
             raise NotImplementedError(f"{self.description}: no Redis primary with replicas")
         self.replication.wait_converged("the replication to converge before a kill")
         return KubePrimaryKiller(self.replication)
+
+    def unhandled_errors(self) -> list[str]:
+        logs = [self._kubectl("logs", pod.metadata.name, "-c", "chat", timeout_s=30)
+                for pod in self._pods()]  # fmt: skip
+        return [error for log in logs for error in unhandled_errors_in(log)]
 
     def replica_restarts(self) -> int:
         """Container restarts of the chat pods, plus the chat pods that replaced one seen by an

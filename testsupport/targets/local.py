@@ -40,6 +40,7 @@ from testsupport.targets.base import (
     RedisMode,
     Target,
     TargetUnavailable,
+    unhandled_errors_in,
 )
 
 START_TIMEOUT_S = 30.0
@@ -315,6 +316,11 @@ class LocalDeployment(Deployment):
     def replica_restarts(self) -> int:
         # No supervisor restarts a local replica: one that is not running has died.
         return sum(not slot.running for slot in self._slots)
+
+    def unhandled_errors(self) -> list[str]:
+        # Every process's log stays in the workdir: restarted replicas' too.
+        logs = sorted(self.workdir.glob("replica-*.log"))
+        return [e for log in logs for e in unhandled_errors_in(log.read_text(errors="replace"))]
 
     def close(self) -> None:
         if self.lb is not None:
