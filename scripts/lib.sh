@@ -69,12 +69,38 @@ ensure_venv() {
     done
     [[ -n "${covered}" ]] && return 0
   done
-  log "installing chat-history-k8s[${extras}] into ${VENV} (versions pinned by constraints.txt;" \
-    "a first install takes a few minutes)"
-  "${VENV}/bin/python" -m pip install --disable-pip-version-check --progress-bar off \
-    -c "${REPO_ROOT}/constraints.txt" -e "${REPO_ROOT}[${extras}]" | pip_progress ||
-    die "pip install of chat-history-k8s[${extras}] failed (see above)"
+  log "installing chat-history-k8s[${extras}] into ${VENV} (versions pinned by constraints.txt)"
+  # uv (its version pinned in constraints.txt too) installs the same pins in seconds where pip
+  # took about a minute (CI, 124 packages: 55 s with a warm cache). Where uv cannot be
+  # installed (no wheel for this platform), pip does the install itself, only slower.
+  if [[ ! -x "${VENV}/bin/uv" ]]; then
+    "${VENV}/bin/python" -m pip install --disable-pip-version-check --progress-bar off -q \
+      -c "${REPO_ROOT}/constraints.txt" uv ||
+      log "uv could not be installed (see above): pip installs the packages, in a few minutes"
+  fi
+  if [[ -x "${VENV}/bin/uv" ]]; then
+    "${VENV}/bin/uv" pip install --python "${VENV}/bin/python" \
+      -c "${REPO_ROOT}/constraints.txt" -e "${REPO_ROOT}[${extras}]" 2>&1 | uv_progress ||
+      die "uv pip install of chat-history-k8s[${extras}] failed (see above)"
+  else
+    "${VENV}/bin/python" -m pip install --disable-pip-version-check --progress-bar off \
+      -c "${REPO_ROOT}/constraints.txt" -e "${REPO_ROOT}[${extras}]" | pip_progress ||
+      die "pip install of chat-history-k8s[${extras}] failed (see above)"
+  fi
   touch "${VENV}/.installed-${extras//,/-}"
+}
+
+# uv_progress : uv's summary lines (resolved, prepared, installed, with their times) and its
+# errors; not the line per package.
+uv_progress() {
+  local line
+  while IFS= read -r line; do
+    case "${line}" in
+      " + "* | " - "* | " ~ "*) ;;
+      *) log "uv: ${line}" ;;
+    esac
+  done
+  return 0
 }
 
 # pip_progress : condenses pip's stdout into a progress line every 10 packages, with the time.

@@ -18,6 +18,23 @@ from chat_history_k8s.history.redis_mux import MultiplexedConnection
 from chat_history_k8s.main import create_app
 from testsupport import RedisServer, await_until, new_key, write_key_file
 
+# A test's figures worth reading in the log (record_property(FIGURES, line)): printed at the end
+# of the run, also from pytest-xdist's workers, whose own output is not shown.
+FIGURES = "figures"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    lines = [
+        str(value)
+        for report in terminalreporter.stats.get("passed", [])
+        for name, value in report.user_properties
+        if name == FIGURES
+    ]
+    if lines:
+        terminalreporter.section("measurements")
+        for line in lines:
+            terminalreporter.write_line(line)
+
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:

@@ -3,9 +3,9 @@ thread's bytes grow linearly with its messages (InMemorySaver's quadratically, f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 import redis
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import ChannelVersions
@@ -22,6 +22,7 @@ from tests.checkpoint.conftest import (
     thread,
     user_text,
 )
+from tests.conftest import FIGURES
 from testsupport.inmemory_saver import inmemory_bytes
 
 
@@ -96,7 +97,7 @@ def ns_config(ns: str) -> RunnableConfig:
 
 
 async def test_a_threads_storage_grows_linearly_with_its_messages(
-    saver: RedisCheckpointSaver, server: redis.Redis, capsys: pytest.CaptureFixture[str]
+    saver: RedisCheckpointSaver, server: redis.Redis, record_property: Callable[[str, object], None]
 ) -> None:
     redis_agent, memory = make_agent(saver), InMemorySaver()
     memory_agent = make_agent(memory)
@@ -106,9 +107,8 @@ async def test_a_threads_storage_grows_linearly_with_its_messages(
         await say(memory_agent, thread("long"), user_text(i))
         if i in (50, 100, 200):
             measured[i] = (stored_bytes(server), inmemory_bytes(memory))
-    with capsys.disabled():
-        for turns, (in_redis, in_memory) in measured.items():
-            print(f"\n{turns} turns: redis {in_redis} B, InMemorySaver {in_memory} B", end="")
+    for turns, (in_redis, in_memory) in measured.items():
+        record_property(FIGURES, f"{turns} turns: redis {in_redis} B, InMemorySaver {in_memory} B")
     r = {turns: in_redis for turns, (in_redis, _) in measured.items()}
     assert r[100] <= 2.3 * r[50]
     assert r[200] <= 2.3 * r[100]
