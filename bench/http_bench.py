@@ -76,6 +76,10 @@ class Deployment:
             "nginx": self.nginx.process.cpu_seconds(),
         }
 
+    def context_switches(self) -> int:
+        """Times the replicas left the CPU so far (to wait for I/O, or preempted)."""
+        return sum(r.process.context_switches() for r in self.replicas)
+
 
 def start_deployment(
     name: str,
@@ -184,6 +188,10 @@ class HttpResults:
     def median(self, target: str, c: int, metric: str) -> float:
         return float(statistics.median(run[metric] for run in self.runs[target][c]))
 
+    def has(self, metric: str) -> bool:
+        """Whether every run measured `metric` (results saved by an older version may not)."""
+        return all(metric in run for t in self.runs.values() for rs in t.values() for run in rs)
+
     def errors(self) -> int:
         return sum(
             r["non2xx"] + r["socket_errors"]
@@ -279,6 +287,7 @@ def _run(
             order = names[rnd % len(names) :] + names[: rnd % len(names)]
             for name in order:
                 before = deployments[name].cpu_seconds()
+                switches = deployments[name].context_switches()
                 result = wrk(
                     deployments[name].nginx.url,
                     connections=c,
@@ -288,6 +297,8 @@ def _run(
                 after = deployments[name].cpu_seconds()
                 for part, used in after.items():
                     result[f"cpu_ms_{part}"] = (used - before[part]) / result["requests"] * 1e3
+                switches = deployments[name].context_switches() - switches
+                result["switches_replicas"] = switches / result["requests"]
                 results.runs[name][c].append(result)
         log(f"http: round {rnd + 1}/{config.rounds} done")
     # Sanity: the Redis backend really kept histories, up to the cap.

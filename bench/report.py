@@ -185,10 +185,23 @@ def targets(store: StoreResults | None, http: HttpResults | None) -> list[Target
                 "another of the replica (a memory turn has no wake-up between request and "
                 "response), then decoding each message another replica wrote, once per "
                 "replica (with round robin every replica reads every session; the replica "
-                "that wrote a message keeps it and decodes nothing)",
+                "that wrote a message keeps it and decodes nothing)" + _switches(http),
             )
         )
     return out
+
+
+def _switches(http: HttpResults) -> str:
+    if not http.has("switches_replicas"):
+        return ""
+    memory = http.median("memory", 16, "switches_replicas")
+    redis = http.median("redis", 16, "switches_replicas")
+    return (
+        f". Measured: a request made the replicas leave the CPU {redis:.1f} times (to wait, or "
+        f"preempted) against {memory:.1f} for a memory request; on 2 busy cores every such "
+        "switch also runs another process (redis-server, nginx, wrk, another replica) before "
+        "it comes back, to caches it has cooled"
+    )
 
 
 # -- plot --------------------------------------------------------------------------------------
@@ -472,12 +485,21 @@ def http_section(http: HttpResults, replicas: int) -> list[str]:
         f"drives nginx for {http.seconds} s per run, median of {rounds} interleaved runs."
         " Each connection has its own session (history grows turn after "
         "turn, capped at HISTORY_MAX_MESSAGES=100, window 20). CPU per request is the "
-        "replicas' (and redis-server's) user+system CPU time over the run divided by requests.",
+        "replicas' (and redis-server's) user+system CPU time over the run divided by requests;"
+        " context switches per request, the times the replicas' threads left the CPU over the "
+        "run (to wait for I/O, or preempted: `/proc/PID/task/*/status`) divided by requests.",
         "",
         "| concurrency | target | req/s | p50 ms | p99 ms | vs memory | vs bare "
-        "| replica CPU ms/req | redis-server CPU ms/req | errors |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| replica CPU ms/req | redis-server CPU ms/req | replica context switches/req "
+        "| errors |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def switched(target: str, c: int) -> str:
+        if not http.has("switches_replicas"):
+            return ""
+        return f"{http.median(target, c, 'switches_replicas'):.1f}"
+
     for c in http.concurrencies:
         memory = http.median("memory", c, "rps")
         bare = http.median("bare", c, "rps")
@@ -494,7 +516,8 @@ def http_section(http: HttpResults, replicas: int) -> list[str]:
                 f"| {http.median(target, c, 'p50_ms'):.1f} "
                 f"| {http.median(target, c, 'p99_ms'):.1f} "
                 f"| {rps / memory:.2f} x | {rps / bare:.2f} x "
-                f"| {http.median(target, c, 'cpu_ms_replicas'):.2f} | {redis_cpu} | {errors} |"
+                f"| {http.median(target, c, 'cpu_ms_replicas'):.2f} | {redis_cpu} "
+                f"| {switched(target, c)} | {errors} |"
             )
     lens = http.redis_session_lengths
     if lens:

@@ -210,6 +210,13 @@ class Process:
             return 0.0
         return sum(_cpu_seconds(pid) for pid in (self.pid, *self.children()))
 
+    def context_switches(self) -> int:
+        """Times the process and its children (their threads too) have left the CPU so far:
+        waiting for I/O (voluntary) or preempted (involuntary)."""
+        if self.pid is None:
+            return 0
+        return sum(_context_switches(pid) for pid in (self.pid, *self.children()))
+
     def children(self) -> list[int]:
         """The pids of its child processes now (nginx's workers)."""
         return [] if self.pid is None else _children(self.pid)
@@ -250,6 +257,17 @@ def _cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def _context_switches(pid: int) -> int:
+    total = 0
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        try:
+            lines = status.read_text().splitlines()
+        except OSError:
+            continue  # a thread that ended meanwhile
+        total += sum(int(ln.split()[1]) for ln in lines if "ctxt_switches:" in ln)
+    return total
 
 
 def _children(pid: int) -> list[int]:
