@@ -16,6 +16,10 @@ from chat_history_k8s.limits.base import RateLimited
 
 logger = logging.getLogger(__name__)
 
+# The start of the record logged (with its traceback) for a request answered 500; the e2e harness
+# finds those records by it (testsupport/targets/base.py).
+UNHANDLED_ERROR = "unhandled error on "
+
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "message_too_large"}
 # How much of a client's own input (a field name) an error message repeats, at most.
 _MAX_ECHO = 80
@@ -110,5 +114,5 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        logger.exception(UNHANDLED_ERROR + "%s %s", request.method, request.url.path)
         return error_response(request, 500, "internal_error", "internal error")

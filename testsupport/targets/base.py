@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
+from chat_history_k8s.errors import UNHANDLED_ERROR
 from chat_history_k8s.hopcheck.client import Endpoint
 from testsupport.failover import PrimaryKiller
 
@@ -19,8 +20,6 @@ HISTORY_APIS: tuple[HistoryApi, ...] = ("message-history", "checkpointer")
 RedisMode = Literal["standalone", "sentinel", "cluster"]
 
 
-# What the service logs before the traceback of a request it answered 500 (chat_history_k8s.errors).
-UNHANDLED = "unhandled error on "
 # A log line that starts a new record: the service's own format, or uvicorn's.
 _NEW_RECORD = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d|[A-Z]+: )")
 
@@ -30,7 +29,7 @@ def unhandled_errors_in(log: str) -> list[str]:
     found: list[list[str]] = []
     record: list[str] | None = None
     for line in log.splitlines():
-        if UNHANDLED in line:
+        if UNHANDLED_ERROR in line:
             record = [line]
             found.append(record)
         elif record is not None and not _NEW_RECORD.match(line):
