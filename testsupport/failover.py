@@ -117,16 +117,18 @@ class FailoverReport:
                 f"  {group}: acknowledged {part.acknowledged}, failed {part.failed}, "
                 f"acknowledged turns lost {len(part.lost)}, failed turns stored anyway "
                 f"{len(part.failed_but_stored)}, longest run of failed turns "
-                f"{part.longest_failure_s:.2f} s"
+                f"{part.longest_failure_s:.2f} s{part._answers('; answered ')}"
             )
         lines += [f"  kill {n}: {kill}" for n, kill in enumerate(self.kills, 1)]
-        answers = Counter(o.answer for o in self.outcomes if o.status != 200)
-        if answers:
-            lines.append(
-                "  failed turns answered: "
-                + ", ".join(f"{answer} x{n}" for answer, n in answers.most_common())
-            )
+        if self.failed:
+            lines.append(self._answers("  failed turns answered: "))
         return lines
+
+    def _answers(self, prefix: str) -> str:
+        """`prefix` and how the failed turns were answered, most common first ("" if none)."""
+        answers = Counter(o.answer for o in self.outcomes if o.status != 200)
+        listed = ", ".join(f"{answer} x{n}" for answer, n in answers.most_common())
+        return prefix + listed if answers else ""
 
 
 class Traffic:

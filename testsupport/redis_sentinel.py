@@ -48,6 +48,7 @@ class LocalSentinel:
         self.sentinel_password = sentinel_password
         self.quorum = quorum
         self._timing = (down_after_ms, failover_timeout_ms)
+        self._pending = "nothing checked yet"
         options = ["--min-replicas-to-write", str(min_replicas_to_write),
                    "--min-replicas-max-lag", "10", "--repl-diskless-sync", "yes",
                    "--repl-diskless-sync-delay", "0", "--appendfsync", "everysec"]  # fmt: skip
@@ -100,7 +101,10 @@ class LocalSentinel:
             for port, process in self.sentinels:
                 self._write_conf(port, process, primary)
                 process.start()
-            wait_until(self._settled, timeout_s=READY_TIMEOUT_S, what="the Sentinels to settle")
+            try:
+                wait_until(self._settled, timeout_s=READY_TIMEOUT_S, what="the Sentinels to settle")
+            except TimeoutError as exc:
+                raise TimeoutError(f"{exc}; still {self._pending}\n{self._log_tails()}") from None
         except BaseException:
             self.stop()
             raise
@@ -295,20 +299,41 @@ class LocalSentinel:
         )
 
     def _settled(self) -> bool:
+        """Whether the start is complete; else `_pending` says what is still missing."""
         for node in self.nodes:
             node.process.check_alive()
-        primary = self.nodes[0]
-        if self._online_replicas(primary) < len(self.nodes) - 1:
+        primary, want = self.nodes[0], len(self.nodes) - 1
+        online = self._online_replicas(primary)
+        if online < want:
+            self._pending = f"{online} of {want} replicas online on the primary :{primary.port}"
             return False
         for index, (_, process) in enumerate(self.sentinels):
             process.check_alive()
             with self.sentinel_client(index) as client:
                 try:
                     state = client.sentinel_master(self.master)
-                except redis.RedisError:
+                except redis.RedisError as exc:
+                    self._pending = f"sentinel{index} does not answer SENTINEL MASTER: {exc}"
                     return False
-            if int(state.get("num-slaves", 0)) < len(self.nodes) - 1:
+            named = int(state.get("port", 0))
+            if named != primary.port:
+                # Only a failover moves it: the primary looked down for down-after-milliseconds.
+                self._pending = (
+                    f"sentinel{index} names :{named} as the primary, not :{primary.port} "
+                    f"(flags {state.get('flags')}): a failover during the start"
+                )
                 return False
-            if int(state.get("num-other-sentinels", 0)) < len(self.sentinels) - 1:
+            seen = (int(state.get("num-slaves", 0)), int(state.get("num-other-sentinels", 0)))
+            if seen < (want, len(self.sentinels) - 1):
+                self._pending = (
+                    f"sentinel{index} sees {seen[0]} of {want} replicas and {seen[1]} of "
+                    f"{len(self.sentinels) - 1} other Sentinels (flags {state.get('flags')})"
+                )
                 return False
         return True
+
+    def _log_tails(self) -> str:
+        parts = [f"--- {process.name} (:{port}):\n{process.log_tail(15)}"
+                 for port, process in self.sentinels]  # fmt: skip
+        parts += [f"--- redis :{node.port}:\n{node.process.log_tail(15)}" for node in self.nodes]
+        return "\n".join(parts)

@@ -563,7 +563,7 @@ class KubeDeployment(Deployment):
         port-forward, as the local target asks its processes.
 
         The pods' Ready condition is the kubelet's last probe: a Redis restart shorter than
-        periodSeconds x failureThreshold (10 s) never changes it, so it says nothing about the
+        periodSeconds x failureThreshold (8 s) never changes it, so it says nothing about the
         new Redis pod. A pod's /readyz answers 200 once its ping reaches Redis the way a turn
         does (DNS, the Service's rules, the NetworkPolicy); kube-proxy programs the Service's
         rules for a new Redis pod up to seconds after that pod is Ready, and until then a
