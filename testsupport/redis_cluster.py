@@ -125,7 +125,29 @@ class LocalRedisCluster:
             except (RuntimeError, ValueError):
                 return False
 
-        wait_until(promoted, timeout_s=timeout_s, what="a cluster failover", interval_s=0.1)
+        try:
+            wait_until(promoted, timeout_s=timeout_s, what="a cluster failover", interval_s=0.1)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc} of :{old.port}\n{self.describe()}") from None
+
+    def describe(self) -> str:
+        """What a failed wait needs: each running node's CLUSTER INFO state and CLUSTER NODES
+        view, and its log's tail."""
+        parts = []
+        for node in self.nodes:
+            if not node.running:
+                parts.append(f"--- :{node.port} (not running)")
+                continue
+            try:
+                with node.client(socket_timeout=1, socket_connect_timeout=1) as c:
+                    state = c.cluster("INFO").get("cluster_state")
+                    view = c.execute_command("CLUSTER", "NODES")
+            except redis.RedisError as exc:
+                state, view = f"no answer: {exc}", ""
+            view = view.decode() if isinstance(view, bytes) else str(view)
+            parts.append(f"--- :{node.port} cluster_state {state}\n{view.strip()}\n"
+                         f"{node.process.log_tail(12)}")  # fmt: skip
+        return "\n".join(parts)
 
     def restart(self, node: RedisServer) -> None:
         """Start a killed node again: it finds from nodes.conf that it was failed over and
