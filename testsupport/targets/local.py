@@ -12,6 +12,7 @@ import secrets
 import shutil
 import signal
 import tempfile
+import time
 from pathlib import Path
 from typing import Protocol
 
@@ -385,26 +386,39 @@ class _SentinelKiller:
     def __init__(self, sentinel: LocalSentinel) -> None:
         self.sentinel = sentinel
         self._killed: RedisServer | None = None
+        self._killed_at = 0.0
 
     def kill_primary(self) -> str:
         self._killed = self.sentinel.kill_primary()
+        self._killed_at = time.monotonic()
         return f"redis-server :{self._killed.port} (SIGKILL)"
 
-    def restore(self) -> None:
-        if self._killed is not None:
-            self.sentinel.wait_failover(self._killed)
-            self.sentinel.restart_as_replica(self._killed)
-            self._killed = None
+    def restore(self) -> str | None:
+        if self._killed is None:
+            return None
+        new = self.sentinel.wait_failover(self._killed)
+        promoted_s = time.monotonic() - self._killed_at
+        self.sentinel.restart_as_replica(self._killed)
+        self._killed = None
+        return _failover_note(new.port, promoted_s, time.monotonic() - self._killed_at)
 
 
 class _ClusterRedis:
-    description = "Redis Cluster, 3 primaries with 2 replicas each (node timeout 2 s)"
+    """Node timeout 1 s, so that a failover fits the failover test's 10 s even when the two
+    replicas split the vote: they have the same replication offset when nothing was written
+    since their last sync, so the same rank, and each starts its election 0.5-1 s after it sees
+    the primary fail. Two requests that reach the two surviving primaries in different orders
+    win one vote each, neither a majority, and both try again only after 2 x max(2 x node
+    timeout, 2 s): 4 s here, 8 s with a 2 s timeout (a failover then took 12.6 s, seen on this
+    harness). See docs/runbook.md ("How long")."""
+
+    description = "Redis Cluster, 3 primaries with 2 replicas each (node timeout 1 s)"
     key_prefix = "chat-history:"  # the service's default REDIS_KEY_PREFIX
 
     def __init__(self, workdir: Path) -> None:
         self.password = secrets.token_urlsafe(16)
         self.cluster = LocalRedisCluster(
-            workdir / "redis", replicas=2, node_timeout_ms=2000, password=self.password
+            workdir / "redis", replicas=2, node_timeout_ms=1000, password=self.password
         )
         self.cluster.start()
         self.url = self.cluster.url
@@ -445,17 +459,32 @@ class _ClusterKiller:
         self.cluster = cluster
         self.slot = key_slot(key.encode())
         self._killed: RedisServer | None = None
+        self._killed_at = 0.0
 
     def kill_primary(self) -> str:
         self._killed = self.cluster.node(self.cluster.owner_of(self.slot))
         self._killed.kill()
+        self._killed_at = time.monotonic()
         return f"redis-server :{self._killed.port} (SIGKILL, primary of slot {self.slot})"
 
-    def restore(self) -> None:
-        if self._killed is not None:
-            self.cluster.wait_failover(self.slot, self._killed)
-            self.cluster.restart(self._killed)
-            self._killed = None
+    def restore(self) -> str | None:
+        if self._killed is None:
+            return None
+        self.cluster.wait_failover(self.slot, self._killed)
+        promoted_s = time.monotonic() - self._killed_at
+        self.cluster.restart(self._killed)
+        self._killed = None
+        return _failover_note(
+            self.cluster.owner_of(self.slot), promoted_s, time.monotonic() - self._killed_at
+        )
+
+
+def _failover_note(primary: int, promoted_s: float, back_s: float) -> str:
+    """The kill line's timings, in seconds after the kill."""
+    return (
+        f":{primary} primary after {promoted_s:.1f} s, the killed node a replica after "
+        f"{back_s:.1f} s"
+    )
 
 
 class LocalTarget(Target):
