@@ -120,9 +120,8 @@ class FailoverReport:
                 f"{part.longest_failure_s:.2f} s{part._answers('; answered ')}"
             )
         lines += [f"  kill {n}: {kill}" for n, kill in enumerate(self.kills, 1)]
-        if self.failed:
-            lines.append(self._answers("  failed turns answered: "))
-        return lines
+        answered = self._answers("  failed turns answered: ")
+        return [*lines, answered] if answered else lines
 
     def _answers(self, prefix: str) -> str:
         """`prefix` and how the failed turns were answered, most common first ("" if none)."""

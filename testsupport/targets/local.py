@@ -472,11 +472,10 @@ class _ClusterKiller:
             return None
         self.cluster.wait_failover(self.slot, self._killed)
         promoted_s = time.monotonic() - self._killed_at
+        primary = self.cluster.owner_of(self.slot)  # the one promoted, as the Sentinel note says
         self.cluster.restart(self._killed)
         self._killed = None
-        return _failover_note(
-            self.cluster.owner_of(self.slot), promoted_s, time.monotonic() - self._killed_at
-        )
+        return _failover_note(primary, promoted_s, time.monotonic() - self._killed_at)
 
 
 def _failover_note(primary: int, promoted_s: float, back_s: float) -> str:
