@@ -58,6 +58,10 @@ def healthy(sentinel: LocalSentinel) -> LocalSentinel:
     sentinel.wait_settled()
     with sentinel.primary().client() as client:
         client.flushall()
+        # Emptied on every node, not only on the primary: a test that stops a replica right away
+        # (and promotes it later) must not find keys of earlier tests there.
+        replicas = len(sentinel.nodes) - 1
+        assert client.wait(replicas, 10_000) == replicas, "FLUSHALL did not reach every replica"
     return sentinel
 
 
