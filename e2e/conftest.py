@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import NoReturn
 
 import pytest
@@ -77,6 +77,26 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("pod-hopping measurements")
         for line in lines:
             terminalreporter.write_line(line)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test's report carries the deployment's diagnostics (its logs, its events):
+    gathered now, because the next test resets the deployment and a Kubernetes namespace
+    takes its pods' logs with it."""
+    report: pytest.TestReport = yield
+    if report.failed and call.when == "call":
+        funcargs = getattr(item, "funcargs", {})
+        used = {id(v): v for v in funcargs.values() if isinstance(v, Deployment)}
+        for deployment in used.values():
+            try:
+                text = deployment.diagnostics()
+            except Exception as exc:  # the failure itself must still be reported
+                text = f"could not gather the diagnostics: {exc!r}"
+            report.sections.append((f"diagnostics of {deployment.description}", text))
+    return report
 
 
 @pytest.fixture(scope="session")

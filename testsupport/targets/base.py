@@ -166,6 +166,13 @@ class Deployment(abc.ABC):
     def helm_test(self) -> tuple[bool, str]:
         raise NotImplementedError("helm test needs a Helm release (kube target)")
 
+    def diagnostics(self) -> str:
+        """What a failed test's report shows of the deployment: the tails of its replicas' and
+        its store's logs (a 503's record names its cause: which address, connect or read), and
+        on Kubernetes its recent events. Gathered right after the failure, before the next
+        test resets the deployment."""
+        return f"{self.description}: no diagnostics"
+
     @abc.abstractmethod
     def close(self) -> None:
         """Stop and remove everything this deployment made."""

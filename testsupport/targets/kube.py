@@ -566,8 +566,8 @@ class KubeDeployment(Deployment):
         periodSeconds x failureThreshold (8 s) never changes it, so it says nothing about the
         new Redis pod. A pod's /readyz answers 200 once its ping reaches Redis the way a turn
         does (DNS, the Service's rules, the NetworkPolicy); kube-proxy programs the Service's
-        rules for a new Redis pod up to seconds after that pod is Ready, and until then a
-        connect times out (a turn answers 503 "redis: TimeoutError").
+        rules for a new Redis pod up to seconds after that pod is Ready, and until then
+        connects time out (after the retries a turn answers 503 "redis: ConnectionError").
         """
 
         def answering() -> bool:
@@ -815,6 +815,43 @@ class KubeDeployment(Deployment):
         logs = [self._kubectl("logs", pod.metadata.name, "-c", "chat", timeout_s=30)
                 for pod in self._pods()]  # fmt: skip
         return [error for log in logs for error in unhandled_errors_in(log)]
+
+    def diagnostics(self) -> str:
+        """Every pod's containers (their log tails, timestamped, the previous run's too when a
+        container restarted) and the last events, in this release's namespace and in that of
+        the Redis it uses."""
+        namespaces = [self.namespace]
+        if self.replication is not None and self.replication.namespace != self.namespace:
+            namespaces.append(self.replication.namespace)
+        return "\n".join(self._namespace_diagnostics(ns) for ns in namespaces)
+
+    def _namespace_diagnostics(self, namespace: str) -> str:
+        def kubectl(*args: str) -> str:
+            try:
+                out = self._target.kubectl("-n", namespace, *args, timeout_s=30).rstrip()
+            except Exception as exc:  # gathering must not hide the failure itself
+                return f"(not available: {exc})"
+            return out
+
+        parts = []
+        pods: list[Any] = self._core.list_namespaced_pod(namespace).items  # Any: see _pods
+        for pod in sorted(pods, key=lambda p: p.metadata.name):
+            for status in pod.status.container_statuses or []:
+                for previous in [False, True] if status.restart_count else [False]:
+                    log = kubectl(
+                        "logs", pod.metadata.name, "-c", status.name, "--tail", "40",
+                        "--timestamps", *(["--previous"] if previous else []),
+                    )  # fmt: skip
+                    run = " (its previous run)" if previous else ""
+                    parts.append(f"--- {namespace}/{pod.metadata.name} {status.name}{run}:\n{log}")
+        events = kubectl(
+            "get", "events", "--sort-by=.lastTimestamp", "-o",
+            "custom-columns=LAST:.lastTimestamp,OBJECT:.involvedObject.name,"
+            "REASON:.reason,MESSAGE:.message",
+        )  # fmt: skip
+        last = "\n".join(events.splitlines()[-30:])
+        parts.append(f"--- {namespace} events (the last 30):\n{last}")
+        return "\n".join(parts)
 
     def replica_restarts(self) -> int:
         """Container restarts of the chat pods, plus the chat pods that replaced one seen by an

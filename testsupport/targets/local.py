@@ -323,6 +323,13 @@ class LocalDeployment(Deployment):
         logs = sorted(self.workdir.glob("replica-*.log"))
         return [e for log in logs for e in unhandled_errors_in(log.read_text(errors="replace"))]
 
+    def diagnostics(self) -> str:
+        parts = [f"--- {log.name} (last 40 lines):\n{_tail(log, 40)}"
+                 for log in sorted(self.workdir.glob("replica-*.log"))]  # fmt: skip
+        if self.store is not None:
+            parts.append(f"--- redis-server (last 20 lines):\n{self.store.process.log_tail(20)}")
+        return "\n".join(parts) or f"{self.description}: no logs yet"
+
     def close(self) -> None:
         if self.lb is not None:
             self.lb.stop()
@@ -529,3 +536,7 @@ class LocalTarget(Target):
         self._deployments.clear()
         if not self.keep:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _tail(path: Path, lines: int) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
