@@ -16,8 +16,9 @@ What it keeps from redis-py's client, on purpose:
   write may have been applied).
 - connecting is paced (one connect at a time, every caller waits for the same one), bounded
   by `connect_timeout`, and retried `retries` times with exponential backoff, like redis-py's
-  `Retry` for connection errors. A command whose connection was lost *after* it was written is
-  retried only when it is `idempotent` (a read): a write may have been applied.
+  `Retry` for connection errors (a connect that timed out too: nothing was sent on it). A
+  command whose connection was lost *after* it was written is retried only when it is
+  `idempotent` (a read): a write may have been applied.
 - the address is asked for on every connect: in Sentinel mode the Sentinels name the primary
   (the same lookup as the pool's connections), so after a failover the next connect reaches
   the new primary. A `READONLY` reply (a demoted primary) drops the connection for that reason.
@@ -51,6 +52,13 @@ def pack(commands: Sequence[Command]) -> bytes:
     refuses an argument that is not bytes, str, int or float with a TypeError."""
     # The ignore: hiredis's stub types its argument as a 1-tuple.
     return b"".join([hiredis.pack_command(tuple(command)) for command in commands])  # type: ignore[arg-type]  # see above
+
+
+class ConnectTimeout(redis.ConnectionError):
+    """A connect that got no answer within the connect timeout (its SYN dropped: an address
+    whose pod is gone, a Service or NetworkPolicy rule not programmed yet, a full accept
+    queue). Nothing was sent on it, so unlike a command that timed out it is retried like a
+    refused connect; redis-py raises its `TimeoutError` there and never retries it."""
 
 
 class _Batch:
@@ -263,7 +271,7 @@ class MultiplexedConnection:
             async with asyncio.timeout(self._connect_timeout):
                 _, wire = await loop.create_connection(lambda: _Wire(self), host, port)
         except TimeoutError as exc:
-            raise redis.TimeoutError(f"Timeout connecting to {self.where}") from exc
+            raise ConnectTimeout(f"Timeout connecting to {self.where}") from exc
         except OSError as exc:
             raise redis.ConnectionError(f"Error connecting to {self.where}: {exc}") from exc
         if self._handshake:

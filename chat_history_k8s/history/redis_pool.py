@@ -24,7 +24,7 @@ from redis.maint_notifications import MaintNotificationsConfig
 
 from chat_history_k8s.config import Settings
 from chat_history_k8s.history.base import HistoryUnavailable
-from chat_history_k8s.history.redis_mux import MultiplexedConnection
+from chat_history_k8s.history.redis_mux import ConnectTimeout, MultiplexedConnection
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +123,35 @@ class PacedConnectionPool(aredis.BlockingConnectionPool):
             self._connecting.release()
 
 
-class SentinelPrimaryConnection(SentinelManagedConnection):
+class RetriedConnect:
+    """A redis-py connection whose connect that times out is retried like a refused one.
+
+    redis-py (checked with 8.1) retries a refused connect `REDIS_RETRIES` times, but raises a
+    connect that got no answer within `REDIS_CONNECT_TIMEOUT_SECONDS` as its `TimeoutError` at
+    once, which its `Retry` (connection errors only: a *command* that timed out may have been
+    applied) never retries. Nothing was sent on a connect, so that caution does not apply: a
+    dropped SYN (a Redis pod just replaced, a Service or NetworkPolicy rule being programmed)
+    cost a turn its 503 although the next connect would have gone through. Here it is a
+    `ConnectTimeout`, a `redis.ConnectionError`, and redis-py's own connect retry takes it.
+    """
+
+    async def _connect(self) -> None:
+        try:
+            await super()._connect()  # type: ignore[misc]  # the redis-py class mixed in
+        except TimeoutError as exc:  # asyncio's: the connect got no answer in time
+            where = self._host_error()  # type: ignore[attr-defined]  # the redis-py class's
+            raise ConnectTimeout(f"Timeout connecting to {where}") from exc
+
+
+class TcpConnection(RetriedConnect, aredis.Connection):
+    """redis-py's TCP connection, a timed-out connect retried (`RetriedConnect`)."""
+
+
+class SslConnection(RetriedConnect, aredis.SSLConnection):
+    """redis-py's TLS connection, a timed-out connect retried (`RetriedConnect`)."""
+
+
+class SentinelPrimaryConnection(RetriedConnect, SentinelManagedConnection):
     """A connection to the primary that the Sentinels name *now*: every socket (re)connect asks
     them, including the reconnects of redis-py's own command retries.
 
@@ -145,7 +173,7 @@ class SentinelPrimaryConnection(SentinelManagedConnection):
 
     async def _connect(self) -> None:
         self.host, self.port = await self.connection_pool.get_master_address()
-        await super()._connect()  # type: ignore[no-untyped-call]  # untyped in redis-py
+        await super()._connect()  # RetriedConnect's, then redis-py's TCP connect
 
 
 class Sentinels(aredis.Sentinel):
@@ -184,7 +212,7 @@ class PacedSentinelPool(SentinelConnectionPool, PacedConnectionPool):
     Sentinels name; idle connections to a former primary are closed when the address changes."""
 
 
-class ClusterConnection(aredis.Connection):
+class ClusterConnection(RetriedConnect, aredis.Connection):
     """redis-py's async connection for the cluster client, except that a command whose
     connection another task closed under it fails with `redis.ConnectionError`.
 
@@ -283,6 +311,13 @@ def build_async_client(settings: Settings) -> AsyncClient:
         )
     else:
         pool = PacedConnectionPool.from_url(settings.redis_url, **pooled)
+        # from_url picks the class from the URL's scheme; a Unix socket's connect does not
+        # time out that way and keeps redis-py's.
+        retried: dict[type[AbstractConnection], type[AbstractConnection]] = {
+            aredis.Connection: TcpConnection,
+            aredis.SSLConnection: SslConnection,
+        }
+        pool.connection_class = retried.get(pool.connection_class, pool.connection_class)
     return aredis.Redis(connection_pool=pool)
 
 
@@ -299,7 +334,7 @@ def build_multiplexed(client: AsyncClient, settings: Settings) -> MultiplexedCon
     address: Callable[[], Awaitable[tuple[str, int]]]
     if isinstance(pool, SentinelConnectionPool):
         address = pool.get_master_address
-    elif pool.connection_class is aredis.Connection:
+    elif pool.connection_class is TcpConnection:
         fixed = (str(options["host"]), int(options["port"]))
 
         async def address() -> tuple[str, int]:

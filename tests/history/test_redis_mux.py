@@ -16,6 +16,7 @@ from redis.exceptions import AuthenticationError, NoScriptError
 
 from chat_history_k8s.history.redis_mux import MultiplexedConnection, pack
 from testsupport import LOOPBACK, RedisServer, free_port
+from testsupport.gate import DroppingGate
 
 TIMEOUT_S = 0.5
 
@@ -225,3 +226,46 @@ async def test_closing_fails_waiting_commands_and_refuses_new_ones(
         await waiting
     with pytest.raises(redis.ConnectionError, match="closed"):
         await one(mux, "PING")
+
+
+async def test_a_connect_that_got_no_answer_is_retried_even_for_a_write(
+    own_redis: RedisServer,
+) -> None:
+    # Nothing was sent on a connect that timed out: the write is sent once, on the retry's.
+    gate = DroppingGate(own_redis.port)
+    asked = 0
+
+    async def address() -> tuple[str, int]:  # asked on every connect
+        nonlocal asked
+        asked += 1
+        if asked == 2:
+            await gate.open()  # the first connect's SYN was dropped; the retry's gets through
+        return (LOOPBACK, gate.port)
+
+    connection = MultiplexedConnection(
+        address, socket_timeout=TIMEOUT_S, connect_timeout=0.2, retries=1
+    )
+    try:
+        assert await connection.execute([("RPUSH", "k", "v")], idempotent=False) == [1]
+        assert (asked, gate.relayed) == (2, 1)
+        with own_redis.client() as check:
+            assert check.lrange("k", 0, -1) == [b"v"]
+    finally:
+        await connection.aclose()
+        await gate.aclose()
+
+
+async def test_connects_that_get_no_answer_fail_after_the_retries(
+    own_redis: RedisServer,
+) -> None:
+    gate = DroppingGate(own_redis.port)
+    connection = MultiplexedConnection(
+        fixed(gate.port), socket_timeout=TIMEOUT_S, connect_timeout=0.2, retries=1
+    )
+    try:
+        with pytest.raises(redis.ConnectionError, match="Timeout connecting to"):
+            await one(connection, "PING")
+        assert gate.relayed == 0
+    finally:
+        await connection.aclose()
+        await gate.aclose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -12,11 +13,14 @@ import redis.asyncio as aredis
 
 from chat_history_k8s.history.redis_pool import (
     CONNECT_CONCURRENCY,
+    TcpConnection,
     WarmedPool,
     build_async_client,
     warm_pool,
 )
 from tests.conftest import make_settings
+from testsupport import LOOPBACK
+from testsupport.gate import DroppingGate
 
 
 class ConnectCounter:
@@ -135,3 +139,72 @@ async def test_a_dead_idle_connection_is_reopened(redis_url: str) -> None:
             0,
             1,
         )  # the pool's own lists
+
+
+def gated(redis_url: str, gate: DroppingGate) -> str:
+    return urlsplit(redis_url)._replace(netloc=f"{LOOPBACK}:{gate.port}").geturl()
+
+
+@pytest.fixture
+async def gate(redis_url: str) -> AsyncIterator[DroppingGate]:
+    """A port in front of the test's Redis whose connects get no answer until it is opened."""
+    port = urlsplit(redis_url).port
+    assert port is not None
+    dropping = DroppingGate(port)
+    yield dropping
+    await dropping.aclose()
+
+
+async def test_a_connect_that_got_no_answer_is_retried_and_the_command_reaches_redis(
+    redis_url: str, gate: DroppingGate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # redis-py raises a timed-out connect as TimeoutError and never retries it; nothing was
+    # sent on it, so it is retried like a refused one (a dropped SYN after a pod replacement).
+    attempts = 0
+    original = aredis.Connection._connect
+
+    async def opening_the_gate_for_the_retry(self: aredis.Connection) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 2:
+            await gate.open()  # the first connect's SYN was dropped; the retry's gets through
+        await original(self)  # type: ignore[no-untyped-call]  # untyped in redis-py
+
+    monkeypatch.setattr(aredis.Connection, "_connect", opening_the_gate_for_the_retry)
+    settings = make_settings("redis", gated(redis_url, gate), redis_connect_timeout_seconds=0.2)
+    client = build_async_client(settings)
+    assert isinstance(client, aredis.Redis)
+    assert client.connection_pool.connection_class is TcpConnection
+    try:
+        assert await client.ping()
+        assert (attempts, gate.relayed) == (2, 1)
+    finally:
+        await client.aclose()
+        await client.connection_pool.disconnect()
+
+
+async def test_connects_that_get_no_answer_fail_as_a_connection_error_after_the_retries(
+    redis_url: str, gate: DroppingGate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    attempts = 0
+    original = aredis.Connection._connect
+
+    async def counting(self: aredis.Connection) -> None:
+        nonlocal attempts
+        attempts += 1
+        await original(self)  # type: ignore[no-untyped-call]  # untyped in redis-py
+
+    monkeypatch.setattr(aredis.Connection, "_connect", counting)
+    settings = make_settings(
+        "redis", gated(redis_url, gate), redis_connect_timeout_seconds=0.2, redis_retries=2
+    )
+    client = build_async_client(settings)
+    assert isinstance(client, aredis.Redis)
+    try:
+        with pytest.raises(redis.ConnectionError, match="Timeout connecting to"):
+            await client.ping()
+        assert attempts == 3  # the first and REDIS_RETRIES more
+        assert gate.relayed == 0
+    finally:
+        await client.aclose()
+        await client.connection_pool.disconnect()
