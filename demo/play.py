@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from chat_history_k8s.hopcheck.client import Api, Turn
@@ -198,18 +199,22 @@ def main(argv: list[str] | None = None) -> int:
     except TargetUnavailable as exc:
         print(f"demo: target {args.target} unavailable: {exc}", file=sys.stderr)
         return 2
-    results = []
+
+    def deploy_and_play(history_api: HistoryApi, backend: Backend) -> Result:
+        progress(f"{backend}/{history_api}: deploying {args.replicas} replicas on {args.target}")
+        deployment = target.deploy(backend, args.replicas, history_api)
+        try:
+            return play(deployment)
+        finally:
+            deployment.close()
+
+    # The four deployments at once, each in its own namespace or ports: most of a deployment's
+    # time is waiting (pods scheduled, probes, a rollout), which they then share.
+    flavors = [(history_api, backend) for history_api in HISTORY_APIS for backend in BACKENDS]
     try:
-        for history_api in HISTORY_APIS:
-            for backend in BACKENDS:
-                progress(
-                    f"{backend}/{history_api}: deploying {args.replicas} replicas on {args.target}"
-                )
-                deployment = target.deploy(backend, args.replicas, history_api)
-                try:
-                    results.append(play(deployment))
-                finally:
-                    deployment.close()
+        with ThreadPoolExecutor(max_workers=len(flavors), thread_name_prefix="demo") as pool:
+            futures = [pool.submit(deploy_and_play, *flavor) for flavor in flavors]
+            results = [future.result() for future in futures]
     except TargetUnavailable as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 2

@@ -915,6 +915,7 @@ class KubeTarget(Target):
         self.set_values = list(set_values or [])
         self.run_id = secrets.token_hex(3)
         self.namespaces: list[str] = []
+        self._naming = threading.Lock()  # deploy() may run in several threads at once
         self._deleting: set[str] = set()
         self._deployments: list[KubeDeployment] = []
         self.description = f"Kubernetes {version.git_version} at {host}"
@@ -985,13 +986,14 @@ class KubeTarget(Target):
 
         short_api = {"message-history": "mh", "checkpointer": "ckpt"}[history_api]
         namespace = f"chat-e2e-{self.run_id}-{backend}-{short_api}"
-        if redis_mode != "standalone" or settings or shared is not None:
-            namespace += f"-{len(self.namespaces)}"  # several of these per (backend, API)
         core = client.CoreV1Api(self.api_client)
-        core.create_namespace(
-            client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace, labels=MANAGED_BY))
-        )
-        self.namespaces.append(namespace)
+        with self._naming:
+            if redis_mode != "standalone" or settings or shared is not None:
+                namespace += f"-{len(self.namespaces)}"  # several of these per (backend, API)
+            core.create_namespace(
+                client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace, labels=MANAGED_BY))
+            )
+            self.namespaces.append(namespace)
         args = ["upgrade", "--install", RELEASE, str(CHART), "--namespace", namespace,
                 "--wait", "--timeout", HELM_TIMEOUT]  # fmt: skip
         ci_values = CHART / "ci" / f"{backend}-values.yaml"
@@ -1084,16 +1086,33 @@ class KubeTarget(Target):
         }}}  # fmt: skip
 
     def delete_namespace(self, namespace: str) -> None:
-        """Start deleting `namespace` (unless --keep); close() waits for all of them."""
+        """Start deleting `namespace` (unless --keep); close() waits for all of them.
+
+        Its workloads are scaled to zero and its pods deleted without grace first: the
+        namespace is thrown away, and the namespace controller, finding pods still there,
+        comes back only after their terminationGracePeriodSeconds (35 s with the chart's
+        values) even when they are gone within seconds. With no pod left it finishes at once.
+        """
         from kubernetes import client
         from kubernetes.client.exceptions import ApiException
 
         if self.keep or namespace in self._deleting:
             return
+        core, apps = client.CoreV1Api(self.api_client), client.AppsV1Api(self.api_client)
         try:
-            client.CoreV1Api(self.api_client).delete_namespace(
-                namespace, propagation_policy="Background"
-            )
+            zero = {"spec": {"replicas": 0}}
+            deployments: list[Any] = apps.list_namespaced_deployment(namespace).items  # see _pods
+            for deployment in deployments:
+                apps.patch_namespaced_deployment_scale(
+                    deployment.metadata.name, namespace, zero, _content_type=MERGE_PATCH
+                )
+            stateful_sets: list[Any] = apps.list_namespaced_stateful_set(namespace).items
+            for stateful_set in stateful_sets:
+                apps.patch_namespaced_stateful_set_scale(
+                    stateful_set.metadata.name, namespace, zero, _content_type=MERGE_PATCH
+                )
+            core.delete_collection_namespaced_pod(namespace, grace_period_seconds=0)
+            core.delete_namespace(namespace, propagation_policy="Background")
         except ApiException as exc:
             if exc.status != 404:
                 raise
