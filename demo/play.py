@@ -208,13 +208,17 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             deployment.close()
 
-    # The four deployments at once, each in its own namespace or ports: most of a deployment's
-    # time is waiting (pods scheduled, probes, a rollout), which they then share.
+    # On a cluster the four releases at once, each in its own namespace: most of a release's
+    # time is waiting (pods scheduled, probes, a rollout), which they then share
+    # (Target.concurrent_deploys; local processes are made one deployment after the other).
     flavors = [(history_api, backend) for history_api in HISTORY_APIS for backend in BACKENDS]
     try:
-        with ThreadPoolExecutor(max_workers=len(flavors), thread_name_prefix="demo") as pool:
-            futures = [pool.submit(deploy_and_play, *flavor) for flavor in flavors]
-            results = [future.result() for future in futures]
+        if target.concurrent_deploys:
+            with ThreadPoolExecutor(max_workers=len(flavors), thread_name_prefix="demo") as pool:
+                futures = [pool.submit(deploy_and_play, *flavor) for flavor in flavors]
+                results = [future.result() for future in futures]
+        else:
+            results = [deploy_and_play(*flavor) for flavor in flavors]
     except TargetUnavailable as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 2

@@ -63,6 +63,9 @@ def deployments(
     made: dict[str, Deployment] = {}
     started = time.monotonic()
 
+    def label(api: HistoryApi, wait: int) -> str:
+        return f"{api}, REDIS_WAIT_REPLICAS={wait}"
+
     def deploy(api: HistoryApi, wait: int, redis_from: Deployment | None) -> Deployment:
         return target.deploy(
             "redis", REPLICAS, api, redis_mode=mode,
@@ -70,15 +73,20 @@ def deployments(
         )  # fmt: skip
 
     try:
-        # The first makes the Redis; the others, which only use it, are deployed at once.
+        # The first makes the Redis; the others only use it: on a cluster they are deployed
+        # at once (Target.concurrent_deploys).
         first = deploy(*groups[0], None)
-        made[f"{groups[0][0]}, REDIS_WAIT_REPLICAS={groups[0][1]}"] = first
-        with ThreadPoolExecutor(max_workers=len(groups) - 1) as pool:
-            pending = {f"{api}, REDIS_WAIT_REPLICAS={wait}": pool.submit(deploy, api, wait, first)
-                       for api, wait in groups[1:]}  # fmt: skip
-        made |= {label: f.result() for label, f in pending.items() if f.exception() is None}
-        for future in pending.values():
-            future.result()  # the first failure, if any, raised (every deployment made is in made)
+        made[label(*groups[0])] = first
+        if target.concurrent_deploys:
+            with ThreadPoolExecutor(max_workers=len(groups) - 1) as pool:
+                pending = {label(api, wait): pool.submit(deploy, api, wait, first)
+                           for api, wait in groups[1:]}  # fmt: skip
+            made |= {name: f.result() for name, f in pending.items() if f.exception() is None}
+            for future in pending.values():
+                future.result()  # the first failure raised; every deployment made is in made
+        else:
+            for api, wait in groups[1:]:
+                made[label(api, wait)] = deploy(api, wait, first)
     except BaseException as exc:
         for deployment in made.values():
             deployment.close()

@@ -183,6 +183,11 @@ class Target(abc.ABC):
 
     name: str
     description: str
+    # Whether deploy() may run in several threads at once. A release mostly waits on its
+    # cluster, so releases made together share that wait. Local processes die with the thread
+    # that started them (PR_SET_PDEATHSIG, testsupport/procs.py), so a local deployment is made
+    # by the thread that will use it, and making them is CPU-bound anyway.
+    concurrent_deploys = False
 
     @abc.abstractmethod
     def deploy(

@@ -880,6 +880,7 @@ class KubeTarget(Target):
     """The current kubeconfig context (kind, minikube, the CI cluster)."""
 
     name = "kube"
+    concurrent_deploys = True
 
     def __init__(
         self, keep: bool = False, context: str | None = None,
