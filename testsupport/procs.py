@@ -119,6 +119,14 @@ def wait_for_http(process: Process, url: str, *, timeout_s: float) -> None:
     wait_until(answers, timeout_s=timeout_s, what=f"{process.name}: 200 from {url}")
 
 
+def tail(log: Path, lines: int) -> str:
+    """The last `lines` lines of the file `log` ("(no log)" when there is none)."""
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
 def _die_with_parent() -> None:
     # Children get SIGKILL when the Python that started them dies, so an aborted run leaves no
     # servers behind. PR_SET_PDEATHSIG follows the *thread* that forked: start processes from
@@ -199,10 +207,7 @@ class Process:
             )
 
     def log_tail(self, lines: int = 25) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
+        return tail(self.log, lines)
 
     def cpu_seconds(self) -> float:
         """User + system CPU used so far by the process and its children (nginx's workers)."""

@@ -228,11 +228,18 @@ async def test_closing_fails_waiting_commands_and_refuses_new_ones(
         await one(mux, "PING")
 
 
+@pytest.fixture
+async def gate(own_redis: RedisServer) -> AsyncIterator[DroppingGate]:
+    """A port in front of `own_redis` whose connects get no answer until it is opened."""
+    dropping = DroppingGate(own_redis.port)
+    yield dropping
+    await dropping.aclose()
+
+
 async def test_a_connect_that_got_no_answer_is_retried_even_for_a_write(
-    own_redis: RedisServer,
+    own_redis: RedisServer, gate: DroppingGate
 ) -> None:
     # Nothing was sent on a connect that timed out: the write is sent once, on the retry's.
-    gate = DroppingGate(own_redis.port)
     asked = 0
 
     async def address() -> tuple[str, int]:  # asked on every connect
@@ -252,13 +259,9 @@ async def test_a_connect_that_got_no_answer_is_retried_even_for_a_write(
             assert check.lrange("k", 0, -1) == [b"v"]
     finally:
         await connection.aclose()
-        await gate.aclose()
 
 
-async def test_connects_that_get_no_answer_fail_after_the_retries(
-    own_redis: RedisServer,
-) -> None:
-    gate = DroppingGate(own_redis.port)
+async def test_connects_that_get_no_answer_fail_after_the_retries(gate: DroppingGate) -> None:
     connection = MultiplexedConnection(
         fixed(gate.port), socket_timeout=TIMEOUT_S, connect_timeout=0.2, retries=1
     )
@@ -268,4 +271,3 @@ async def test_connects_that_get_no_answer_fail_after_the_retries(
         assert gate.relayed == 0
     finally:
         await connection.aclose()
-        await gate.aclose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -51,8 +52,11 @@ def connects(monkeypatch: pytest.MonkeyPatch) -> ConnectCounter:
 
 
 @asynccontextmanager
-async def pool_for(url: str, max_connections: int) -> AsyncIterator[aredis.ConnectionPool]:
-    client = build_async_client(make_settings("redis", url, redis_max_connections=max_connections))
+async def pool_for(
+    url: str, max_connections: int, **overrides: Any
+) -> AsyncIterator[aredis.ConnectionPool]:
+    settings = make_settings("redis", url, redis_max_connections=max_connections, **overrides)
+    client = build_async_client(settings)
     assert isinstance(client, aredis.Redis)  # standalone mode: one pool
     try:
         yield client.connection_pool
@@ -155,56 +159,47 @@ async def gate(redis_url: str) -> AsyncIterator[DroppingGate]:
     await dropping.aclose()
 
 
-async def test_a_connect_that_got_no_answer_is_retried_and_the_command_reaches_redis(
-    redis_url: str, gate: DroppingGate, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # redis-py raises a timed-out connect as TimeoutError and never retries it; nothing was
-    # sent on it, so it is retried like a refused one (a dropped SYN after a pod replacement).
-    attempts = 0
-    original = aredis.Connection._connect
+class ConnectAttempts:
+    """Socket connects of async connections, retries included, and what to do before one."""
 
-    async def opening_the_gate_for_the_retry(self: aredis.Connection) -> None:
-        nonlocal attempts
-        attempts += 1
-        if attempts == 2:
-            await gate.open()  # the first connect's SYN was dropped; the retry's gets through
-        await original(self)  # type: ignore[no-untyped-call]  # untyped in redis-py
-
-    monkeypatch.setattr(aredis.Connection, "_connect", opening_the_gate_for_the_retry)
-    settings = make_settings("redis", gated(redis_url, gate), redis_connect_timeout_seconds=0.2)
-    client = build_async_client(settings)
-    assert isinstance(client, aredis.Redis)
-    assert client.connection_pool.connection_class is TcpConnection
-    try:
-        assert await client.ping()
-        assert (attempts, gate.relayed) == (2, 1)
-    finally:
-        await client.aclose()
-        await client.connection_pool.disconnect()
+    def __init__(self) -> None:
+        self.count = 0
+        self.before: dict[int, Callable[[], Awaitable[None]]] = {}  # attempt number -> action
 
 
-async def test_connects_that_get_no_answer_fail_as_a_connection_error_after_the_retries(
-    redis_url: str, gate: DroppingGate, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    attempts = 0
+@pytest.fixture
+def connect_attempts(monkeypatch: pytest.MonkeyPatch) -> ConnectAttempts:
+    attempts = ConnectAttempts()
     original = aredis.Connection._connect
 
     async def counting(self: aredis.Connection) -> None:
-        nonlocal attempts
-        attempts += 1
+        attempts.count += 1
+        if (action := attempts.before.get(attempts.count)) is not None:
+            await action()
         await original(self)  # type: ignore[no-untyped-call]  # untyped in redis-py
 
     monkeypatch.setattr(aredis.Connection, "_connect", counting)
-    settings = make_settings(
-        "redis", gated(redis_url, gate), redis_connect_timeout_seconds=0.2, redis_retries=2
-    )
-    client = build_async_client(settings)
-    assert isinstance(client, aredis.Redis)
-    try:
+    return attempts
+
+
+async def test_a_connect_that_got_no_answer_is_retried_and_the_command_reaches_redis(
+    redis_url: str, gate: DroppingGate, connect_attempts: ConnectAttempts
+) -> None:
+    # redis-py raises a timed-out connect as TimeoutError and never retries it; nothing was
+    # sent on it, so it is retried like a refused one (a dropped SYN after a pod replacement).
+    connect_attempts.before[2] = gate.open  # the first SYN was dropped; the retry's gets through
+    async with pool_for(gated(redis_url, gate), 1, redis_connect_timeout_seconds=0.2) as pool:
+        assert pool.connection_class is TcpConnection
+        assert await aredis.Redis(connection_pool=pool).ping()
+        assert (connect_attempts.count, gate.relayed) == (2, 1)
+
+
+async def test_connects_that_get_no_answer_fail_as_a_connection_error_after_the_retries(
+    redis_url: str, gate: DroppingGate, connect_attempts: ConnectAttempts
+) -> None:
+    url = gated(redis_url, gate)
+    async with pool_for(url, 1, redis_connect_timeout_seconds=0.2, redis_retries=2) as pool:
         with pytest.raises(redis.ConnectionError, match="Timeout connecting to"):
-            await client.ping()
-        assert attempts == 3  # the first and REDIS_RETRIES more
+            await aredis.Redis(connection_pool=pool).ping()
+        assert connect_attempts.count == 3  # the first and REDIS_RETRIES more
         assert gate.relayed == 0
-    finally:
-        await client.aclose()
-        await client.connection_pool.disconnect()

@@ -34,6 +34,7 @@ from testsupport import (
     write_key_file,
 )
 from testsupport.failover import PrimaryKiller
+from testsupport.procs import tail
 from testsupport.targets.base import (
     Backend,
     Deployment,
@@ -324,7 +325,7 @@ class LocalDeployment(Deployment):
         return [e for log in logs for e in unhandled_errors_in(log.read_text(errors="replace"))]
 
     def diagnostics(self) -> str:
-        parts = [f"--- {log.name} (last 40 lines):\n{_tail(log, 40)}"
+        parts = [f"--- {log.name} (last 40 lines):\n{tail(log, 40)}"
                  for log in sorted(self.workdir.glob("replica-*.log"))]  # fmt: skip
         if self.store is not None:
             parts.append(f"--- redis-server (last 20 lines):\n{self.store.process.log_tail(20)}")
@@ -536,7 +537,3 @@ class LocalTarget(Target):
         self._deployments.clear()
         if not self.keep:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-def _tail(path: Path, lines: int) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
