@@ -244,6 +244,30 @@ def _template_of(message: BaseMessage, data: dict[str, Any], raw: bytes) -> _Tem
     return None if empties is None else _Template(_built(cls, data), empties)
 
 
+def _start_in(last: list[bytes | str], items: list[bytes | str]) -> int:
+    """Where the window `items` starts in the last window `last` of its scope, -1 for nowhere
+    (then every item is looked up). A sliding window is the last one shifted by the messages
+    appended since, so it starts at an item equal to its first whose overlap with it ends at
+    `last`'s last item. Equal stored messages are common (a question asked again, with no id):
+    the first item equal to the window's first may be an earlier copy of it, which would match
+    only the repeated messages by position. The caller compares every item it takes by
+    position, so a wrong start costs lookups, never a wrong message."""
+    if not items or not last:
+        return -1
+    first, fallback, at = items[0], -1, 0
+    while True:
+        try:
+            start = last.index(first, at)
+        except ValueError:
+            return fallback
+        end = len(last) - 1 - start  # where `last`'s last item is in `items`
+        if end >= len(items) or items[end] == last[-1]:
+            return start
+        if fallback < 0:
+            fallback = start
+        at = start + 1
+
+
 def _put_bounded(entries: dict[Any, Any], key: Any, value: Any, limit: int) -> None:
     """`entries[key] = value`, the oldest entry dropped first when `limit` are held."""
     if len(entries) >= limit:
@@ -331,11 +355,7 @@ class DecodeCache:
         else:
             items = list(raw)  # remembered, with the stored bytes objects already held
             last_items, last_messages = self._windows.get(scope) or ([], [])
-            # Where this window starts in the last one (-1: nowhere; then every item is looked up).
-            try:
-                start = last_items.index(items[0]) if items else -1
-            except ValueError:
-                start = -1
+            start = _start_in(last_items, items)
             shared: list[BaseMessage | None] = []
             hits = 0
             for i, item in enumerate(items):

@@ -359,6 +359,37 @@ def test_a_sliding_window_is_found_in_the_last_one_by_its_stored_bytes(
     assert not set(map(id, theirs)) & set(map(id, slid))
 
 
+def test_a_sliding_window_of_repeated_messages_starts_where_its_overlap_matches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same question asked every turn (no id: the same stored bytes each time) must not
+    anchor the next window at the question's first copy in the last one: that would match the
+    questions by position and look every answer up again."""
+    cache = DecodeCache(max_messages=64)
+    turns = [
+        (HumanMessage(content="same question"), AIMessage(content=f"a{i}", id=f"run-{i}"))
+        for i in range(6)
+    ]
+    stored = [encode(m) for turn in turns for m in turn]
+    assert stored[0] == stored[2] == stored[4]
+    cache.decode(stored[:8], "s")
+    last = cache.decode(stored[:8], "s")  # cached from here on
+    hits, window_hits = cache.info()["hits"], cache.info()["window_hits"]
+    decodes = _count_decodes(monkeypatch)
+    slid = cache.decode(stored[2:10], "s")  # a turn appended by another process
+    assert cache.info()["window_hits"] - window_hits == 6  # the whole overlap, by position
+    assert all(a is b for a, b in zip(slid[:6], last[2:], strict=True))
+    assert decodes == [stored[9]]  # the new answer; the new question is known
+    assert cache.info()["hits"] - hits == 1  # the question, looked up
+    # Nothing shifted: the window starts where the last one did.
+    assert all(a is b for a, b in zip(cache.decode(stored[2:10], "s"), slid, strict=True))
+    monkeypatch.undo()
+    _assert_same_as_fresh(slid, stored[2:10])
+    # A window that does not continue the last one is still right, item by item.
+    odd = [stored[0], stored[5], stored[2], stored[3]]
+    _assert_same_as_fresh(cache.decode(odd, "s"), odd)
+
+
 def test_the_last_windows_hold_at_most_max_messages_items() -> None:
     cache = DecodeCache(max_messages=16)
     stored = [encode(HumanMessage(content=f"m{i}")) for i in range(6)]
