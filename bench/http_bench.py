@@ -1,11 +1,12 @@
 """HTTP level: `POST /v1/chat` under wrk, for the memory backend, the Redis backend, the common
 way a user would write it instead (`bench/langchain_app.py`: `RunnableWithMessageHistory` over
-langchain-community's `RedisChatMessageHistory`) and a bare FastAPI endpoint (the framework's
-ceiling).
+langchain-community's `RedisChatMessageHistory`), a bare FastAPI endpoint (the framework's
+ceiling) and the memory backend waiting for two empty round trips to the same redis-server
+(`bench/handoff_app.py`: the floor of any store a turn waits on twice).
 
 Each target is 3 uvicorn replicas (the image's command line, on loopback) behind its own nginx
 doing round robin with keep-alive upstream connections; wrk drives nginx. All targets run at the
-same time (the two Redis ones on one redis-server) and the runs are interleaved (every round
+same time (those that talk to Redis on one redis-server) and the runs are interleaved (every round
 runs every concurrency on every target, in a rotating order), so they share the machine's noise.
 """
 
@@ -26,12 +27,13 @@ import httpx
 from bench import bench_redis
 from testsupport import Nginx, ProcessError, RedisServer, Replica, require_tool
 
-TARGETS = ("memory", "redis", "langchain", "bare")
+TARGETS = ("memory", "redis", "langchain", "bare", "handoff")
 LABELS = {
     "memory": "service, HISTORY_BACKEND=memory",
     "redis": "service, HISTORY_BACKEND=redis",
     "langchain": "RunnableWithMessageHistory + RedisChatMessageHistory",
     "bare": "bare FastAPI endpoint (ceiling)",
+    "handoff": "service, HISTORY_BACKEND=memory + 2 empty round trips (PING) to redis-server",
     "redis_before": "service before this change, HISTORY_BACKEND=redis",
     "redis_step": "service at an intermediate revision, HISTORY_BACKEND=redis",
 }
@@ -40,9 +42,12 @@ APPS = {
     "redis": "chat_history_k8s.main:app",
     "langchain": "bench.langchain_app:app",
     "bare": "bench.bare_app:app",
+    "handoff": "bench.handoff_app:app",
     "redis_before": "chat_history_k8s.main:app",
     "redis_step": "chat_history_k8s.main:app",
 }
+# The targets that talk to the benchmark's redis-server (its CPU is measured with theirs).
+REDIS_TARGETS = ("redis", "langchain", "handoff", "redis_before", "redis_step")
 WRK_SCRIPT = Path(__file__).parent / "wrk" / "chat.lua"
 # Histories are capped so that every run, whatever its length, sees the same per-turn work.
 SERVICE_ENV = {"HISTORY_MAX_MESSAGES": "100", "HISTORY_WINDOW_MESSAGES": "20"}
@@ -235,6 +240,11 @@ def run(
             "redis": {**SERVICE_ENV, "HISTORY_BACKEND": "redis", "REDIS_URL": server.url},
             "langchain": {"REDIS_URL": server.url},
             "bare": {},
+            "handoff": {
+                **SERVICE_ENV,
+                "HISTORY_BACKEND": "memory",
+                "HANDOFF_REDIS_URL": server.url,
+            },
         }
         envs["redis_before"] = envs["redis"] | {"REDIS_KEY_PREFIX": "before:"}
         envs["redis_step"] = envs["redis"] | {"REDIS_KEY_PREFIX": "step:"}
@@ -256,7 +266,7 @@ def run(
             for name in targets
         }
         deployments = {name: front(name, started[name], workdir, stops) for name in targets}
-        for name in ("redis", "langchain", "redis_before", "redis_step"):
+        for name in REDIS_TARGETS:
             if name in deployments:
                 deployments[name].store = server
         log(f"http: {len(deployments)} targets of {config.replicas} replica(s) + nginx are up")
