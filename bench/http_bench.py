@@ -229,7 +229,13 @@ def run(
 ) -> HttpResults:
     """With `before` (a git revision), the Redis backend as of that revision is a target too:
     what the changes since bought, measured side by side; with `step` as well, the Redis
-    backend as of a revision in between (what the changes up to it bought, and after it)."""
+    backend as of a revision in between (what the changes up to it bought, and after it).
+
+    Every round runs on replicas started for it (and stopped after it): here one start of a
+    process runs steadily faster or slower than the next by up to ~10% (identical deployments
+    side by side differed that much over ten rounds), so a deployment kept for the whole run
+    would lend its luck to every one of its target's figures; fresh ones make it noise that
+    the median over rounds takes out."""
     stops: list[Callable[[], None]] = []
     targets = TARGETS + (("redis_before",) if before else ()) + (("redis_step",) if step else ())
     try:
@@ -252,77 +258,90 @@ def run(
             "redis_before": export_source(before, workdir) if before else None,
             "redis_step": export_source(step, workdir, "step-src") if step else None,
         }
-        # Start every replica first, then wait: they import in parallel.
-        started = {
-            name: start_deployment(
-                name,
-                APPS[name],
-                envs[name],
-                config,
-                workdir,
-                stops,
-                sources.get(name),
+        results = HttpResults(config.concurrencies, config.seconds)
+        for rnd in range(config.rounds):
+            round_stops: list[Callable[[], None]] = []
+            try:
+                # Start every replica first, then wait: they import in parallel.
+                where = workdir / f"round-{rnd}"
+                where.mkdir()
+                started = {
+                    name: start_deployment(
+                        name, APPS[name], envs[name], config, where, round_stops, sources.get(name)
+                    )
+                    for name in targets
+                }
+                deployments = {
+                    name: front(name, started[name], where, round_stops) for name in targets
+                }
+                for name in REDIS_TARGETS:
+                    if name in deployments:
+                        deployments[name].store = server
+                _round(rnd, config, deployments, results)
+                if rnd == config.rounds - 1:
+                    _check_redis_target(deployments["redis"])
+            finally:
+                for stop in reversed(round_stops):
+                    stop()
+            log(
+                f"http: round {rnd + 1}/{config.rounds} done ({len(targets)} targets of "
+                f"{config.replicas} replica(s) + nginx, started for it)"
             )
-            for name in targets
-        }
-        deployments = {name: front(name, started[name], workdir, stops) for name in targets}
-        for name in REDIS_TARGETS:
-            if name in deployments:
-                deployments[name].store = server
-        log(f"http: {len(deployments)} targets of {config.replicas} replica(s) + nginx are up")
-        return _run(config, deployments, server, log)
+        _count_sessions(server, results)
+        return results
     finally:
         for stop in reversed(stops):
             stop()
 
 
-def _run(
-    config: HttpConfig,
-    deployments: dict[str, Deployment],
-    server: RedisServer,
-    log: Callable[[str], None],
-) -> HttpResults:
-    results = HttpResults(config.concurrencies, config.seconds)
+def _round(
+    rnd: int, config: HttpConfig, deployments: dict[str, Deployment], results: HttpResults
+) -> None:
+    """One round: every target warmed up, then every concurrency on every target, in an order
+    that rotates from round to round."""
     for name, deployment in deployments.items():
-        results.runs[name] = {c: [] for c in config.concurrencies}
+        results.runs.setdefault(name, {c: [] for c in config.concurrencies})
         wrk(
             deployment.nginx.url,
             connections=16,
             seconds=config.warmup_seconds,
-            tag=f"warmup-{name}",
+            tag=f"warmup-r{rnd}-{name}",
         )
-    for rnd in range(config.rounds):
-        for c in config.concurrencies:
-            names = tuple(deployments)
-            order = names[rnd % len(names) :] + names[: rnd % len(names)]
-            for name in order:
-                before = deployments[name].cpu_seconds()
-                switches = deployments[name].context_switches()
-                result = wrk(
-                    deployments[name].nginx.url,
-                    connections=c,
-                    seconds=config.seconds,
-                    tag=f"r{rnd}-c{c}-{name}",
-                )
-                after = deployments[name].cpu_seconds()
-                for part, used in after.items():
-                    result[f"cpu_ms_{part}"] = (used - before[part]) / result["requests"] * 1e3
-                switches = deployments[name].context_switches() - switches
-                result["switches_replicas"] = switches / result["requests"]
-                results.runs[name][c].append(result)
-        log(f"http: round {rnd + 1}/{config.rounds} done")
-    # Sanity: the Redis backend really kept histories, up to the cap.
+    for c in config.concurrencies:
+        names = tuple(deployments)
+        order = names[rnd % len(names) :] + names[: rnd % len(names)]
+        for name in order:
+            before = deployments[name].cpu_seconds()
+            switches = deployments[name].context_switches()
+            result = wrk(
+                deployments[name].nginx.url,
+                connections=c,
+                seconds=config.seconds,
+                tag=f"r{rnd}-c{c}-{name}",
+            )
+            after = deployments[name].cpu_seconds()
+            for part, used in after.items():
+                result[f"cpu_ms_{part}"] = (used - before[part]) / result["requests"] * 1e3
+            switches = deployments[name].context_switches() - switches
+            result["switches_replicas"] = switches / result["requests"]
+            results.runs[name][c].append(result)
+
+
+def _check_redis_target(deployment: Deployment) -> None:
+    reply = httpx.post(
+        f"{deployment.nginx.url}/v1/chat",
+        json={"session_id": "sanity", "message": "hi"},
+        timeout=5,
+    )
+    if reply.status_code != 200:
+        raise ProcessError(f"redis target answered {reply.status_code}: {reply.text}")
+
+
+def _count_sessions(server: RedisServer, results: HttpResults) -> None:
+    """Sanity: the Redis backend really kept histories, up to the cap."""
     client = server.client(socket_timeout=30)
     keys = [k for k in client.scan_iter(match="chat-history:r*", count=1000)][:50]
     results.redis_session_lengths = sorted(int(client.llen(k)) for k in keys)
     keys = [k for k in client.scan_iter(match="message_store:r*", count=1000)][:50]
     results.langchain_session_lengths = sorted(int(client.llen(k)) for k in keys)
     client.close()
-    reply = httpx.post(
-        f"{deployments['redis'].nginx.url}/v1/chat",
-        json={"session_id": "sanity", "message": "hi"},
-        timeout=5,
-    )
-    if reply.status_code != 200:
-        raise ProcessError(f"redis target answered {reply.status_code}: {reply.text}")
-    return results

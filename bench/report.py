@@ -495,7 +495,10 @@ def http_section(http: HttpResults, replicas: int) -> list[str]:
         "",
         f"Each target: {replicas} uvicorn replica(s) started with the image's command line "
         "(access log on), behind its own nginx (round robin, keep-alive upstreams); wrk "
-        f"drives nginx for {http.seconds} s per run, median of {rounds} interleaved runs."
+        f"drives nginx for {http.seconds} s per run, median of {rounds} interleaved runs, each "
+        "round on replicas and nginx started for it (one start of a process runs steadily "
+        "faster or slower than the next here, by up to ~10%: a deployment kept for the whole "
+        "run would lend its luck to all of its target's figures)."
         " Each connection has its own session (history grows turn after "
         "turn, capped at HISTORY_MAX_MESSAGES=100, window 20). CPU per request is the "
         "replicas' (and redis-server's) user+system CPU time over the run divided by requests;"
@@ -757,7 +760,7 @@ METHOD = [
     "(`bench/handoff_app.py`) is the service with the memory backend whose turn also waits "
     "for two round trips carrying nothing (`PING`) to that redis-server, where the Redis "
     "backend waits for its window read and its append, on the same multiplexed connection.",
-    "- Reproduce: `scripts/bench.sh` (full, ~12 min, rewrites this file and "
+    "- Reproduce: `scripts/bench.sh` (full, ~20 min, rewrites this file and "
     f"`docs/img/{PLOT_NAME}`, `docs/img/{checkpoint_report.PLOT_NAME}`); `scripts/bench.sh "
     "--only checkpoint` (~6 min) re-measures the checkpoint part and rewrites only its "
     "section; `scripts/bench.sh --smoke` (seconds, writes to a temporary directory, checks "
