@@ -178,10 +178,11 @@ def targets(store: StoreResults | None, http: HttpResults | None) -> list[Target
                 ratio >= 0.8,
                 "the replicas are CPU-bound here (2 cores for the replicas, nginx, wrk and "
                 "Redis), so throughput follows CPU per request, and a Redis turn still costs "
-                f"the replica {cpu_redis - cpu_memory:.2f} ms more CPU than a dict lookup. "
-                "With the collector tuned, the turn's commands multiplexed on one connection "
+                f"the replica {cpu_redis - cpu_memory:.2f} ms more CPU than a dict lookup"
+                + _floor_share(http, cpu_memory, cpu_redis)
+                + ". With the collector tuned, the turn's commands multiplexed on one connection "
                 "(a loop iteration's round trips in one write, replies parsed as they arrive) "
-                "and a session's decoded messages shared by its reads, what is left is mostly "
+                "and a session's decoded messages shared by its reads, what is left is "
                 "the two round trips themselves: each a send, a wake-up of redis-server and "
                 "another of the replica (a memory turn has no wake-up between request and "
                 "response), then decoding each message another replica wrote, once per "
@@ -201,6 +202,18 @@ def _handoff(http: HttpResults) -> str:
         f"; the memory backend waiting for two empty round trips to the same redis-server "
         f"(the floor of any store a turn waits on twice, `bench/handoff_app.py`): "
         f"{handoff:.2f} x"
+    )
+
+
+def _floor_share(http: HttpResults, cpu_memory: float, cpu_redis: float) -> str:
+    """How much of the Redis turn's extra replica CPU the two empty round trips cost alone."""
+    if "handoff" not in http.runs:
+        return ""
+    cpu_floor = http.median("handoff", 16, "cpu_ms_replicas")
+    return (
+        f", of which {cpu_floor - cpu_memory:.2f} ms is waiting twice for another process "
+        f"(the floor peer's extra CPU, with no data), {cpu_redis - cpu_floor:.2f} ms the data: "
+        "the window's bytes, decoding, encoding, the script"
     )
 
 
