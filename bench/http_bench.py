@@ -193,6 +193,18 @@ class HttpResults:
     def median(self, target: str, c: int, metric: str) -> float:
         return float(statistics.median(run[metric] for run in self.runs[target][c]))
 
+    def ratio(self, target: str, base: str, c: int, metric: str = "rps") -> float:
+        """The median over rounds of `target`'s `metric` over `base`'s in the same round: runs
+        of one round are seconds apart, so pairing them cancels the machine's drift between
+        rounds (a ratio of the two medians would divide figures of different rounds)."""
+        pairs = zip(self.runs[target][c], self.runs[base][c], strict=True)
+        return float(statistics.median(t[metric] / b[metric] for t, b in pairs))
+
+    def difference(self, target: str, base: str, c: int, metric: str) -> float:
+        """The median over rounds of `target`'s `metric` minus `base`'s in the same round."""
+        pairs = zip(self.runs[target][c], self.runs[base][c], strict=True)
+        return float(statistics.median(t[metric] - b[metric] for t, b in pairs))
+
     def has(self, metric: str) -> bool:
         """Whether every run measured `metric` (results saved by an older version may not)."""
         return all(metric in run for t in self.runs.values() for rs in t.values() for run in rs)

@@ -164,10 +164,10 @@ def targets(store: StoreResults | None, http: HttpResults | None) -> list[Target
             )
         )
     if http is not None and 16 in http.concurrencies:
-        ratio = http.median("redis", 16, "rps") / http.median("memory", 16, "rps")
+        ratio = http.ratio("redis", "memory", 16)
         cpu_memory = http.median("memory", 16, "cpu_ms_replicas")
         cpu_redis = http.median("redis", 16, "cpu_ms_replicas")
-        common = http.median("langchain", 16, "rps") / http.median("memory", 16, "rps")
+        common = http.ratio("langchain", "memory", 16)
         out.append(
             Target(
                 "Redis backend HTTP throughput >= 0.8 x memory backend at concurrency 16",
@@ -178,8 +178,9 @@ def targets(store: StoreResults | None, http: HttpResults | None) -> list[Target
                 ratio >= 0.8,
                 "the replicas are CPU-bound here (2 cores for the replicas, nginx, wrk and "
                 "Redis), so throughput follows CPU per request, and a Redis turn still costs "
-                f"the replica {cpu_redis - cpu_memory:.2f} ms more CPU than a dict lookup"
-                + _floor_share(http, cpu_memory, cpu_redis)
+                f"the replica {http.difference('redis', 'memory', 16, CPU):.2f} ms more CPU "
+                "than a dict lookup (the median of the rounds' differences)"
+                + _floor_share(http)
                 + ". With the collector tuned, the turn's commands multiplexed on one connection "
                 "(a loop iteration's round trips in one write, replies parsed as they arrive) "
                 "and a session's decoded messages shared by its reads, what is left is "
@@ -193,11 +194,14 @@ def targets(store: StoreResults | None, http: HttpResults | None) -> list[Target
     return out
 
 
+CPU = "cpu_ms_replicas"
+
+
 def _handoff(http: HttpResults) -> str:
     """The memory backend plus the two round trips carrying nothing (bench/handoff_app.py)."""
     if "handoff" not in http.runs:
         return ""
-    handoff = http.median("handoff", 16, "rps") / http.median("memory", 16, "rps")
+    handoff = http.ratio("handoff", "memory", 16)
     return (
         f"; the memory backend waiting for two empty round trips to the same redis-server "
         f"(the floor of any store a turn waits on twice, `bench/handoff_app.py`): "
@@ -205,15 +209,14 @@ def _handoff(http: HttpResults) -> str:
     )
 
 
-def _floor_share(http: HttpResults, cpu_memory: float, cpu_redis: float) -> str:
-    """How much of the Redis turn's extra replica CPU the two empty round trips cost alone."""
+def _floor_share(http: HttpResults) -> str:
+    """How much extra replica CPU the two empty round trips cost alone."""
     if "handoff" not in http.runs:
         return ""
-    cpu_floor = http.median("handoff", 16, "cpu_ms_replicas")
     return (
-        f", of which {cpu_floor - cpu_memory:.2f} ms is waiting twice for another process "
-        f"(the floor peer's extra CPU, with no data), {cpu_redis - cpu_floor:.2f} ms the data: "
-        "the window's bytes, decoding, encoding, the script"
+        f"; the floor peer's turn, waiting twice for another process with no data, "
+        f"{http.difference('handoff', 'memory', 16, CPU):.2f} ms more (the rest of the Redis "
+        "turn's is the data: the window's bytes, decoding, encoding, the script)"
     )
 
 
@@ -466,13 +469,13 @@ def bought_section(
             "|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for c in http.concurrencies:
-            memory = http.median("memory", c, "rps")
             b, a = http.median("redis_before", c, "rps"), http.median("redis", c, "rps")
             lines.append(
-                f"| {c} | {n(b)} | {n(a)} | {a / b:.2f} x "
+                f"| {c} | {n(b)} | {n(a)} | {http.ratio('redis', 'redis_before', c):.2f} x "
                 f"| {http.median('redis_before', c, 'cpu_ms_replicas'):.2f} "
                 f"| {http.median('redis', c, 'cpu_ms_replicas'):.2f} "
-                f"| {b / memory:.2f} x | {a / memory:.2f} x |"
+                f"| {http.ratio('redis_before', 'memory', c):.2f} x "
+                f"| {http.ratio('redis', 'memory', c):.2f} x |"
             )
         lines.append("")
     if http is not None and has_http and "redis_step" in http.runs:
@@ -485,7 +488,6 @@ def bought_section(
             "| redis-server CPU ms/req |",
             "|---|---:|---:|---:|---:|",
         ]
-        memory = http.median("memory", c16, "rps")
         for target, label in (
             ("redis_before", f"`{before_rev}` {short(env.get('before_subject', ''))}"),
             ("redis_step", f"`{env.get('step_rev')}` {short(env.get('step_subject', ''))}"),
@@ -493,7 +495,7 @@ def bought_section(
         ):
             rps = http.median(target, c16, "rps")
             lines.append(
-                f"| {label} | {n(rps)} | {rps / memory:.2f} x "
+                f"| {label} | {n(rps)} | {http.ratio(target, 'memory', c16):.2f} x "
                 f"| {http.median(target, c16, 'cpu_ms_replicas'):.2f} "
                 f"| {http.median(target, c16, 'cpu_ms_redis'):.3f} |"
             )
@@ -508,7 +510,9 @@ def http_section(http: HttpResults, replicas: int) -> list[str]:
         "",
         f"Each target: {replicas} uvicorn replica(s) started with the image's command line "
         "(access log on), behind its own nginx (round robin, keep-alive upstreams); wrk "
-        f"drives nginx for {http.seconds} s per run, median of {rounds} interleaved runs, each "
+        f"drives nginx for {http.seconds} s per run, median of {rounds} interleaved runs (a "
+        "ratio, *vs* or *x* another target, is the median of the per-round ratios: the runs "
+        "of a round are seconds apart, rounds minutes), each "
         "round on replicas and nginx started for it (one start of a process runs steadily "
         "faster or slower than the next here, by up to ~10%: a deployment kept for the whole "
         "run would lend its luck to all of its target's figures)."
@@ -530,8 +534,6 @@ def http_section(http: HttpResults, replicas: int) -> list[str]:
         return f"{http.median(target, c, 'switches_replicas'):.1f}"
 
     for c in http.concurrencies:
-        memory = http.median("memory", c, "rps")
-        bare = http.median("bare", c, "rps")
         for target in http.runs:
             rps = http.median(target, c, "rps")
             errors = sum(r["non2xx"] + r["socket_errors"] for r in http.runs[target][c])
@@ -544,7 +546,8 @@ def http_section(http: HttpResults, replicas: int) -> list[str]:
                 f"| {c} | {http_bench.LABELS[target]} | {n(rps)} "
                 f"| {http.median(target, c, 'p50_ms'):.1f} "
                 f"| {http.median(target, c, 'p99_ms'):.1f} "
-                f"| {rps / memory:.2f} x | {rps / bare:.2f} x "
+                f"| {http.ratio(target, 'memory', c):.2f} x "
+                f"| {http.ratio(target, 'bare', c):.2f} x "
                 f"| {http.median(target, c, 'cpu_ms_replicas'):.2f} | {redis_cpu} "
                 f"| {switched(target, c)} | {errors} |"
             )
