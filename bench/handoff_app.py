@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from langchain_core.messages import BaseMessage
 
 import chat_history_k8s.history as history_module
+from chat_history_k8s.config import Settings
 from chat_history_k8s.history.memory import MemoryChatHistory, MemoryStore
 from chat_history_k8s.history.redis_mux import MultiplexedConnection
 from chat_history_k8s.main import create_app
@@ -31,8 +32,14 @@ async def _address() -> tuple[str, int]:
     return _HOST, _PORT
 
 
-# The service's settings' defaults (REDIS_SOCKET_TIMEOUT_SECONDS, REDIS_CONNECT_TIMEOUT_SECONDS).
-_wire = MultiplexedConnection(_address, socket_timeout=1.0, connect_timeout=1.0, retries=3)
+# The timeouts and retries the service's multiplexed connection has by default.
+_defaults = Settings.model_fields
+_wire = MultiplexedConnection(
+    _address,
+    socket_timeout=_defaults["redis_socket_timeout_seconds"].default,
+    connect_timeout=_defaults["redis_connect_timeout_seconds"].default,
+    retries=_defaults["redis_retries"].default,
+)
 
 
 async def _round_trip() -> None:
