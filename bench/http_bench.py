@@ -197,13 +197,16 @@ class HttpResults:
         """The median over rounds of `target`'s `metric` over `base`'s in the same round: runs
         of one round are seconds apart, so pairing them cancels the machine's drift between
         rounds (a ratio of the two medians would divide figures of different rounds)."""
-        pairs = zip(self.runs[target][c], self.runs[base][c], strict=True)
-        return float(statistics.median(t[metric] / b[metric] for t, b in pairs))
+        return float(statistics.median(t / b for t, b in self._paired(target, base, c, metric)))
 
     def difference(self, target: str, base: str, c: int, metric: str) -> float:
         """The median over rounds of `target`'s `metric` minus `base`'s in the same round."""
+        return float(statistics.median(t - b for t, b in self._paired(target, base, c, metric)))
+
+    def _paired(self, target: str, base: str, c: int, metric: str) -> list[tuple[float, float]]:
+        """`metric` of `target` and of `base`, round by round."""
         pairs = zip(self.runs[target][c], self.runs[base][c], strict=True)
-        return float(statistics.median(t[metric] - b[metric] for t, b in pairs))
+        return [(t[metric], b[metric]) for t, b in pairs]
 
     def has(self, metric: str) -> bool:
         """Whether every run measured `metric` (results saved by an older version may not)."""
