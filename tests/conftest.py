@@ -144,9 +144,9 @@ def count_round_trips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     write: Callable[..., None] = MultiplexedConnection._write
 
-    def counting_write(self: MultiplexedConnection, wire: Any, data: bytes) -> None:
+    def counting_write(self: MultiplexedConnection, wire: Any, data: bytes, batch: Any) -> None:
         sent[0] += 1
-        write(self, wire, data)
+        write(self, wire, data, batch)
 
     monkeypatch.setattr(aredis.Connection, "send_packed_command", counting)
     monkeypatch.setattr(MultiplexedConnection, "_write", counting_write)

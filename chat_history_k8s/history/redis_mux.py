@@ -10,10 +10,11 @@ the client CPU of redis-py's path (docs/benchmarks-clients.md); under concurrenc
 sends, reads and Redis wake-ups (docs/benchmarks.md measures the service both ways).
 
 What it keeps from redis-py's client, on purpose:
-- every reply is waited for at most `socket_timeout` seconds. A reply that is late means the
-  socket's state is unknown: the connection is dropped, every command on it fails
-  (`redis.TimeoutError`), the next command opens a new one. A timeout is never retried (the
-  write may have been applied).
+- every reply is waited for at most `socket_timeout` seconds, counted from the write that sent
+  its command (not from the call: time the event loop spends on other work before that write,
+  a stall or a starved CPU, is not Redis's). A reply that is late means the socket's state is
+  unknown: the connection is dropped, every command on it fails (`redis.TimeoutError`), the
+  next command opens a new one. A timeout is never retried (the write may have been applied).
 - connecting is paced (one connect at a time, every caller waits for the same one), bounded
   by `connect_timeout`, and retried `retries` times with exponential backoff, like redis-py's
   `Retry` for connection errors (a connect that timed out too: nothing was sent on it). A
@@ -62,14 +63,15 @@ class ConnectTimeout(redis.ConnectionError):
 
 
 class _Batch:
-    """One `execute()`: its replies, collected in order, and the future that gets them."""
+    """One `execute()`: its replies, collected in order, the future that gets them, and when
+    they are late (set when its commands are written)."""
 
     __slots__ = ("deadline", "expected", "future", "replies")
 
-    def __init__(self, future: asyncio.Future[list[Any]], expected: int, deadline: float) -> None:
+    def __init__(self, future: asyncio.Future[list[Any]], expected: int) -> None:
         self.future = future
         self.expected = expected
-        self.deadline = deadline
+        self.deadline: float | None = None
         self.replies: list[Any] = []
 
 
@@ -82,6 +84,7 @@ class _Wire(asyncio.Protocol):
         self.reader = hiredis.Reader(protocolError=InvalidResponse, replyError=_error)
         self.batches: collections.deque[_Batch] = collections.deque()
         self.outgoing: list[bytes] = []  # round trips queued in this loop iteration
+        self.unsent: list[_Batch] = []  # their batches, waiting for that write
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -167,16 +170,15 @@ class MultiplexedConnection:
 
     # -- sending -----------------------------------------------------------------------------
     def _submit(self, wire: _Wire, commands: Sequence[Command]) -> asyncio.Future[list[Any]]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[Any]] = loop.create_future()
-        batch = _Batch(future, len(commands), loop.time() + self._socket_timeout)
-        self._write(wire, pack(commands))  # first: a command that cannot be sent is not waited for
-        wire.batches.append(batch)  # (its replies cannot arrive before this callback returns)
-        if self._timer is None:
-            self._timer = loop.call_at(batch.deadline, self._check_deadline)
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        batch = _Batch(future, len(commands))
+        # First: a command that cannot be packed is not waited for. Its replies cannot arrive
+        # before this callback returns: the bytes go out in a later one (`_flush`).
+        self._write(wire, pack(commands), batch)
+        wire.batches.append(batch)
         return future
 
-    def _write(self, wire: _Wire, data: bytes) -> None:
+    def _write(self, wire: _Wire, data: bytes, batch: _Batch) -> None:
         """The one place a round trip's bytes go out (one call each). They are queued and sent
         with every other round trip of this loop iteration in one write: under load, the turns
         that a loop iteration runs share one `send` (and Redis one wake-up), as their replies
@@ -184,10 +186,20 @@ class MultiplexedConnection:
         if not wire.outgoing:
             asyncio.get_running_loop().call_soon(self._flush, wire)
         wire.outgoing.append(data)
+        wire.unsent.append(batch)
 
     def _flush(self, wire: _Wire) -> None:
         data = b"".join(wire.outgoing)
         wire.outgoing.clear()
+        # Their replies are late `socket_timeout` seconds from now, when Redis gets them: a busy
+        # loop may run this callback well after the calls that queued them.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._socket_timeout
+        for batch in wire.unsent:
+            batch.deadline = deadline
+        wire.unsent.clear()
+        if self._timer is None:
+            self._timer = loop.call_at(deadline, self._check_deadline)
         # A socket the server is closing fails its batches when it is lost: nothing to send.
         if not wire.closed and wire.transport is not None and not wire.transport.is_closing():
             wire.transport.write(data)
@@ -201,6 +213,8 @@ class MultiplexedConnection:
             return
         loop = asyncio.get_running_loop()
         oldest = wire.batches[0]
+        if oldest.deadline is None:  # none sent yet (older ones answered): its write arms this
+            return
         if oldest.deadline <= loop.time():
             self._drop(wire, redis.TimeoutError(f"Timeout reading from {self.where}"))
         else:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import uvloop
 from redis.exceptions import AuthenticationError, NoScriptError
 
 from chat_history_k8s.history.redis_mux import MultiplexedConnection, pack
@@ -103,6 +104,33 @@ async def test_a_late_reply_times_out_and_is_never_handed_to_the_next_command(
     assert TIMEOUT_S <= time.monotonic() - started < TIMEOUT_S + 1
     own_redis.process.send(signal.SIGCONT)  # GET a's reply is on its way now, to the dropped socket
     assert await one(mux, "GET", "b") == b"reply-for-b"
+
+
+@pytest.mark.parametrize(
+    "new_loop", [asyncio.new_event_loop, uvloop.new_event_loop], ids=["asyncio", "uvloop"]
+)
+def test_a_reply_is_waited_for_from_the_write_that_sent_its_command_not_from_the_call(
+    own_redis: RedisServer, new_loop: Callable[[], asyncio.AbstractEventLoop]
+) -> None:
+    """The event loop held up (a long callback, a starved CPU) between the call and the write
+    that sends its command: that time is not Redis's, and Redis then answers in time."""
+
+    async def held_up_before_the_write() -> None:
+        mux = MultiplexedConnection(
+            fixed(own_redis.port), socket_timeout=TIMEOUT_S, connect_timeout=TIMEOUT_S
+        )
+        try:
+            assert await one(mux, "PING") == b"PONG"  # connected
+            # Queued before the call: it runs before the callback that writes the command.
+            asyncio.get_running_loop().call_soon(time.sleep, 2 * TIMEOUT_S)
+            started = time.monotonic()
+            assert await one(mux, "SET", "k", "v") == b"OK"
+            assert time.monotonic() - started >= 2 * TIMEOUT_S  # the hold-up came in between
+        finally:
+            await mux.aclose()
+
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        runner.run(held_up_before_the_write())
 
 
 async def test_a_write_lost_after_it_was_sent_is_not_retried_a_read_is(
