@@ -187,12 +187,14 @@ def targets(store: StoreResults | None, http: HttpResults | None) -> list[Target
                 + _floor_share(http)
                 + ". With the collector tuned, the turn's commands multiplexed on one connection "
                 "(a loop iteration's round trips in one write, replies parsed as they arrive) "
-                "and a session's decoded messages shared by its reads, what is left is "
-                "the two round trips themselves: each a send, a wake-up of redis-server and "
-                "another of the replica (a memory turn has no wake-up between request and "
-                "response), then decoding each message another replica wrote, once per "
-                "replica (with round robin every replica reads every session; the replica "
-                "that wrote a message keeps it and decodes nothing)" + _switches(http),
+                "and a session's decoded messages shared by its reads, what a Redis turn adds "
+                "is of two kinds: the two round trips, each a send, a wake-up of redis-server "
+                "and another of the replica (a memory turn has no wake-up between request and "
+                "response), which the floor peer pays alone; and the data, the window's bytes "
+                "received and matched to the messages already decoded, each message another "
+                "replica wrote decoded once per replica (with round robin every replica reads "
+                "every session; the replica that wrote a message keeps it and decodes "
+                "nothing), the turn encoded, the script run by redis-server" + _switches(http),
             )
         )
     return out
@@ -214,10 +216,17 @@ def _floor_share(http: HttpResults) -> str:
     """How much extra replica CPU the two empty round trips cost alone."""
     if "handoff" not in http.runs:
         return ""
+    floor = http.difference("handoff", "memory", 16, CPU)
+    redis = http.difference("redis", "memory", 16, CPU)
+    share = (
+        f": the round trips are {floor / redis:.0%} of the Redis turn's extra replica CPU in "
+        "this run, the data the rest"
+        if redis > 0
+        else ""
+    )
     return (
         f"; the floor peer's turn, waiting twice for another process with no data, "
-        f"{http.difference('handoff', 'memory', 16, CPU):.2f} ms more (the rest of the Redis "
-        "turn's is the data: the window's bytes, decoding, encoding, the script)"
+        f"{floor:.2f} ms more{share}"
     )
 
 
