@@ -786,7 +786,7 @@ METHOD = [
     "(`bench/handoff_app.py`) is the service with the memory backend whose turn also waits "
     "for two round trips carrying nothing (`PING`) to that redis-server, where the Redis "
     "backend waits for its window read and its append, on the same multiplexed connection.",
-    "- Reproduce: `scripts/bench.sh` (full, ~20 min, rewrites this file and "
+    "- Reproduce: `scripts/bench.sh` (full, ~30 min, rewrites this file and "
     f"`docs/img/{PLOT_NAME}`, `docs/img/{checkpoint_report.PLOT_NAME}`); `scripts/bench.sh "
     "--only checkpoint` (~6 min) re-measures the checkpoint part and rewrites only its "
     "section; `scripts/bench.sh --smoke` (seconds, writes to a temporary directory, checks "
