@@ -170,6 +170,7 @@ def targets(store: StoreResults | None, http: HttpResults | None) -> list[Target
         ratio = http.ratio("redis", "memory", 16)
         cpu_memory = http.median("memory", 16, CPU)
         cpu_redis = http.median("redis", 16, CPU)
+        extra = http.difference("redis", "memory", 16, CPU)
         common = http.ratio("langchain", "memory", 16)
         out.append(
             Target(
@@ -182,9 +183,9 @@ def targets(store: StoreResults | None, http: HttpResults | None) -> list[Target
                 ratio >= 0.8,
                 "the replicas are CPU-bound here (2 cores for the replicas, nginx, wrk and "
                 "Redis), so throughput follows CPU per request, and a Redis turn still costs "
-                f"the replica {http.difference('redis', 'memory', 16, CPU):.2f} ms more CPU "
-                "than a dict lookup (the median of the rounds' differences)"
-                + _floor_share(http)
+                f"the replica {extra:.2f} ms more CPU than a dict lookup (the median of the "
+                "rounds' differences)"
+                + _floor_share(http, extra)
                 + ". With the collector tuned, the turn's commands multiplexed on one connection "
                 "(a loop iteration's round trips in one write, replies parsed as they arrive) "
                 "and a session's decoded messages shared by its reads, what a Redis turn adds "
@@ -212,16 +213,16 @@ def _handoff(http: HttpResults) -> str:
     )
 
 
-def _floor_share(http: HttpResults) -> str:
-    """How much extra replica CPU the two empty round trips cost alone."""
+def _floor_share(http: HttpResults, extra: float) -> str:
+    """How much extra replica CPU the two empty round trips cost alone, and what share they are
+    of the Redis turn's `extra`."""
     if "handoff" not in http.runs:
         return ""
     floor = http.difference("handoff", "memory", 16, CPU)
-    redis = http.difference("redis", "memory", 16, CPU)
     share = (
-        f": the round trips are {floor / redis:.0%} of the Redis turn's extra replica CPU in "
+        f": the round trips are {floor / extra:.0%} of the Redis turn's extra replica CPU in "
         "this run, the data the rest"
-        if redis > 0
+        if extra > 0
         else ""
     )
     return (
@@ -482,8 +483,8 @@ def bought_section(
             b, a = http.median("redis_before", c, "rps"), http.median("redis", c, "rps")
             lines.append(
                 f"| {c} | {n(b)} | {n(a)} | {http.ratio('redis', 'redis_before', c):.2f} x "
-                f"| {http.median('redis_before', c, 'cpu_ms_replicas'):.2f} "
-                f"| {http.median('redis', c, 'cpu_ms_replicas'):.2f} "
+                f"| {http.median('redis_before', c, CPU):.2f} "
+                f"| {http.median('redis', c, CPU):.2f} "
                 f"| {http.ratio('redis_before', 'memory', c):.2f} x "
                 f"| {http.ratio('redis', 'memory', c):.2f} x |"
             )
@@ -506,7 +507,7 @@ def bought_section(
             rps = http.median(target, c16, "rps")
             lines.append(
                 f"| {label} | {n(rps)} | {http.ratio(target, 'memory', c16):.2f} x "
-                f"| {http.median(target, c16, 'cpu_ms_replicas'):.2f} "
+                f"| {http.median(target, c16, CPU):.2f} "
                 f"| {http.median(target, c16, 'cpu_ms_redis'):.3f} |"
             )
         lines.append("")
@@ -558,7 +559,7 @@ def http_section(http: HttpResults, replicas: int) -> list[str]:
                 f"| {http.median(target, c, 'p99_ms'):.1f} "
                 f"| {http.ratio(target, 'memory', c):.2f} x "
                 f"| {http.ratio(target, 'bare', c):.2f} x "
-                f"| {http.median(target, c, 'cpu_ms_replicas'):.2f} | {redis_cpu} "
+                f"| {http.median(target, c, CPU):.2f} | {redis_cpu} "
                 f"| {switched(target, c)} | {errors} |"
             )
     lens = http.redis_session_lengths
