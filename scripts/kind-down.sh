@@ -13,3 +13,9 @@ if kind get clusters 2>/dev/null | grep -qx "${CLUSTER}"; then
 else
   log "no kind cluster ${CLUSTER}: nothing to do"
 fi
+# The nodes' volumes, if scripts/kind-up.sh kept them on tmpfs (KIND_VOLUMES_TMPFS=1).
+volumes="$(kind_volumes_dir "${CLUSTER}")"
+if [[ -d "${volumes}" ]]; then
+  log "removing the nodes' volumes in ${volumes}"
+  rm -rf "${volumes}"
+fi

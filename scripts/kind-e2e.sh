@@ -11,6 +11,10 @@
 #   KEEP_CLUSTER=1 scripts/kind-e2e.sh   leave the cluster up afterwards
 #   KIND_WORKERS=N                  worker nodes (default 0 here: 2 cores; the stand-in pod
 #                                   network's routes between nodes are untested)
+#   KIND_VOLUMES_TMPFS=0            the Redis PVCs on the host's disk instead of tmpfs (default 1
+#                                   here: the suite tests the software, not the disk; with
+#                                   appendfsync always one slow fsync, over half a second on a VM
+#                                   disk, delays every Redis reply past the 1 s socket timeout)
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=../cluster/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../cluster/lib.sh"
@@ -38,7 +42,8 @@ step "docker runs privileged containers"
 
 : "${CLUSTER:=chat-history}"
 : "${KIND_WORKERS:=0}"
-export CLUSTER KIND_WORKERS
+: "${KIND_VOLUMES_TMPFS:=1}"
+export CLUSTER KIND_WORKERS KIND_VOLUMES_TMPFS
 values="${REPO_ROOT}/helm/chat-history/ci/airgap-values.yaml"
 base="$("${REPO_ROOT}/cluster/base-image.sh")"
 redis="$("${REPO_ROOT}/cluster/images.sh" redis)"

@@ -7,12 +7,16 @@
 #   scripts/kind-up.sh          then: scripts/deploy.sh && scripts/e2e.sh --target kube
 # KIND_NODE_IMAGE=IMAGE: the node image to use instead of kind's default (which kind pulls);
 # for machines without a registry, cluster/kind-node-image.sh builds one from source.
+# KIND_VOLUMES_TMPFS=1: every node's volumes (local-path-provisioner's /var/local-path-provisioner)
+# in memory, on the host's /dev/shm, for a test cluster: what fsync costs is then not this
+# machine's disk (scripts/kind-e2e.sh sets it; scripts/kind-down.sh removes them).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 : "${CLUSTER:=chat-history}"
 : "${KIND_WORKERS:=2}"
+: "${KIND_VOLUMES_TMPFS:=0}"
 MIN_KIND_VERSION="0.24.0"
 
 require docker "install Docker: https://docs.docker.com/engine/install/"
@@ -27,12 +31,26 @@ if [[ "$(printf '%s\n%s\n' "${MIN_KIND_VERSION}" "${kind_version}" | sort -V | h
   die "kind v${kind_version:-?} is too old: v${MIN_KIND_VERSION}+ enforces NetworkPolicy (kindnet)"
 fi
 
+# node_mounts <name>: the node's extraMounts (its volumes on tmpfs with KIND_VOLUMES_TMPFS=1).
+node_mounts() {
+  [[ "${KIND_VOLUMES_TMPFS}" == 1 ]] || return 0
+  local dir
+  dir="$(kind_volumes_dir "${CLUSTER}")/$1"
+  install -d -m 0755 "${dir}"
+  printf '\n    extraMounts:\n      - {hostPath: %s, containerPath: /var/local-path-provisioner}' "${dir}"
+}
+
 if kind get clusters 2>/dev/null | grep -qx "${CLUSTER}"; then
   log "kind cluster ${CLUSTER} already exists"
 else
   log "creating kind cluster ${CLUSTER} (1 control plane, ${KIND_WORKERS} workers)"
+  if [[ "${KIND_VOLUMES_TMPFS}" == 1 ]]; then
+    [[ "$(stat -f -c %T /dev/shm 2>/dev/null)" == tmpfs ]] ||
+      die "KIND_VOLUMES_TMPFS=1 needs a tmpfs at /dev/shm"
+    log "the nodes' volumes on tmpfs: $(kind_volumes_dir "${CLUSTER}")"
+  fi
   workers=""
-  for _ in $(seq "${KIND_WORKERS}"); do workers+=$'\n  - role: worker'; done
+  for i in $(seq "${KIND_WORKERS}"); do workers+=$'\n  - role: worker'"$(node_mounts "worker${i}")"; done
   image=()
   if [[ -n "${KIND_NODE_IMAGE:-}" ]]; then
     docker image inspect "${KIND_NODE_IMAGE}" >/dev/null 2>&1 ||
@@ -54,7 +72,7 @@ networking:
   disableDefaultCNI: false
 ${patches}
 nodes:
-  - role: control-plane${workers}
+  - role: control-plane$(node_mounts control-plane)${workers}
 YAML
 fi
 

@@ -241,6 +241,12 @@ prepare_target() {
   esac
 }
 
+# kind_volumes_dir <cluster> : where scripts/kind-up.sh keeps the nodes' volumes with
+# KIND_VOLUMES_TMPFS=1 (scripts/kind-down.sh removes it).
+kind_volumes_dir() {
+  echo "/dev/shm/chat-history-kind/$1"
+}
+
 # kind_blocker : prints why this machine cannot run the kind stage (scripts/kind-e2e.sh), or
 # nothing when it can. scripts/test.sh skips the stage then.
 kind_blocker() {

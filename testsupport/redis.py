@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +19,62 @@ from testsupport.procs import LOOPBACK, Process, ProcessError, free_port, requir
 
 START_TIMEOUT_S = 30.0
 
+# Where the AOF goes when the machine has a tmpfs there: the suites test the software, not this
+# machine's disk (as etcd runs with --unsafe-no-fsync in cluster/up.sh). With `appendfsync
+# always` every reply waits for an fsync in Redis's one thread, and on a VM disk one fsync can
+# take over half a second with nothing else running (578 ms, the longest of ~34,000 in 8 s, on
+# 2026-12-02): under a rollout's I/O, longer than REDIS_SOCKET_TIMEOUT_SECONDS, and a turn of a
+# test that claims "no request fails" is answered 503 by a correct service (ci28, ci30).
+# Each directory is mkdtemp's (a new name, mode 0700), never a fixed path there.
+SHM = Path("/dev/shm")  # noqa: S108
+PREFIX = "chat-history-redis-"
+
+
+def is_tmpfs(path: Path) -> bool:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/mounts").read_text().splitlines():
+            fields = line.split()
+            if len(fields) > 2 and fields[1] == str(path):
+                return fields[2] == "tmpfs" and os.access(path, os.W_OK)
+    return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sweep_orphans() -> None:
+    """Data directories whose process died without its exit handlers (SIGKILL, a crash)."""
+    for entry in SHM.glob(f"{PREFIX}*"):
+        pid = entry.name.removeprefix(PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)) and entry.stat().st_uid == os.getuid():
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def data_dir(workdir: Path) -> Path:
+    """`workdir/redis-data`, or where it points: a directory of this process's own on tmpfs
+    (removed when the process exits; `workdir/redis-data` is a symlink to it), else on disk.
+    A second server on the same `workdir` finds the first one's data."""
+    home = workdir / "redis-data"
+    if home.is_dir():  # the directory itself, or a symlink to one
+        return home.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    home.unlink(missing_ok=True)  # a symlink left dangling by an exited process
+    if not is_tmpfs(SHM):
+        home.mkdir()
+        return home
+    _sweep_orphans()
+    data = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=SHM))
+    atexit.register(shutil.rmtree, data, ignore_errors=True)
+    home.symlink_to(data, target_is_directory=True)
+    return data
+
 
 class RedisServer:
     """One redis-server process; `start()` again after `stop()`/`kill()` reuses the port and
@@ -23,6 +83,7 @@ class RedisServer:
     AOF uses `appendfsync always`: the suites claim that *every acknowledged* turn survives a
     SIGKILL, and with `everysec` the last second of writes may be lost (the right trade-off for
     many deployments, but not a claim a test can make). Benchmarks pass `appendonly=False`.
+    The data directory is on tmpfs where the machine has one (`data_dir`, `SHM`).
     """
 
     def __init__(
@@ -36,8 +97,7 @@ class RedisServer:
         self.binary = require_tool("redis-server")
         self.port = free_port()
         self.password = password
-        self.data = workdir / "redis-data"
-        self.data.mkdir(parents=True, exist_ok=True)
+        self.data = data_dir(workdir)
         argv = [
             self.binary, "--port", str(self.port), "--bind", LOOPBACK, "--dir", str(self.data),
             "--save", "", "--appendonly", "yes" if appendonly else "no",
