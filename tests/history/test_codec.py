@@ -390,6 +390,32 @@ def test_a_sliding_window_of_repeated_messages_starts_where_its_overlap_matches(
     _assert_same_as_fresh(cache.decode(odd, "s"), odd)
 
 
+def test_a_message_decoded_on_every_read_is_decoded_again_when_the_window_slides(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A message holding something mutable (content blocks) is never shared: in the part of
+    the window carried over from the last one it is decoded again, and the rest is still
+    taken from the last window."""
+    cache = DecodeCache(max_messages=64)
+    blocks = HumanMessage(content=[{"type": "text", "text": "blocks"}], id="id-b")
+    history = [HumanMessage(content="m0", id="id-0"), blocks]
+    history += [HumanMessage(content=f"m{i}", id=f"id-{i}") for i in range(2, 8)]
+    stored = [encode(m) for m in history]
+    cache.decode(stored[:4], "s")
+    last = cache.decode(stored[:4], "s")  # cached from here on
+    decodes = _count_decodes(monkeypatch)
+    slid = cache.decode(stored[1:5], "s")  # the blocks message carried over
+    assert decodes == [stored[4]]  # the new one (the blocks message: decode_one, in full)
+    assert slid[0] is not last[1] and slid[1] is last[2] and slid[2] is last[3]
+    assert cache.decode(stored[1:5], "s")[0] is not slid[0]  # a copy of its own every read
+    again = cache.decode(stored[3:7], "s")  # slid out of the window
+    assert decodes == [stored[4], stored[5], stored[6]]
+    assert again[0] is last[3] and again[1] is slid[3]
+    monkeypatch.undo()
+    _assert_same_as_fresh(slid, stored[1:5])
+    _assert_same_as_fresh(again, stored[3:7])
+
+
 def test_the_last_windows_hold_at_most_max_messages_items() -> None:
     cache = DecodeCache(max_messages=16)
     stored = [encode(HumanMessage(content=f"m{i}")) for i in range(6)]
