@@ -18,4 +18,5 @@ volumes="$(kind_volumes_dir "${CLUSTER}")"
 if [[ -d "${volumes}" ]]; then
   log "removing the nodes' volumes in ${volumes}"
   rm -rf "${volumes}"
+  rmdir --ignore-fail-on-non-empty "$(dirname "${volumes}")"
 fi

@@ -723,6 +723,8 @@ class KubeDeployment(Deployment):
         self._store_down()
         overrides = {
             "spec": {
+                # `sleep` as PID 1 ignores SIGTERM: the default 30 s grace would be waited out.
+                "terminationGracePeriodSeconds": 0,
                 "securityContext": {
                     key: redis_ids[key] for key in ("runAsUser", "runAsGroup", "fsGroup")
                 },
