@@ -30,12 +30,22 @@ SHM = Path("/dev/shm")  # noqa: S108
 PREFIX = "chat-history-redis-"
 
 
+# Free space a tmpfs needs to be used: a container's /dev/shm is often 64 MiB, and a full one
+# would fail Redis's writes (MISCONF) in ways no test means to check.
+SHM_MIN_FREE = 1 << 30
+
+
 def is_tmpfs(path: Path) -> bool:
+    """Whether `path` is a writable tmpfs mount with at least `SHM_MIN_FREE` bytes free."""
     with contextlib.suppress(OSError):
         for line in Path("/proc/mounts").read_text().splitlines():
             fields = line.split()
             if len(fields) > 2 and fields[1] == str(path):
-                return fields[2] == "tmpfs" and os.access(path, os.W_OK)
+                return (
+                    fields[2] == "tmpfs"
+                    and os.access(path, os.W_OK)
+                    and shutil.disk_usage(path).free >= SHM_MIN_FREE
+                )
     return False
 
 

@@ -63,6 +63,19 @@ def test_directories_of_dead_processes_are_removed_and_a_dangling_link_replaced(
     assert (tmp_path / "redis-data").resolve() == data and data.is_dir()
 
 
+def test_only_a_writable_tmpfs_with_room_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    mounts = [line.split() for line in Path("/proc/mounts").read_text().splitlines()]
+    tmpfs = next((Path(m[1]) for m in mounts if m[2] == "tmpfs" and os.access(m[1], os.W_OK)), None)
+    if tmpfs is None:
+        pytest.skip("no writable tmpfs mounted on this machine")
+    other = next((Path(m[1]) for m in mounts if m[2] != "tmpfs" and Path(m[1]).is_dir()), None)
+    assert other is None or not is_tmpfs(other)
+    monkeypatch.setattr(test_redis, "SHM_MIN_FREE", 0)
+    assert is_tmpfs(tmpfs)
+    monkeypatch.setattr(test_redis, "SHM_MIN_FREE", 1 << 60)  # more than any machine has
+    assert not is_tmpfs(tmpfs)
+
+
 @pytest.mark.skipif(not is_tmpfs(SHM), reason="no tmpfs at /dev/shm")
 def test_a_real_server_writes_its_aof_on_tmpfs_and_keeps_it_across_a_restart(
     tmp_path: Path,
