@@ -24,7 +24,7 @@ START_TIMEOUT_S = 30.0
 # always` every reply waits for an fsync in Redis's one thread, and on a VM disk one fsync can
 # take over half a second with nothing else running (578 ms, the longest of ~34,000 in 8 s, on
 # 2026-12-02): under a rollout's I/O, longer than REDIS_SOCKET_TIMEOUT_SECONDS, and a turn of a
-# test that claims "no request fails" is answered 503 by a correct service (ci28, ci30).
+# test that claims "no request fails" is answered 503 by a correct service (two CI runs did).
 # Each directory is mkdtemp's (a new name, mode 0700), never a fixed path there.
 SHM = Path("/dev/shm")  # noqa: S108
 PREFIX = "chat-history-redis-"
