@@ -12,9 +12,10 @@
 #   KIND_WORKERS=N                  worker nodes (default 0 here: 2 cores; the stand-in pod
 #                                   network's routes between nodes are untested)
 #   KIND_VOLUMES_TMPFS=0            the Redis PVCs on the host's disk instead of tmpfs (default 1
-#                                   here: the suite tests the software, not the disk; with
-#                                   appendfsync always one slow fsync, over half a second on a VM
-#                                   disk, delays every Redis reply past the 1 s socket timeout)
+#                                   here when /dev/shm is a tmpfs: the suite tests the software,
+#                                   not the disk; with appendfsync always one slow fsync, over
+#                                   half a second on a VM disk, delays every Redis reply past the
+#                                   1 s socket timeout)
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=../cluster/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../cluster/lib.sh"
@@ -42,7 +43,13 @@ step "docker runs privileged containers"
 
 : "${CLUSTER:=chat-history}"
 : "${KIND_WORKERS:=0}"
-: "${KIND_VOLUMES_TMPFS:=1}"
+if [[ -z "${KIND_VOLUMES_TMPFS:-}" ]]; then
+  KIND_VOLUMES_TMPFS=1
+  [[ "$(stat -f -c %T /dev/shm 2>/dev/null)" == tmpfs ]] || {
+    KIND_VOLUMES_TMPFS=0
+    log "no tmpfs at /dev/shm: the Redis PVCs stay on the disk (slow fsyncs may fail turns)"
+  }
+fi
 export CLUSTER KIND_WORKERS KIND_VOLUMES_TMPFS
 values="${REPO_ROOT}/helm/chat-history/ci/airgap-values.yaml"
 base="$("${REPO_ROOT}/cluster/base-image.sh")"
