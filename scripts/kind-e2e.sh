@@ -45,7 +45,7 @@ step "docker runs privileged containers"
 : "${KIND_WORKERS:=0}"
 if [[ -z "${KIND_VOLUMES_TMPFS:-}" ]]; then
   KIND_VOLUMES_TMPFS=1
-  [[ "$(stat -f -c %T /dev/shm 2>/dev/null)" == tmpfs ]] || {
+  shm_is_tmpfs || {
     KIND_VOLUMES_TMPFS=0
     log "no tmpfs at /dev/shm: the Redis PVCs stay on the disk (slow fsyncs may fail turns)"
   }

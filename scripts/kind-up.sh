@@ -45,8 +45,7 @@ if kind get clusters 2>/dev/null | grep -qx "${CLUSTER}"; then
 else
   log "creating kind cluster ${CLUSTER} (1 control plane, ${KIND_WORKERS} workers)"
   if [[ "${KIND_VOLUMES_TMPFS}" == 1 ]]; then
-    [[ "$(stat -f -c %T /dev/shm 2>/dev/null)" == tmpfs ]] ||
-      die "KIND_VOLUMES_TMPFS=1 needs a tmpfs at /dev/shm"
+    shm_is_tmpfs || die "KIND_VOLUMES_TMPFS=1 needs a tmpfs at /dev/shm"
     log "the nodes' volumes on tmpfs: $(kind_volumes_dir "${CLUSTER}")"
   fi
   workers=""

@@ -247,6 +247,11 @@ kind_volumes_dir() {
   echo "/dev/shm/chat-history-kind/$1"
 }
 
+# shm_is_tmpfs : whether /dev/shm, where kind_volumes_dir is, is a tmpfs (memory, not disk).
+shm_is_tmpfs() {
+  [[ "$(stat -f -c %T /dev/shm 2>/dev/null)" == tmpfs ]]
+}
+
 # kind_blocker : prints why this machine cannot run the kind stage (scripts/kind-e2e.sh), or
 # nothing when it can. scripts/test.sh skips the stage then.
 kind_blocker() {
