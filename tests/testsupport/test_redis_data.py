@@ -76,7 +76,7 @@ def test_only_a_writable_tmpfs_with_room_counts(monkeypatch: pytest.MonkeyPatch)
     assert not is_tmpfs(tmpfs)
 
 
-@pytest.mark.skipif(not is_tmpfs(SHM), reason="no tmpfs at /dev/shm")
+@pytest.mark.skipif(not is_tmpfs(SHM), reason="/dev/shm: no writable tmpfs with room")
 def test_a_real_server_writes_its_aof_on_tmpfs_and_keeps_it_across_a_restart(
     tmp_path: Path,
 ) -> None:
